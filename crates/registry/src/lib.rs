@@ -1,0 +1,25 @@
+//! The contract between rust-ms nodes and the place where they find each other.
+//!
+//! [`Registry`] is the whole contract: register an instance, take a snapshot of what is
+//! registered, and watch what changes after that snapshot. Backends live in their own
+//! crates (`registry-etcd`, `registry-memory`) and prove they keep the contract by passing
+//! the [`conformance`] suite.
+
+mod backoff;
+pub mod conformance;
+mod error;
+mod instance;
+mod keepalive;
+mod membership;
+mod registry;
+mod validate;
+mod watch;
+
+pub use backoff::Backoff;
+pub use error::RegistryError;
+pub use instance::{Instance, Registration, Scope, Snapshot, unix_millis_now};
+pub use keepalive::{Lease, Leaser, Liveness, Registered, RegistrationState};
+pub use membership::Membership;
+pub use registry::Registry;
+pub use validate::{validate_address, validate_name};
+pub use watch::{Change, Watch, WatchEvent, WatchSender};

@@ -1,0 +1,33 @@
+use async_trait::async_trait;
+
+use crate::{Registered, Registration, RegistryError, Scope, Snapshot, Watch};
+
+/// Where nodes register themselves and discover each other.
+///
+/// The trait is object safe: nodes hold an `Arc<dyn Registry>` chosen from configuration.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Registers an instance and keeps it alive in the background until the returned
+    /// handle deregisters it (or is dropped). When the backend loses the registration
+    /// (lease expired, revoked, key deleted) the handle puts it back by itself.
+    async fn register(&self, registration: Registration) -> Result<Registered, RegistryError>;
+
+    /// The instances of `scope` now, with the revision they were read at.
+    async fn snapshot(&self, scope: &Scope) -> Result<Snapshot, RegistryError>;
+
+    /// Every change to `from.scope` after `from.revision`, once each and in order.
+    ///
+    /// When the backend loses changes (a disconnect, a compaction) the watch lists the
+    /// scope again and emits only the difference from what it had emitted before.
+    async fn watch(&self, from: &Snapshot) -> Result<Watch, RegistryError>;
+
+    /// A short human description of the backend, for logs: `etcd 127.0.0.1:2379`.
+    fn describe(&self) -> String;
+
+    /// A snapshot of `scope` and a watch that starts right after it.
+    async fn discover(&self, scope: &Scope) -> Result<(Snapshot, Watch), RegistryError> {
+        let snapshot = self.snapshot(scope).await?;
+        let watch = self.watch(&snapshot).await?;
+        Ok((snapshot, watch))
+    }
+}
