@@ -1,0 +1,292 @@
+//! etcd for tests, through testcontainers.
+//!
+//! The image comes from `MS_ETCD_IMAGE` (default: the official etcd image); on machines
+//! that cannot pull, `scripts/build-etcd-image.sh` builds one from Debian's package.
+//! `MS_TEST_ETCD_ENDPOINTS` points the tests at an etcd that is already running instead;
+//! tests that must stop or restart etcd then say they were skipped.
+//!
+//! With no Docker engine the container tests are skipped with a message, except under
+//! `CI=true`, where that is a failure.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use registry_etcd::{EtcdOptions, EtcdRegistry};
+use testcontainers::core::{ContainerPort, IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+/// Used when `MS_ETCD_IMAGE` is not set.
+pub const DEFAULT_IMAGE: &str = "gcr.io/etcd-development/etcd:v3.5.21";
+const CLIENT_PORT: u16 = 2379;
+const PEER_PORT: u16 = 2380;
+const STARTUP: Duration = Duration::from_secs(60);
+
+fn image() -> GenericImage {
+    let reference = std::env::var("MS_ETCD_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    let (name, tag) = match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (reference.clone(), "latest".to_owned()),
+    };
+    GenericImage::new(name, tag)
+        .with_exposed_port(CLIENT_PORT.tcp())
+        .with_wait_for(WaitFor::Nothing)
+}
+
+/// Whether a Docker engine can be asked for containers; panics under `CI=true` if not.
+fn docker_available() -> bool {
+    let available = std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !available {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "no Docker engine answers `docker info`; under CI=true the etcd tests must run, not be skipped"
+            );
+        }
+        eprintln!("SKIPPED: no Docker engine; start one or set MS_TEST_ETCD_ENDPOINTS");
+    }
+    available
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now, to pin a container's mapping
+/// so that a restarted container answers on the same endpoint.
+fn free_local_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn member_command(name: &str, initial_cluster: &str) -> Vec<String> {
+    [
+        "/usr/local/bin/etcd",
+        "--name",
+        name,
+        "--data-dir",
+        "/var/lib/etcd/data",
+        "--listen-client-urls",
+        "http://0.0.0.0:2379",
+        "--advertise-client-urls",
+        &format!("http://{name}:{CLIENT_PORT}"),
+        "--listen-peer-urls",
+        "http://0.0.0.0:2380",
+        "--initial-advertise-peer-urls",
+        &format!("http://{name}:{PEER_PORT}"),
+        "--initial-cluster",
+        initial_cluster,
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        "rust-ms-test",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// One etcd member in a container, or an etcd given by `MS_TEST_ETCD_ENDPOINTS`.
+pub struct Etcd {
+    endpoints: Vec<String>,
+    container: Option<ContainerAsync<GenericImage>>,
+}
+
+impl Etcd {
+    /// Starts a single-member etcd; `None` (after saying so) when it cannot run here.
+    pub async fn start() -> Option<Etcd> {
+        if let Ok(list) = std::env::var("MS_TEST_ETCD_ENDPOINTS") {
+            let endpoints = registry_etcd::parse_endpoints(&list).expect("MS_TEST_ETCD_ENDPOINTS");
+            return Some(Etcd {
+                endpoints,
+                container: None,
+            });
+        }
+        if !docker_available() {
+            return None;
+        }
+        let name = format!("etcd-{}", uuid::Uuid::new_v4().simple());
+        let host_port = free_local_port();
+        let container = image()
+            .with_container_name(&name)
+            .with_mapped_port(host_port, ContainerPort::Tcp(CLIENT_PORT))
+            .with_cmd(member_command(&name, &format!("{name}=http://{name}:{PEER_PORT}")))
+            .with_startup_timeout(STARTUP)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("starting the etcd container failed ({e}); build the image with scripts/build-etcd-image.sh and set MS_ETCD_IMAGE"));
+        eprintln!("etcd container {name} started, client port 127.0.0.1:{host_port}");
+        let etcd = Etcd {
+            endpoints: vec![format!("127.0.0.1:{host_port}")],
+            container: Some(container),
+        };
+        etcd.wait_ready().await;
+        Some(etcd)
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The endpoints in GO-MS's `a|b` form, as `--etcd-addr` takes them.
+    pub fn etcd_addr(&self) -> String {
+        self.endpoints.join("|")
+    }
+
+    /// Whether the test owns the container, so it may stop and start it.
+    pub fn is_container(&self) -> bool {
+        self.container.is_some()
+    }
+
+    /// Stops the member; its data stays in the container.
+    pub async fn stop(&self) {
+        if let Some(container) = &self.container {
+            container.stop().await.expect("stop etcd container");
+            eprintln!("etcd container {} stopped", container.id());
+        }
+    }
+
+    /// Starts the stopped member again, on the same data and the same endpoint.
+    pub async fn restart(&self) {
+        if let Some(container) = &self.container {
+            container.start().await.expect("start etcd container again");
+            eprintln!("etcd container {} started again", container.id());
+            self.wait_ready().await;
+        }
+    }
+
+    async fn wait_ready(&self) {
+        wait_ready(&self.endpoints).await
+    }
+
+    /// A registry on this etcd under a namespace of its own.
+    pub async fn registry(&self, namespace: &str) -> EtcdRegistry {
+        EtcdRegistry::connect(
+            EtcdOptions::new(self.endpoints.clone())
+                .with_namespace(namespace)
+                .with_connect_timeout(STARTUP),
+        )
+        .await
+        .expect("connect to test etcd")
+    }
+
+    /// A plain client, for doing what an operator would.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.endpoints, None)
+            .await
+            .expect("etcd client")
+    }
+}
+
+/// Waits until a read succeeds on at least one endpoint.
+async fn wait_ready(endpoints: &[String]) {
+    let deadline = tokio::time::Instant::now() + STARTUP;
+    loop {
+        let ready = async {
+            let mut client = Client::connect(endpoints, None).await.ok()?;
+            client
+                .get("health", Some(GetOptions::new().with_count_only()))
+                .await
+                .ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(3), ready)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("etcd at {endpoints:?} not ready within {STARTUP:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A three-member etcd cluster: containers on a Docker network the fixture creates.
+pub struct EtcdCluster {
+    members: Vec<(String, ContainerAsync<GenericImage>)>,
+}
+
+impl EtcdCluster {
+    pub async fn start() -> Option<EtcdCluster> {
+        if !docker_available() {
+            return None;
+        }
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let network = format!("rust-ms-test-{tag}");
+        let names: Vec<String> = (0..3).map(|n| format!("etcd{n}-{tag}")).collect();
+        let initial_cluster = names
+            .iter()
+            .map(|n| format!("{n}=http://{n}:{PEER_PORT}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for name in &names {
+            let host_port = free_local_port();
+            let container = image()
+                .with_container_name(name)
+                .with_network(&network)
+                .with_mapped_port(host_port, ContainerPort::Tcp(CLIENT_PORT))
+                .with_cmd(member_command(name, &initial_cluster))
+                .with_startup_timeout(STARTUP)
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("starting etcd member {name} failed: {e}"));
+            members.push((format!("127.0.0.1:{host_port}"), container));
+        }
+        eprintln!(
+            "etcd cluster started on network {network}: {}",
+            members
+                .iter()
+                .map(|(e, _)| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cluster = EtcdCluster { members };
+        for (endpoint, _) in &cluster.members {
+            wait_ready(std::slice::from_ref(endpoint)).await;
+        }
+        Some(cluster)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// Kills member `n` (SIGKILL), leaving the other two to keep quorum.
+    pub async fn kill(&self, n: usize) {
+        let (endpoint, container) = &self.members[n];
+        container
+            .stop_with_timeout(Some(0))
+            .await
+            .expect("kill etcd member");
+        eprintln!("etcd member {n} at {endpoint} killed");
+    }
+
+    pub async fn registry(&self, namespace: &str) -> EtcdRegistry {
+        EtcdRegistry::connect(
+            EtcdOptions::new(self.endpoints())
+                .with_namespace(namespace)
+                .with_connect_timeout(STARTUP),
+        )
+        .await
+        .expect("connect to test etcd cluster")
+    }
+}
+
+/// Skips the calling test (after saying why) when the fixture could not start.
+#[macro_export]
+macro_rules! require {
+    ($fixture:expr) => {
+        match $fixture {
+            Some(fixture) => fixture,
+            None => return,
+        }
+    };
+}

@@ -1,0 +1,233 @@
+//! The registry conformance suite on real etcd, plus what only etcd can do to a node:
+//! compaction, restarts, and a cluster member dying.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use registry::conformance::Harness;
+use registry::{Change, Instance, Registration, Registry, Scope};
+use registry_etcd::EtcdRegistry;
+use tests::etcd::{Etcd, EtcdCluster};
+use tests::require;
+
+struct EtcdHarness {
+    etcd: Etcd,
+    registry: EtcdRegistry,
+}
+
+#[async_trait]
+impl Harness for EtcdHarness {
+    fn registry(&self) -> Arc<dyn Registry> {
+        Arc::new(self.registry.clone())
+    }
+
+    async fn revoke_lease(&self, instance: &Instance) {
+        let mut client = self.etcd.client().await;
+        let key = self.registry.key_of(instance);
+        let found = client.get(key.clone(), None).await.expect("get");
+        let lease = found.kvs().first().expect("instance key present").lease();
+        client.lease_revoke(lease).await.expect("revoke");
+    }
+
+    async fn delete_entry(&self, instance: &Instance) {
+        let mut client = self.etcd.client().await;
+        let deleted = client
+            .delete(self.registry.key_of(instance), None)
+            .await
+            .expect("delete");
+        assert_eq!(deleted.deleted(), 1);
+    }
+}
+
+fn namespace() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn harness() -> Option<EtcdHarness> {
+    let etcd = Etcd::start().await?;
+    let registry = etcd.registry(&namespace()).await;
+    Some(EtcdHarness { etcd, registry })
+}
+
+mod conformance {
+    use super::*;
+
+    /// Runs one conformance check, or skips it where etcd cannot run.
+    async fn run<F: AsyncFnOnce(&EtcdHarness)>(check: F) {
+        let harness = require!(harness().await);
+        check(&harness).await;
+    }
+
+    macro_rules! on_etcd {
+        ($($name:ident),+ $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                run(async |h| registry::conformance::$name(h).await).await;
+            }
+        )+};
+    }
+
+    on_etcd!(
+        register_list_deregister,
+        several_instances_of_one_service_are_listed_apart_from_others,
+        instance_whose_keepalive_stops_expires_with_a_leave_event,
+        watch_after_a_snapshot_sees_exactly_the_later_changes_in_order,
+        lease_revoked_from_outside_is_registered_again,
+        entry_deleted_from_outside_is_put_back,
+        hundred_concurrent_registrations_are_all_visible,
+        dropping_the_handle_deregisters,
+        every_bad_input_is_refused_naming_the_field,
+    );
+}
+
+fn node(service: &str, n: u16) -> Instance {
+    Instance::new(service, format!("127.0.0.1:{}", 20_000 + n)).with_id(format!("{service}-{n}"))
+}
+
+async fn next_change(watch: &mut registry::Watch, within: Duration) -> Option<Change> {
+    tokio::time::timeout(within, watch.next())
+        .await
+        .ok()
+        .flatten()
+        .map(|e| e.change)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_survives_a_compaction_with_only_the_real_difference() {
+    let h = require!(harness().await);
+    let registry = &h.registry;
+    let stays = registry
+        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let leaves = registry
+        .register(Registration::new(node("user", 2)))
+        .await
+        .unwrap();
+    let (snapshot, mut watch) = registry.discover(&Scope::service("user")).await.unwrap();
+    assert_eq!(snapshot.instances.len(), 2);
+    // Make the watch's revision unavailable: it must re-list instead of replaying.
+    drop(watch);
+    leaves.deregister().await.unwrap();
+    let joins = registry
+        .register(Registration::new(node("user", 3)))
+        .await
+        .unwrap();
+    let mut client = h.etcd.client().await;
+    let now = client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client.compact(now, None).await.unwrap();
+    watch = registry.watch(&snapshot).await.unwrap();
+    let mut changes = Vec::new();
+    while let Some(change) = next_change(&mut watch, Duration::from_secs(5)).await {
+        changes.push(change);
+    }
+    assert_eq!(
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Joined(i) => format!("join {}", i.id),
+                Change::Left(i) => format!("leave {}", i.id),
+                Change::Updated(i) => format!("update {}", i.id),
+            })
+            .collect::<Vec<_>>(),
+        vec!["leave user-2", "join user-3"],
+        "user-1 stayed up and must not appear"
+    );
+    drop((stays, joins));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_is_listed_again_after_etcd_restarts_without_any_call() {
+    let h = require!(harness().await);
+    if !h.etcd.is_container() {
+        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be restarted by the test");
+        return;
+    }
+    let registry = &h.registry;
+    let stays = registry
+        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
+    h.etcd.stop().await;
+    // Down for longer than the TTL: the node must notice and register again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.etcd.restart().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(snapshot) = registry.snapshot(&Scope::service("user")).await
+            && snapshot.instances.iter().any(|i| i.id == "user-1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "user-1 not listed again within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A node that stayed registered never looks like it left and came back.
+    let another = registry
+        .register(Registration::new(node("order", 1)))
+        .await
+        .unwrap();
+    let first = next_change(&mut watch, Duration::from_secs(30)).await;
+    assert_eq!(first, Some(Change::Joined(another.instance().clone())));
+    drop(stays);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keeps_registration_keepalive_and_watch_with_one_member_killed() {
+    let cluster = require!(EtcdCluster::start().await);
+    let ns = namespace();
+    let registry = cluster.registry(&ns).await;
+    let user = registry
+        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
+    cluster.kill(0).await;
+
+    // Keepalive: the node outlives several TTLs with a member gone.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let listed = registry.snapshot(&Scope::service("user")).await.unwrap();
+    assert_eq!(
+        listed.instances.len(),
+        1,
+        "user-1 kept alive through the other members"
+    );
+
+    // Registration and watch: a new node registers and the old watch sees it.
+    let order = registry
+        .register(Registration::new(node("order", 1)))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(change) = next_change(&mut watch, Duration::from_secs(20)).await {
+        let joined_order = matches!(&change, Change::Joined(i) if i.id == "order-1");
+        seen.push(change);
+        if joined_order {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|c| matches!(c, Change::Joined(i) if i.id == "order-1")),
+        "the watch saw order-1 join: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|c| matches!(c, Change::Left(i) if i.id == "user-1")),
+        "user-1 never left: {seen:?}"
+    );
+    drop((user, order));
+}

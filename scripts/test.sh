@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of rust-ms: unit tests, the registry conformance suite on both backends,
+# and the integration tests against etcd in containers and the real binaries.
+#
+# etcd comes from MS_TEST_ETCD_ENDPOINTS (an etcd already running), else from the image in
+# MS_ETCD_IMAGE, else from rust-ms/etcd:local, built here from Debian's etcd-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+if [ -z "${MS_TEST_ETCD_ENDPOINTS:-}" ] && [ -z "${MS_ETCD_IMAGE:-}" ]; then
+  if docker info >/dev/null 2>&1; then
+    docker image inspect rust-ms/etcd:local >/dev/null 2>&1 || scripts/build-etcd-image.sh rust-ms/etcd:local
+    export MS_ETCD_IMAGE=rust-ms/etcd:local
+  fi
+fi
+# The integration tests start the real binaries: build them first.
+cargo build --workspace --bins
+cargo test --workspace
