@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-pub use endpoints::parse_endpoints;
 use layout::Layout;
+pub use registry::parse_endpoints;
 
 /// How to reach etcd and where in it to keep the registry.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@
 
 mod backoff;
 pub mod conformance;
+mod endpoints;
 mod error;
 mod instance;
 mod keepalive;
@@ -16,6 +17,7 @@ mod validate;
 mod watch;
 
 pub use backoff::Backoff;
+pub use endpoints::{parse_endpoints, strip_scheme};
 pub use error::RegistryError;
 pub use instance::{Instance, Registration, Scope, Snapshot, unix_millis_now};
 pub use keepalive::{Lease, Leaser, Liveness, Registered, RegistrationState};

@@ -1,0 +1,14 @@
+//! Configuration of a rust-ms node.
+//!
+//! Layers, later ones winning: the defaults, a TOML file, `MS_` environment variables
+//! (`__` nests: `MS_REGISTRY__ETCD_ADDR`), then command-line flags. Every key must be known
+//! and every value valid, or loading fails with one line that names the key and where its
+//! value came from.
+
+mod error;
+mod load;
+mod node;
+
+pub use error::ConfigError;
+pub use load::{Flags, Loaded, NoSections, Validate, load};
+pub use node::{Backend, LogConfig, LogFormat, NodeConfig, RegistryConfig, TlsConfig};

@@ -1,0 +1,158 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The keys every node shares. A service's own sections sit beside these in its config type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// The gateway's HTTP port; other nodes ignore it.
+    pub http_port: u16,
+    /// The gRPC port; 0 lets the OS choose, and the chosen port is what gets registered.
+    pub rpc_port: u16,
+    /// `auto` (the host's first non-loopback IPv4) or the address other nodes dial.
+    pub advertise_host: String,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub registry: RegistryConfig,
+    pub log: LogConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            http_port: 8080,
+            rpc_port: 8180,
+            advertise_host: "auto".to_owned(),
+            shutdown_grace: Duration::from_secs(10),
+            registry: RegistryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Etcd,
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistryConfig {
+    pub backend: Backend,
+    /// etcd endpoints: GO-MS's `a|b` form, or commas.
+    pub etcd_addr: String,
+    pub namespace: String,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Etcd,
+            etcd_addr: "127.0.0.1:2379".to_owned(),
+            namespace: "go-ms".to_owned(),
+            ttl: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            username: None,
+            password: None,
+            tls: None,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The etcd endpoints, split and checked.
+    pub fn endpoints(&self) -> Result<Vec<String>, registry::RegistryError> {
+        registry::parse_endpoints(&self.etcd_addr)
+    }
+}
+
+/// PEM files for talking TLS to etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `rust_ms=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl crate::Validate for NodeConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, reason: String| Err((key.to_owned(), reason));
+        if self.advertise_host != "auto" {
+            let probe = format!("{}:1", self.advertise_host);
+            if registry::validate_address(&probe).is_err() {
+                return bad(
+                    "advertise_host",
+                    format!(
+                        "{:?} is not \"auto\" or a host without a port",
+                        self.advertise_host
+                    ),
+                );
+            }
+        }
+        let registry = &self.registry;
+        if registry.ttl < Duration::from_secs(1) {
+            return bad(
+                "registry.ttl",
+                format!("{:?} is under the minimum of 1s", registry.ttl),
+            );
+        }
+        if registry.connect_timeout.is_zero() {
+            return bad(
+                "registry.connect_timeout",
+                "must be more than 0s".to_owned(),
+            );
+        }
+        if let Err(e) = registry::validate_name("namespace", &registry.namespace) {
+            return bad("registry.namespace", e.to_string());
+        }
+        if registry.backend == Backend::Etcd
+            && let Err(registry::RegistryError::InvalidInput { reason, .. }) = registry.endpoints()
+        {
+            return bad("registry.etcd_addr", reason);
+        }
+        Ok(())
+    }
+}

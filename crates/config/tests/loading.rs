@@ -1,0 +1,193 @@
+//! Loading order, unknown keys and bad values, each error naming the key and its origin.
+
+use std::time::Duration;
+
+use config::{Backend, ConfigError, Flags, Validate, load};
+use figment::Jail;
+use serde::{Deserialize, Serialize};
+
+/// The sections a service adds beside the shared keys.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct UserLike {
+    user: UserSection,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default)]
+struct UserSection {
+    min_password_len: u32,
+}
+
+impl Default for UserSection {
+    fn default() -> Self {
+        Self {
+            min_password_len: 8,
+        }
+    }
+}
+
+impl Validate for UserLike {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.user.min_password_len < 4 {
+            return Err(("user.min_password_len".into(), "must be at least 4".into()));
+        }
+        Ok(())
+    }
+}
+
+fn err(result: Result<config::Loaded<UserLike>, ConfigError>) -> String {
+    match result {
+        Ok(loaded) => panic!("accepted: {:?}", loaded.node),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn later_layers_win_defaults_file_env_flags() {
+    Jail::expect_with(|jail| {
+        jail.create_file("user.toml", "rpc_port = 9000\nhttp_port = 9001\n[registry]\nttl = \"7s\"\n[user]\nmin_password_len = 10\n")?;
+        jail.set_env("MS_RPC_PORT", "9100");
+        jail.set_env("MS_REGISTRY__ETCD_ADDR", "10.0.0.1:2379|10.0.0.2:2379");
+        let mut flags = Flags::new();
+        flags.set("registry.backend", "--registry", "memory");
+        let loaded = load::<UserLike>(Some("user.toml".as_ref()), &flags).unwrap();
+        let c = &loaded;
+        assert_eq!(c.node.http_port, 9001, "file over defaults");
+        assert_eq!(c.node.rpc_port, 9100, "env over file");
+        assert_eq!(c.node.registry.backend, Backend::Memory, "flags over all");
+        assert_eq!(c.node.registry.ttl, Duration::from_secs(7));
+        assert_eq!(c.node.registry.namespace, "go-ms", "defaults stay");
+        assert_eq!(c.service.user.min_password_len, 10);
+        assert_eq!(
+            c.node.registry.endpoints().unwrap(),
+            vec!["10.0.0.1:2379", "10.0.0.2:2379"]
+        );
+        assert_eq!(
+            loaded.origin("rpc_port"),
+            "environment variable MS_RPC_PORT"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_key_in_a_file_names_the_key_file_and_line() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "user.toml",
+            "rpc_port = 9000\n[registry]\nnamespace = \"x\"\nttll = \"7s\"\n",
+        )?;
+        let message = err(load::<UserLike>(Some("user.toml".as_ref()), &Flags::new()));
+        assert!(message.contains("unknown key registry.ttll"), "{message}");
+        assert!(message.contains("user.toml line 4"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_environment_key_names_the_variable() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MS_RPC_PROT", "9000");
+        let message = err(load::<UserLike>(None, &Flags::new()));
+        assert!(message.contains("unknown key rpc_prot"), "{message}");
+        assert!(
+            message.contains("environment variable MS_RPC_PROT"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_value_names_the_key_and_its_source() {
+    Jail::expect_with(|jail| {
+        jail.create_file("user.toml", "[registry]\nbackend = \"zookeeper\"\n")?;
+        let message = err(load::<UserLike>(Some("user.toml".as_ref()), &Flags::new()));
+        assert!(message.contains("registry.backend"), "{message}");
+        assert!(message.contains("user.toml line 2"), "{message}");
+        assert!(message.contains("zookeeper"), "{message}");
+
+        jail.set_env("MS_RPC_PORT", "seventy");
+        let message = err(load::<UserLike>(None, &Flags::new()));
+        assert!(
+            message.contains("rpc_port") && message.contains("MS_RPC_PORT"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn values_that_parse_but_cannot_work_are_refused() {
+    Jail::expect_with(|jail| {
+        jail.create_file("a.toml", "[registry]\nttl = \"500ms\"\n")?;
+        let message = err(load::<UserLike>(Some("a.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("registry.ttl") && message.contains("a.toml line 2"),
+            "{message}"
+        );
+
+        let mut flags = Flags::new();
+        flags.set("registry.etcd_addr", "--etcd-addr", "127.0.0.1");
+        let message = err(load::<UserLike>(None, &flags));
+        assert!(message.contains("registry.etcd_addr"), "{message}");
+        assert!(
+            message.contains("command-line flag --etcd-addr"),
+            "{message}"
+        );
+
+        jail.create_file("b.toml", "[user]\nmin_password_len = 2\n")?;
+        let message = err(load::<UserLike>(Some("b.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("user.min_password_len") && message.contains("b.toml line 2"),
+            "{message}"
+        );
+
+        jail.set_env("MS_ADVERTISE_HOST", "10.0.0.1:80");
+        let message = err(load::<UserLike>(None, &Flags::new()));
+        assert!(message.contains("advertise_host"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_or_broken_file_is_refused_with_its_path() {
+    Jail::expect_with(|jail| {
+        let message = err(load::<UserLike>(Some("nope.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("nope.toml") && message.contains("no such file"),
+            "{message}"
+        );
+        jail.create_file("broken.toml", "rpc_port = \n")?;
+        let message = err(load::<UserLike>(
+            Some("broken.toml".as_ref()),
+            &Flags::new(),
+        ));
+        assert!(message.contains("broken.toml"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn test_harness_variables_are_not_node_keys() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MS_ETCD_IMAGE", "rust-ms/etcd:local");
+        jail.set_env("MS_TEST_ETCD_ENDPOINTS", "127.0.0.1:2379");
+        assert!(load::<UserLike>(None, &Flags::new()).is_ok());
+        Ok(())
+    });
+}
+
+#[test]
+fn printed_config_loads_back_to_the_same_values() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MS_RPC_PORT", "9100");
+        let loaded = load::<UserLike>(None, &Flags::new()).unwrap();
+        jail.create_file("printed.toml", &loaded.to_toml().unwrap())?;
+        jail.clear_env();
+        let again = load::<UserLike>(Some("printed.toml".as_ref()), &Flags::new()).unwrap();
+        assert_eq!(again.node, loaded.node);
+        Ok(())
+    });
+}
