@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 //! Loading order, unknown keys and bad values, each error naming the key and its origin.
 
 use std::time::Duration;

@@ -128,7 +128,7 @@ pub(crate) async fn within<T>(
 ) -> Result<T, RegistryError> {
     match tokio::time::timeout(bound, request).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(RegistryError::backend(operation, error)),
+        Ok(Err(error)) => Err(RegistryError::backend(operation, describe(&error))),
         Err(_) => Err(RegistryError::backend(
             operation,
             format!("no answer within {bound:?}"),
@@ -166,9 +166,26 @@ where
         };
         let delay = backoff.next_delay();
         if !is_unavailable(&error) || Instant::now() + delay >= deadline {
-            return Err(RegistryError::backend(operation, error));
+            return Err(RegistryError::backend(operation, describe(&error)));
         }
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// An etcd error in one short line: the gRPC status and the root cause, without the
+/// nested debug output etcd-client's own Display carries.
+pub(crate) fn describe(error: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return error.to_string();
+    };
+    let head = format!("{:?}: {}", status.code(), status.message());
+    let mut root: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(next) = root.and_then(|r| r.source()) {
+        root = Some(next);
+    }
+    match root.map(|r| r.to_string()) {
+        Some(root) if root.len() < 120 && !head.contains(&root) => format!("{head} ({root})"),
+        _ => head,
     }
 }
 
@@ -178,6 +195,10 @@ fn is_unavailable(error: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }
+}
+
+fn round_to_millis(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 /// Errors that waiting cannot cure: bad credentials, a bad URL, a TLS misconfiguration.
@@ -229,6 +250,7 @@ impl EtcdRegistry {
         let layout = Layout::new(&options.namespace);
         let started = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut attempts = 0u32;
         loop {
             let remaining = options.connect_timeout.saturating_sub(started.elapsed());
             let attempt = async {
@@ -254,22 +276,32 @@ impl EtcdRegistry {
                 Ok(Err(error)) if is_permanent(&error) => {
                     return Err(RegistryError::Unreachable {
                         endpoints: options.endpoints.join(", "),
-                        waited: started.elapsed(),
-                        cause: error.to_string(),
+                        waited: round_to_millis(started.elapsed()),
+                        cause: describe(&error),
                     });
                 }
-                Ok(Err(error)) => error.to_string(),
+                Ok(Err(error)) => describe(&error),
                 Err(_) => "no answer".to_owned(),
             };
             let remaining = options.connect_timeout.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 return Err(RegistryError::Unreachable {
                     endpoints: options.endpoints.join(", "),
-                    waited: started.elapsed(),
+                    waited: round_to_millis(started.elapsed()),
                     cause,
                 });
             }
-            tracing::warn!(endpoints = %options.endpoints.join(", "), %cause, "etcd not reachable yet, retrying");
+            if attempts == 0 {
+                tracing::warn!(
+                    endpoints = %options.endpoints.join(", "),
+                    %cause,
+                    "etcd not reachable yet; retrying for up to {:?}",
+                    options.connect_timeout
+                );
+            } else {
+                tracing::debug!(%cause, "etcd still not reachable");
+            }
+            attempts += 1;
             tokio::time::sleep(backoff.next_delay().min(remaining)).await;
         }
     }

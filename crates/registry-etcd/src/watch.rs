@@ -111,7 +111,7 @@ async fn stream_from(
         let response = match message {
             Ok(Some(response)) => response,
             Ok(None) => return Interrupted::Broken("etcd closed the watch stream".into()),
-            Err(error) => return Interrupted::Broken(error.to_string()),
+            Err(error) => return Interrupted::Broken(crate::describe(&error)),
         };
         if response.compact_revision() > 0 {
             return Interrupted::Broken(format!(

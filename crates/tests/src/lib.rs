@@ -2,3 +2,4 @@
 //! three-member cluster) and, for the binaries, helpers to start and read real processes.
 
 pub mod etcd;
+pub mod process;

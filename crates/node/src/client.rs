@@ -1,0 +1,53 @@
+//! Calling another service: a gRPC channel over all its nodes, kept current by discovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::{Change, Instance, Registry, RegistryError, Scope};
+use tonic::transport::channel::Change as Discovered;
+use tonic::transport::{Channel, Endpoint};
+
+/// A load-balanced channel to every node of `service`, following joins and leaves for as
+/// long as the channel (or a clone of it) is alive.
+pub async fn service_channel(
+    registry: Arc<dyn Registry>,
+    service: &str,
+) -> Result<Channel, RegistryError> {
+    let (snapshot, mut watch) = registry.discover(&Scope::service(service)).await?;
+    let (channel, nodes) = Channel::balance_channel::<String>(64);
+    for instance in &snapshot.instances {
+        insert(&nodes, instance).await;
+    }
+    let service = service.to_owned();
+    tokio::spawn(async move {
+        while let Some(event) = watch.next().await {
+            let sent = match event.change {
+                Change::Joined(i) | Change::Updated(i) => insert(&nodes, &i).await,
+                Change::Left(i) => nodes.send(Discovered::Remove(i.id.clone())).await.is_ok(),
+            };
+            if !sent {
+                // Every clone of the channel is gone: nobody needs this service any more.
+                return;
+            }
+        }
+        tracing::debug!(%service, "discovery for the channel ended");
+    });
+    Ok(channel)
+}
+
+async fn insert(
+    nodes: &tokio::sync::mpsc::Sender<Discovered<String, Endpoint>>,
+    instance: &Instance,
+) -> bool {
+    let endpoint = match Endpoint::from_shared(format!("http://{}", instance.address)) {
+        Ok(endpoint) => endpoint.connect_timeout(Duration::from_secs(2)),
+        Err(error) => {
+            tracing::warn!(address = %instance.address, %error, "skipping a node with an unusable address");
+            return true;
+        }
+    };
+    nodes
+        .send(Discovered::Insert(instance.id.clone(), endpoint))
+        .await
+        .is_ok()
+}

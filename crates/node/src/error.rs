@@ -1,0 +1,28 @@
+use registry::RegistryError;
+
+/// Why a node could not start or run. Binaries print it as one line and exit non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+
+    #[error("cannot reach the registry ({backend}): {source}")]
+    Registry {
+        backend: String,
+        #[source]
+        source: RegistryError,
+    },
+
+    #[error("{0}")]
+    Unsupported(String),
+
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} failed: {cause}")]
+    Serve { what: &'static str, cause: String },
+}

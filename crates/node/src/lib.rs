@@ -1,0 +1,24 @@
+//! The life of a rust-ms node, shared by the gateway, every service and the dev stack:
+//! flags and configuration, the registry backend chosen from configuration, gRPC serving
+//! with health and reflection, registration, membership logs, and a graceful exit.
+
+pub mod advertise;
+pub mod backend;
+pub mod cli;
+pub mod client;
+mod error;
+pub mod logging;
+pub mod membership;
+pub mod serve;
+pub mod shutdown;
+
+pub use error::NodeError;
+pub use serve::{HttpServer, NodeSpec, run_node};
+
+/// `0.1.0 (commit abc123def456)`: what `--version` prints after the binary's name.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MS_GIT_COMMIT"),
+    ")"
+);

@@ -1,0 +1,59 @@
+//! Every node follows the whole namespace and logs, in GO-MS's words, who joins and leaves.
+
+use std::sync::Arc;
+
+use registry::{Backoff, Change, Instance, Registry, Scope};
+use tokio_util::sync::CancellationToken;
+
+/// Logs `Server [NAME] cluster [ADDR] join` for each node already registered (except
+/// `me`), then a `join` or `leave` line for every change, until `stop`.
+pub async fn log_membership(registry: Arc<dyn Registry>, me: Instance, stop: CancellationToken) {
+    let mut backoff = Backoff::default();
+    let (snapshot, mut watch) = loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            found = registry.discover(&Scope::All) => match found {
+                Ok(found) => break found,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the cluster yet, retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    };
+    let is_me = |i: &Instance| i.service == me.service && i.id == me.id;
+    for instance in snapshot.instances.iter().filter(|i| !is_me(i)) {
+        log_join(instance);
+    }
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = watch.next() => event,
+        };
+        let Some(event) = event else { return };
+        match &event.change {
+            Change::Joined(i) if !is_me(i) => log_join(i),
+            Change::Left(i) if !is_me(i) => log_leave(i),
+            Change::Updated(i) if !is_me(i) => {
+                tracing::info!("Server [{}] cluster [{}] update", i.service, i.address)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn log_join(instance: &Instance) {
+    tracing::info!(
+        "Server [{}] cluster [{}] join",
+        instance.service,
+        instance.address
+    );
+}
+
+fn log_leave(instance: &Instance) {
+    tracing::info!(
+        "Server [{}] cluster [{}] leave",
+        instance.service,
+        instance.address
+    );
+}

@@ -1,0 +1,227 @@
+//! Serving one node: listen, serve gRPC (with health and reflection) and optional HTTP,
+//! register, log membership, and on shutdown leave first, then drain.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::NodeConfig;
+use registry::{Instance, Registration, Registry};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tracing::Instrument;
+
+use crate::advertise::{join_host_port, resolve_host};
+use crate::{NodeError, membership};
+
+/// What a node is and what it serves.
+pub struct NodeSpec {
+    /// The service name it registers under: `gateway`, `user`, `order`.
+    pub service: String,
+    pub version: String,
+    /// The node's own gRPC services; health and reflection are added for it.
+    pub routes: Routes,
+    /// Full names of the gRPC services in `routes` (`user.v1.UserService`), for health
+    /// and for the registry, so that callers can find who serves what.
+    pub grpc_services: Vec<String>,
+    /// Encoded `FileDescriptorSet`s describing `routes`, served by reflection.
+    pub descriptor_sets: Vec<&'static [u8]>,
+    /// An HTTP server beside gRPC (the gateway's).
+    pub http: Option<HttpServer>,
+    /// Extra instance metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+pub struct HttpServer {
+    pub listener: TcpListener,
+    pub router: axum::Router,
+}
+
+impl NodeSpec {
+    pub fn new(service: impl Into<String>, version: impl Into<String>, routes: Routes) -> Self {
+        Self {
+            service: service.into(),
+            version: version.into(),
+            routes,
+            grpc_services: Vec::new(),
+            descriptor_sets: Vec::new(),
+            http: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// Binds `0.0.0.0:port` (port 0: the OS chooses).
+pub async fn bind(port: u16) -> Result<TcpListener, NodeError> {
+    let address = SocketAddr::from(([0, 0, 0, 0], port));
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+fn local_port(listener: &TcpListener) -> Result<u16, NodeError> {
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| NodeError::Serve {
+            what: "reading the bound port",
+            cause: e.to_string(),
+        })
+}
+
+/// Runs a node until `shutdown` is cancelled, then deregisters, drains in-flight requests
+/// for at most `shutdown_grace`, and returns. Errors only when the node cannot start or
+/// a server fails.
+pub async fn run_node(
+    spec: NodeSpec,
+    config: &NodeConfig,
+    registry: Arc<dyn Registry>,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let host = resolve_host(&config.advertise_host);
+    let rpc_listener = bind(config.rpc_port).await?;
+    let rpc_address = join_host_port(&host, local_port(&rpc_listener)?);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in &spec.grpc_services {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for set in &spec.descriptor_sets {
+        reflection = reflection.register_encoded_file_descriptor_set(set);
+    }
+    let reflection = reflection.build_v1().map_err(|e| NodeError::Serve {
+        what: "building gRPC reflection",
+        cause: e.to_string(),
+    })?;
+    let routes = spec
+        .routes
+        .add_service(health_service)
+        .add_service(reflection);
+
+    let drain = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let rpc_drain = drain.clone();
+    servers.spawn(
+        async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(rpc_listener),
+                    rpc_drain.cancelled_owned(),
+                )
+                .await
+                .map_err(|e| NodeError::Serve {
+                    what: "the gRPC server",
+                    cause: e.to_string(),
+                })
+        }
+        .in_current_span(),
+    );
+    tracing::info!("Server [{}] rpc listening on {rpc_address}", spec.service);
+
+    let mut instance = Instance::new(&spec.service, &rpc_address).with_version(&spec.version);
+    instance.metadata = spec.metadata;
+    if !spec.grpc_services.is_empty() {
+        instance
+            .metadata
+            .insert("grpc.services".to_owned(), spec.grpc_services.join(","));
+    }
+    if let Some(http) = spec.http {
+        let http_address = join_host_port(&host, local_port(&http.listener)?);
+        instance
+            .metadata
+            .insert("http".to_owned(), http_address.clone());
+        let http_drain = drain.clone();
+        servers.spawn(
+            async move {
+                axum::serve(http.listener, http.router)
+                    .with_graceful_shutdown(http_drain.cancelled_owned())
+                    .await
+                    .map_err(|e| NodeError::Serve {
+                        what: "the HTTP server",
+                        cause: e.to_string(),
+                    })
+            }
+            .in_current_span(),
+        );
+        tracing::info!("Server [{}] http listening on {http_address}", spec.service);
+    }
+
+    let registration = registry
+        .register(Registration::new(instance.clone()).with_ttl(config.registry.ttl))
+        .await
+        .map_err(|source| NodeError::Registry {
+            backend: registry.describe(),
+            source,
+        })?;
+    tracing::info!(
+        "Server [{}] registered as {} in {}",
+        spec.service,
+        instance.id,
+        registry.describe()
+    );
+    let watching = CancellationToken::new();
+    let membership = tokio::spawn(
+        membership::log_membership(registry.clone(), instance, watching.clone()).in_current_span(),
+    );
+
+    // Run until asked to stop, or until a server fails on its own.
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = servers.join_next() => Some(ended),
+    };
+
+    // Leave first, so that nobody sends new work while we drain.
+    watching.cancel();
+    if let Err(error) = registration.deregister().await {
+        tracing::warn!(%error, "deregistering failed; the entry expires with its lease");
+    }
+    for name in &spec.grpc_services {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    drain.cancel();
+    let _ = membership.await;
+    if let Some(ended) = failed {
+        return match ended {
+            Some(Ok(Err(error))) => Err(error),
+            _ => Err(NodeError::Serve {
+                what: "a server",
+                cause: "stopped unexpectedly".to_owned(),
+            }),
+        };
+    }
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while let Some(ended) = servers.join_next().await {
+            if let Ok(Err(error)) = ended {
+                tracing::warn!(%error, "server ended with an error while draining");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "in-flight requests still running after the shutdown grace; stopping anyway"
+        );
+        servers.abort_all();
+    }
+    tracing::info!("Server [{}] stopped", spec.service);
+    Ok(())
+}
+
+/// How long to wait, in tests and tools, for a freshly started node to be registered.
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);

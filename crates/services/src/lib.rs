@@ -1,0 +1,26 @@
+//! The example services of rust-ms.
+//!
+//! - [`user`]: accounts, on a store every node of the service shares.
+//! - [`order`]: orders, checking the user through a channel the framework builds from
+//!   discovery.
+
+pub mod order;
+pub mod user;
+
+/// Generated protobuf and gRPC code.
+pub mod proto {
+    pub mod user {
+        pub mod v1 {
+            tonic::include_proto!("user.v1");
+        }
+    }
+    pub mod order {
+        pub mod v1 {
+            tonic::include_proto!("order.v1");
+        }
+    }
+}
+
+/// The encoded `FileDescriptorSet` of both services, for gRPC reflection.
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/services_descriptor.bin"));

@@ -1,0 +1,76 @@
+//! The `order` service: `order.v1.OrderService`, which checks users through `user`.
+
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::proto::order::v1::order_service_server::{OrderService as OrderApi, OrderServiceServer};
+use crate::proto::order::v1::{CreateRequest, CreateResponse, Order};
+use crate::proto::user::v1::ExistsRequest;
+use crate::proto::user::v1::user_service_client::UserServiceClient;
+
+pub const GRPC_SERVICE: &str = "order.v1.OrderService";
+
+/// Creates orders for users that exist, asking `user` over a discovered channel.
+#[derive(Clone)]
+pub struct OrderService {
+    users: UserServiceClient<Channel>,
+}
+
+impl OrderService {
+    /// `users` is a channel to the user service, as `node::client::service_channel` builds.
+    pub fn new(users: Channel) -> Self {
+        Self {
+            users: UserServiceClient::new(users),
+        }
+    }
+
+    pub fn into_server(self) -> OrderServiceServer<Self> {
+        OrderServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl OrderApi for OrderService {
+    async fn create(
+        &self,
+        request: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
+        let CreateRequest { username, item } = request.into_inner();
+        if item.trim().is_empty() {
+            return Err(Status::invalid_argument("item must not be empty"));
+        }
+        let exists = self
+            .users
+            .clone()
+            .exists(ExistsRequest {
+                username: username.clone(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                Code::InvalidArgument => status,
+                _ => Status::unavailable(format!("user service: {}", status.message())),
+            })?
+            .into_inner()
+            .exists;
+        if !exists {
+            return Err(Status::not_found(format!("no user {username:?}")));
+        }
+        Ok(Response::new(CreateResponse {
+            order: Some(Order {
+                id: uuid::Uuid::new_v4().to_string(),
+                username,
+                item,
+                created_at_ms: registry::unix_millis_now() as i64,
+            }),
+        }))
+    }
+}
+
+/// The `order` node, calling `user` through `users`.
+pub fn node_spec(users: Channel) -> node::NodeSpec {
+    let routes = tonic::service::Routes::new(OrderService::new(users).into_server());
+    let mut spec = node::NodeSpec::new("order", env!("CARGO_PKG_VERSION"), routes);
+    spec.grpc_services = vec![GRPC_SERVICE.to_owned()];
+    spec.descriptor_sets = vec![crate::DESCRIPTOR_SET];
+    spec
+}

@@ -1,0 +1,151 @@
+//! Start-up of the real binaries: version, bad flags, bad configuration and an unreachable
+//! etcd each end the process with a non-zero code and one clear line, never a panic.
+
+use std::time::Duration;
+
+use tests::process::{Output, run_to_end};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn last_line(output: &Output) -> &str {
+    output.stderr.lines().last().unwrap_or("")
+}
+
+fn assert_clean_failure(output: &Output, code: i32, wanted: &[&str]) {
+    assert_eq!(output.code, Some(code), "stderr: {}", output.stderr);
+    assert!(
+        !output.stderr.contains("panicked"),
+        "panicked: {}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("RUST_BACKTRACE"),
+        "{}",
+        output.stderr
+    );
+    let line = last_line(output);
+    for part in wanted {
+        assert!(line.contains(part), "{part:?} missing from {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn version_prints_the_name_the_version_and_the_commit() {
+    for binary in ["gateway", "user", "order", "dev-stack"] {
+        let output = run_to_end(binary, &["--version"], &[], PATIENCE).await;
+        assert_eq!(output.code, Some(0));
+        let line = output.stdout.trim();
+        assert!(
+            line.starts_with(&format!("{binary} {}", env!("CARGO_PKG_VERSION"))),
+            "{line}"
+        );
+        assert!(line.contains("(commit "), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_flag_exits_2_with_one_line_naming_it() {
+    let output = run_to_end("user", &["--rpc-port", "seventy"], &[], PATIENCE).await;
+    assert_clean_failure(&output, 2, &["seventy", "--rpc-port"]);
+    assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
+
+    let output = run_to_end("gateway", &["--no-such-flag"], &[], PATIENCE).await;
+    assert_clean_failure(&output, 2, &["--no-such-flag"]);
+
+    let output = run_to_end("gateway", &["--registry", "zookeeper"], &[], PATIENCE).await;
+    assert_clean_failure(&output, 2, &["zookeeper"]);
+}
+
+#[tokio::test]
+async fn bad_configuration_names_the_key_and_where_it_was_set() {
+    let dir = std::env::temp_dir().join(format!("rust-ms-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("user.toml");
+    std::fs::write(
+        &file,
+        "rpc_port = 0\n[registry]\nttl = \"5s\"\netcd_adr = \"x:1\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+
+    let output = run_to_end("user", &["--config", path], &[], PATIENCE).await;
+    assert_clean_failure(
+        &output,
+        1,
+        &["unknown key registry.etcd_adr", "user.toml line 4"],
+    );
+
+    let output = run_to_end(
+        "user",
+        &["--config", "/nonexistent/user.toml"],
+        &[],
+        PATIENCE,
+    )
+    .await;
+    assert_clean_failure(&output, 1, &["/nonexistent/user.toml", "no such file"]);
+
+    let output = run_to_end("gateway", &[], &[("MS_REGISTRY__TTL", "soon")], PATIENCE).await;
+    assert_clean_failure(&output, 1, &["registry.ttl", "MS_REGISTRY__TTL"]);
+
+    let output = run_to_end("order", &["--etcd-addr", "127.0.0.1"], &[], PATIENCE).await;
+    assert_clean_failure(&output, 1, &["registry.etcd_addr", "--etcd-addr"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_ends_start_up_naming_every_endpoint() {
+    // Ports 1 and 2 on loopback: nothing listens there.
+    let output = run_to_end(
+        "user",
+        &["--etcd-addr", "127.0.0.1:1|127.0.0.1:2", "--rpc-port", "0"],
+        &[
+            ("MS_REGISTRY__CONNECT_TIMEOUT", "2s"),
+            ("MS_ADVERTISE_HOST", "127.0.0.1"),
+        ],
+        PATIENCE,
+    )
+    .await;
+    assert_clean_failure(&output, 1, &["unreachable", "127.0.0.1:1, 127.0.0.1:2"]);
+}
+
+#[tokio::test]
+async fn print_config_shows_the_effective_layers() {
+    let output = run_to_end(
+        "gateway",
+        &["--print-config", "--http_port", "9999"],
+        &[("MS_REGISTRY__NAMESPACE", "other")],
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(output.code, Some(0), "{}", output.stderr);
+    assert!(
+        output.stdout.contains("http_port = 9999"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        output.stdout.contains("namespace = \"other\""),
+        "{}",
+        output.stdout
+    );
+}
+
+#[tokio::test]
+async fn every_checked_in_config_loads() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    for (binary, file) in [
+        ("gateway", "gateway.toml"),
+        ("user", "user.toml"),
+        ("order", "order.toml"),
+        ("dev-stack", "dev-stack.toml"),
+    ] {
+        let path = format!("{root}/{file}");
+        let output = run_to_end(
+            binary,
+            &["--config", &path, "--print-config"],
+            &[],
+            PATIENCE,
+        )
+        .await;
+        assert_eq!(output.code, Some(0), "{file}: {}", output.stderr);
+    }
+}
