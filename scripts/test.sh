@@ -16,4 +16,4 @@ if [ -z "${MS_TEST_ETCD_ENDPOINTS:-}" ] && [ -z "${MS_ETCD_IMAGE:-}" ]; then
 fi
 # The integration tests start the real binaries: build them first.
 cargo build --workspace --bins
-cargo test --workspace
+cargo test --workspace -- --show-output

@@ -241,7 +241,17 @@ fn unknown_paths(
     for (key, value) in given {
         path.push(key.clone());
         match understood.get(key) {
-            None => out.push(path.clone()),
+            // Name the full key of the first value set under an unknown table, so that the
+            // origin is the exact variable or line (MS_USER__TOKEN_SECRET, not MS_USER).
+            None => {
+                let mut leaf = path.clone();
+                let mut value = value;
+                while let Some((inner, next)) = value.as_object().and_then(|o| o.iter().next()) {
+                    leaf.push(inner.clone());
+                    value = next;
+                }
+                out.push(leaf);
+            }
             Some(known) => unknown_paths(value, known, path, out),
         }
         path.pop();

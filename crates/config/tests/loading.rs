@@ -101,6 +101,20 @@ fn unknown_environment_key_names_the_variable() {
 }
 
 #[test]
+fn unknown_environment_table_names_the_full_variable() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MS_ORDERS__LIMIT", "3");
+        let message = err(load::<UserLike>(None, &Flags::new()));
+        assert!(message.contains("unknown key orders.limit"), "{message}");
+        assert!(
+            message.contains("environment variable MS_ORDERS__LIMIT"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn bad_value_names_the_key_and_its_source() {
     Jail::expect_with(|jail| {
         jail.create_file("user.toml", "[registry]\nbackend = \"zookeeper\"\n")?;

@@ -1,7 +1,8 @@
 //! etcd for tests, through testcontainers.
 //!
-//! The image comes from `MS_ETCD_IMAGE` (default: the official etcd image); on machines
-//! that cannot pull, `scripts/build-etcd-image.sh` builds one from Debian's package.
+//! The image comes from `MS_ETCD_IMAGE` (default: the official etcd image) and must already
+//! be on the machine: the tests never pull. `scripts/build-etcd-image.sh` builds one from
+//! Debian's package for machines that cannot pull.
 //! `MS_TEST_ETCD_ENDPOINTS` points the tests at an etcd that is already running instead;
 //! tests that must stop or restart etcd then say they were skipped.
 //!
@@ -23,8 +24,28 @@ const CLIENT_PORT: u16 = 2379;
 const PEER_PORT: u16 = 2380;
 const STARTUP: Duration = Duration::from_secs(60);
 
+fn image_reference() -> String {
+    std::env::var("MS_ETCD_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned())
+}
+
+/// The tests never pull: an image that is not on this machine is a clear failure.
+fn require_local_image() {
+    let reference = image_reference();
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", &reference])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        present,
+        "etcd image {reference} is not on this machine and the tests do not pull: run `docker pull {reference}`, or scripts/build-etcd-image.sh and MS_ETCD_IMAGE=rust-ms/etcd:local"
+    );
+}
+
 fn image() -> GenericImage {
-    let reference = std::env::var("MS_ETCD_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    let reference = image_reference();
     let (name, tag) = match reference.rsplit_once(':') {
         Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
         _ => (reference.clone(), "latest".to_owned()),
@@ -109,16 +130,20 @@ impl Etcd {
         if !docker_available() {
             return None;
         }
+        require_local_image();
         let name = format!("etcd-{}", uuid::Uuid::new_v4().simple());
         let host_port = free_local_port();
         let container = image()
             .with_container_name(&name)
             .with_mapped_port(host_port, ContainerPort::Tcp(CLIENT_PORT))
-            .with_cmd(member_command(&name, &format!("{name}=http://{name}:{PEER_PORT}")))
+            .with_cmd(member_command(
+                &name,
+                &format!("{name}=http://{name}:{PEER_PORT}"),
+            ))
             .with_startup_timeout(STARTUP)
             .start()
             .await
-            .unwrap_or_else(|e| panic!("starting the etcd container failed ({e}); build the image with scripts/build-etcd-image.sh and set MS_ETCD_IMAGE"));
+            .unwrap_or_else(|e| panic!("starting the etcd container failed: {e}"));
         eprintln!("etcd container {name} started, client port 127.0.0.1:{host_port}");
         let etcd = Etcd {
             endpoints: vec![format!("127.0.0.1:{host_port}")],
@@ -218,6 +243,7 @@ impl EtcdCluster {
         if !docker_available() {
             return None;
         }
+        require_local_image();
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let network = format!("rust-ms-test-{tag}");
         let names: Vec<String> = (0..3).map(|n| format!("etcd{n}-{tag}")).collect();

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +76,8 @@ pub struct Node {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
+    /// Set when the process closed its stderr: it exited, nothing more will come.
+    ended: Arc<AtomicBool>,
 }
 
 impl Node {
@@ -90,7 +93,9 @@ impl Node {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let new_line = Arc::new(Notify::new());
         let stderr = child.stderr.take().expect("piped stderr");
+        let ended = Arc::new(AtomicBool::new(false));
         let (sink, notify, label_owned) = (lines.clone(), new_line.clone(), label.to_owned());
+        let ended_flag = ended.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
@@ -100,6 +105,7 @@ impl Node {
                 sink.lock().unwrap().push(line);
                 notify.notify_waiters();
             }
+            ended_flag.store(true, Ordering::SeqCst);
             notify.notify_waiters();
         });
         Node {
@@ -107,6 +113,7 @@ impl Node {
             child,
             lines,
             new_line,
+            ended,
         }
     }
 
@@ -142,6 +149,13 @@ impl Node {
             let notified = self.new_line.notified();
             if let Some(found) = check(&self.lines()) {
                 return found;
+            }
+            if self.ended.load(Ordering::SeqCst) {
+                panic!(
+                    "{}: exited before {what} was logged; its log:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 panic!(
