@@ -32,6 +32,9 @@ struct Cli {
 struct StackSettings {
     stack: StackSection,
     user: UserSection,
+    /// The gateway's `[gateway]` and `[routes.<service>]`.
+    #[serde(flatten)]
+    gateway: gateway::settings::GatewaySettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,7 +53,9 @@ impl Default for StackSection {
     }
 }
 
-impl config::Validate for StackSettings {
+use config::Validate;
+
+impl Validate for StackSettings {
     fn validate(&self) -> Result<(), (String, String)> {
         if self.stack.users == 0 {
             return Err((
@@ -94,7 +99,12 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
 
     let mut nodes = JoinSet::new();
     let http = node::serve::bind(gateway_config.http_port).await?;
-    let gateway = gateway::node_spec(registry.clone(), http, shutdown.clone()).await;
+    let (gateway, _routes) = gateway::node_spec(
+        registry.clone(),
+        &loaded.service.gateway,
+        http,
+        shutdown.clone(),
+    );
     spawn(
         &mut nodes,
         "gateway",

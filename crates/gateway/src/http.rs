@@ -1,23 +1,28 @@
 //! The gateway's HTTP side.
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::cluster::ClusterView;
+use crate::api::{self, Api};
 
-pub fn router(view: ClusterView) -> Router {
+pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/cluster", get(cluster))
-        .with_state(view)
+        .route("/routes", get(routes))
+        .route("/api/{service}/{method}", any(api::handle))
+        .with_state(api)
 }
 
 /// `GET /cluster`: the live nodes the gateway routes to, by service.
-async fn cluster(State(view): State<ClusterView>) -> Json<Value> {
+async fn cluster(State(api): State<Arc<Api>>) -> Json<Value> {
     let mut services = serde_json::Map::new();
-    for node in view.nodes() {
+    for node in api.view.nodes() {
+        let node = &node.instance;
         let entry = services
             .entry(node.service.clone())
             .or_insert_with(|| Value::Array(Vec::new()));
@@ -31,4 +36,9 @@ async fn cluster(State(view): State<ClusterView>) -> Json<Value> {
         }
     }
     Json(Value::Object(services))
+}
+
+/// `GET /routes`: the route table in force and where it came from.
+async fn routes(State(api): State<Arc<Api>>) -> Json<Value> {
+    Json(serde_json::to_value(&*api.routes.in_force()).unwrap_or_default())
 }

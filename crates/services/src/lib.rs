@@ -21,6 +21,9 @@ pub mod proto {
     }
 }
 
-/// The encoded `FileDescriptorSet` of both services, for gRPC reflection.
-pub const DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/services_descriptor.bin"));
+/// The encoded `FileDescriptorSet` of `user.v1`, for gRPC reflection.
+pub const USER_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/user_descriptor.bin"));
+/// The encoded `FileDescriptorSet` of `order.v1`, for gRPC reflection.
+pub const ORDER_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/order_descriptor.bin"));

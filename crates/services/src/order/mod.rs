@@ -71,6 +71,6 @@ pub fn node_spec(users: Channel) -> node::NodeSpec {
     let routes = tonic::service::Routes::new(OrderService::new(users).into_server());
     let mut spec = node::NodeSpec::new("order", env!("CARGO_PKG_VERSION"), routes);
     spec.grpc_services = vec![GRPC_SERVICE.to_owned()];
-    spec.descriptor_sets = vec![crate::DESCRIPTOR_SET];
+    spec.descriptor_sets = vec![crate::ORDER_DESCRIPTOR_SET];
     spec
 }

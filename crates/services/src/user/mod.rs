@@ -46,6 +46,6 @@ pub fn node_spec(section: &UserSection, store: Arc<dyn UserStore>) -> node::Node
         Routes::new(service.into_server()),
     );
     spec.grpc_services = vec![GRPC_SERVICE.to_owned()];
-    spec.descriptor_sets = vec![crate::DESCRIPTOR_SET];
+    spec.descriptor_sets = vec![crate::USER_DESCRIPTOR_SET];
     spec
 }

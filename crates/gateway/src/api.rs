@@ -1,0 +1,476 @@
+//! `POST /api/{service}/{method}` (and `GET` with query parameters): JSON in, the gRPC call
+//! on a node of the service, JSON out.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http::uri::PathAndQuery;
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor, SerializeOptions,
+};
+use serde_json::Value;
+use tokio::time::Instant;
+use tonic::Code;
+use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
+
+use crate::balance;
+use crate::cluster::{ClusterView, NodeHandle};
+use crate::codec::DynamicCodec;
+use crate::live_routes::LiveRoutes;
+use crate::schema::Schemas;
+use crate::settings::GatewaySection;
+use crate::status::{error_body, http_status};
+
+pub const REQUEST_ID: &str = "x-request-id";
+pub const SERVED_BY: &str = "x-served-by";
+
+/// Everything a call through the gateway needs, shared by all requests.
+pub struct Api {
+    pub view: ClusterView,
+    pub routes: LiveRoutes,
+    pub settings: GatewaySection,
+    schemas: Schemas,
+    retries: TpsBudget,
+    round_robin: AtomicUsize,
+}
+
+impl Api {
+    pub fn new(view: ClusterView, routes: LiveRoutes, settings: GatewaySection) -> Self {
+        let percent = settings.retry_budget_percent.clamp(0.0, 1000.0) / 100.0;
+        Self {
+            view,
+            routes,
+            schemas: Schemas::default(),
+            retries: TpsBudget::new(Duration::from_secs(10), 10, percent),
+            round_robin: AtomicUsize::new(0),
+            settings,
+        }
+    }
+}
+
+/// A reply the gateway could not get from a service: status, gRPC code, message.
+struct Failure {
+    code: Code,
+    message: String,
+    status: StatusCode,
+    served_by: Option<String>,
+}
+
+impl Failure {
+    fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            status: http_status(code),
+            code,
+            message: message.into(),
+            served_by: None,
+        }
+    }
+
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+fn reply(status: StatusCode, body: &Value, request_id: &str, served_by: &str) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [(REQUEST_ID, request_id), (SERVED_BY, served_by)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// The request id: the caller's `x-request-id` when it gave a usable one, else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub async fn handle(
+    State(api): State<Arc<Api>>,
+    Path((service, method)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let id = request_id(request.headers());
+    let span = tracing::info_span!("api", %service, %method, request_id = %id);
+    match call(&api, &service, &method, request, &id)
+        .instrument(span.clone())
+        .await
+    {
+        Ok((body, node)) => reply(StatusCode::OK, &body, &id, &node),
+        Err(failure) => {
+            tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
+            let served_by = failure.served_by.as_deref().unwrap_or("gateway");
+            reply(
+                failure.status,
+                &error_body(failure.code, &failure.message),
+                &id,
+                served_by,
+            )
+        }
+    }
+}
+
+async fn call(
+    api: &Api,
+    service: &str,
+    method_name: &str,
+    request: Request,
+    id: &str,
+) -> Result<(Value, String), Failure> {
+    let nodes = api.view.nodes_of(service);
+    if nodes.is_empty() {
+        return Err(Failure::new(
+            Code::NotFound,
+            format!("unknown service {service:?}: no node of it is registered"),
+        ));
+    }
+    let healthy: Vec<Arc<NodeHandle>> = nodes
+        .iter()
+        .filter(|n| !api.view.is_ejected(n))
+        .cloned()
+        .collect();
+    if healthy.is_empty() {
+        return Err(Failure::new(
+            Code::Unavailable,
+            format!("no healthy node of {service:?}"),
+        ));
+    }
+    let method = find_method(api, service, method_name, &healthy).await?;
+    if method.is_client_streaming() || method.is_server_streaming() {
+        return Err(Failure::new(
+            Code::Unimplemented,
+            format!("{method_name} streams; call it over gRPC on the gateway's rpc port"),
+        ));
+    }
+    let input = read_input(api, request, &method.input()).await?;
+    let path = PathAndQuery::from_str(&format!(
+        "/{}/{}",
+        method.parent_service().full_name(),
+        method.name()
+    ))
+    .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
+
+    let route = api.routes.route(service);
+    let timeout = route.timeout_of(method.name());
+    let idempotent = route.is_idempotent(method.name());
+    let deadline = Instant::now() + timeout;
+    api.retries.deposit();
+    let mut tried: Vec<String> = Vec::new();
+    loop {
+        let candidates: Vec<Arc<NodeHandle>> = api
+            .view
+            .nodes_of(service)
+            .into_iter()
+            .filter(|n| !api.view.is_ejected(n) && !tried.contains(&n.instance.id))
+            .collect();
+        let Some(node) = balance::pick(&candidates, route.balance, &api.round_robin) else {
+            return Err(Failure::new(
+                Code::Unavailable,
+                format!("no healthy node of {service:?} left to try"),
+            ));
+        };
+        let started = Instant::now();
+        node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            unary(
+                &node,
+                path.clone(),
+                input.clone(),
+                method.output(),
+                deadline,
+                id,
+            ),
+        )
+        .await;
+        node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let address = node.instance.address.clone();
+        let status = match outcome {
+            Err(_) => {
+                api.view
+                    .record(&node, started.elapsed(), false, 0, Duration::ZERO);
+                let mut failure = Failure::new(
+                    Code::DeadlineExceeded,
+                    format!("{service}/{method_name} took longer than {timeout:?}"),
+                );
+                failure.served_by = Some(address);
+                return Err(failure);
+            }
+            Ok(Ok(message)) => {
+                api.view
+                    .record(&node, started.elapsed(), false, 0, Duration::ZERO);
+                let options = SerializeOptions::new().skip_default_fields(false);
+                let body = message
+                    .serialize_with_options(serde_json::value::Serializer, &options)
+                    .map_err(|e| {
+                        Failure::new(Code::Internal, format!("encoding the reply as JSON: {e}"))
+                    })?;
+                return Ok((body, address));
+            }
+            Ok(Err(status)) => status,
+        };
+        let connect_failure = is_connect_failure(&status);
+        let transport_failure = connect_failure || is_transport_failure(&status);
+        api.view.record(
+            &node,
+            started.elapsed(),
+            transport_failure,
+            api.settings.eject_after_failures,
+            api.settings.eject_for,
+        );
+        // Never sent: always safe to try elsewhere. Lost on the way: only if idempotent.
+        let retry = Instant::now() < deadline
+            && (connect_failure || (transport_failure && idempotent && api.retries.withdraw()));
+        if retry {
+            tracing::debug!(%address, message = status.message(), "retrying on another node");
+            tried.push(node.instance.id.clone());
+            continue;
+        }
+        let mut failure = Failure::new(status.code(), status.message());
+        failure.served_by = Some(address);
+        return Err(failure);
+    }
+}
+
+async fn find_method(
+    api: &Api,
+    service: &str,
+    name: &str,
+    healthy: &[Arc<NodeHandle>],
+) -> Result<MethodDescriptor, Failure> {
+    let mut last_error = String::new();
+    for node in healthy {
+        match api.schemas.of(node).await {
+            Ok(schema) => {
+                return schema.method(name).cloned().ok_or_else(|| {
+                    Failure::new(
+                        Code::NotFound,
+                        format!(
+                            "unknown method {name:?} of {service:?}; it has {}",
+                            schema.method_names().join(", ")
+                        ),
+                    )
+                });
+            }
+            Err(error) => last_error = error,
+        }
+    }
+    Err(Failure::new(
+        Code::Unavailable,
+        format!("cannot learn the methods of {service:?}: {last_error}"),
+    ))
+}
+
+async fn read_input(
+    api: &Api,
+    request: Request,
+    input: &MessageDescriptor,
+) -> Result<DynamicMessage, Failure> {
+    let json = if request.method() == Method::GET {
+        query_to_json(request.uri().query().unwrap_or(""), input)?
+    } else {
+        let too_large = || {
+            Failure::new(
+                Code::ResourceExhausted,
+                format!("body larger than {} bytes", api.settings.max_body_bytes),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > api.settings.max_body_bytes) {
+            return Err(too_large());
+        }
+        let body: Bytes = axum::body::to_bytes(request.into_body(), api.settings.max_body_bytes)
+            .await
+            .map_err(|_| too_large())?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                Failure::new(Code::InvalidArgument, format!("malformed JSON body: {e}"))
+            })?
+        }
+    };
+    to_message(json, input)
+}
+
+/// Decodes JSON into the request message; on failure names the field at fault.
+fn to_message(json: Value, input: &MessageDescriptor) -> Result<DynamicMessage, Failure> {
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    match DynamicMessage::deserialize_with_options(input.clone(), &json, &options) {
+        Ok(message) => Ok(message),
+        Err(error) => {
+            let Value::Object(fields) = &json else {
+                return Err(Failure::new(
+                    Code::InvalidArgument,
+                    format!("the body must be a JSON object: {error}"),
+                ));
+            };
+            // Try the fields one by one to find the one that does not fit.
+            let culprit = fields.iter().find(|(name, value)| {
+                let single =
+                    Value::Object([((*name).clone(), (*value).clone())].into_iter().collect());
+                DynamicMessage::deserialize_with_options(input.clone(), &single, &options).is_err()
+            });
+            let message = match culprit {
+                Some((name, _)) => format!("field {name:?}: {error}"),
+                None => error.to_string(),
+            };
+            Err(Failure::new(Code::InvalidArgument, message))
+        }
+    }
+}
+
+/// Query parameters as JSON for a message of scalar fields, typed by the descriptor.
+fn query_to_json(query: &str, input: &MessageDescriptor) -> Result<Value, Failure> {
+    let mut object = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(raw_key);
+        let value = percent_decode(raw_value);
+        let field = input
+            .get_field_by_json_name(&key)
+            .or_else(|| input.get_field_by_name(&key))
+            .ok_or_else(|| {
+                Failure::new(
+                    Code::InvalidArgument,
+                    format!("field {key:?}: no such field in {}", input.full_name()),
+                )
+            })?;
+        if field.is_list() || field.is_map() || matches!(field.kind(), Kind::Message(_)) {
+            return Err(Failure::new(
+                Code::InvalidArgument,
+                format!("field {key:?}: GET takes scalar fields only; use POST with a JSON body"),
+            ));
+        }
+        let typed = match field.kind() {
+            Kind::Bool => match value.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => {
+                    return Err(Failure::new(
+                        Code::InvalidArgument,
+                        format!("field {key:?}: {value:?} is not true or false"),
+                    ));
+                }
+            },
+            Kind::String | Kind::Bytes | Kind::Enum(_) => Value::String(value),
+            // Numbers travel as strings, which protobuf's JSON mapping accepts for every numeric type.
+            _ => Value::String(value),
+        };
+        object.insert(key, typed);
+    }
+    Ok(Value::Object(object))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, other) => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn unary(
+    node: &NodeHandle,
+    path: PathAndQuery,
+    input: DynamicMessage,
+    output: MessageDescriptor,
+    deadline: Instant,
+    id: &str,
+) -> Result<DynamicMessage, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(node.channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+    let mut request = tonic::Request::new(input);
+    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    if let Ok(value) = id.parse() {
+        request.metadata_mut().insert(REQUEST_ID, value);
+    }
+    grpc.unary(request, path, DynamicCodec::new(output))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The call never reached the node: nothing ran there, so another node may take it.
+fn is_connect_failure(status: &tonic::Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if text.contains("connect") && !text.contains("connection reset") {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    status.message().contains("connect error")
+}
+
+/// The call failed in transport (connection reset, closed, refused) rather than with a
+/// status the service chose: statuses a server sends carry no underlying error.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
+    ) && std::error::Error::source(status).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_handles_escapes_plus_and_stray_percent() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+}

@@ -1,0 +1,196 @@
+//! The route table in force: from the configuration at start, replaced whole by the table
+//! kept in etcd at `{namespace}/config/gateway/routes` whenever that changes. An invalid
+//! table is refused and the last good one stays.
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::settings::{Route, RouteTable};
+
+/// Where the routes in force came from.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoutesInForce {
+    /// `configuration`, or `etcd` with the revision it was read at.
+    pub source: String,
+    pub revision: i64,
+    pub routes: RouteTable,
+}
+
+#[derive(Clone)]
+pub struct LiveRoutes {
+    configured: Arc<RouteTable>,
+    current: Arc<RwLock<Arc<RoutesInForce>>>,
+}
+
+impl LiveRoutes {
+    pub fn new(configured: RouteTable) -> Self {
+        let current = RoutesInForce {
+            source: "configuration".into(),
+            revision: 0,
+            routes: configured.clone(),
+        };
+        Self {
+            configured: Arc::new(configured),
+            current: Arc::new(RwLock::new(Arc::new(current))),
+        }
+    }
+
+    pub fn in_force(&self) -> Arc<RoutesInForce> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The route of `service`, or the defaults.
+    pub fn route(&self, service: &str) -> Route {
+        self.in_force()
+            .routes
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set(&self, routes: RoutesInForce) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+
+    /// Applies the table stored in etcd (`None`: the key was deleted, back to configuration).
+    pub fn apply_stored(&self, text: Option<&str>, revision: i64) {
+        let Some(text) = text else {
+            tracing::info!(
+                revision,
+                "route table removed from etcd; using the configured routes"
+            );
+            self.set(RoutesInForce {
+                source: "configuration".into(),
+                revision,
+                routes: (*self.configured).clone(),
+            });
+            return;
+        };
+        match crate::settings::parse_route_table(text) {
+            Ok(routes) => {
+                tracing::info!(
+                    revision,
+                    services = routes.len(),
+                    "route table updated from etcd"
+                );
+                self.set(RoutesInForce {
+                    source: "etcd".into(),
+                    revision,
+                    routes,
+                });
+            }
+            Err(error) => {
+                tracing::error!(revision, %error, "refusing the route table in etcd; keeping the last good one")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+pub mod etcd {
+    //! Following the stored route table, and the `gateway routes push|show` commands.
+
+    use std::time::Duration;
+
+    use etcd_client::{Client, EventType, WatchOptions};
+    use registry::Backoff;
+    use tokio_util::sync::CancellationToken;
+
+    use super::LiveRoutes;
+
+    pub fn key(namespace: &str) -> String {
+        format!("{}/config/gateway/routes", namespace.trim_end_matches('/'))
+    }
+
+    /// Reads the stored table, then applies every change to it, until `stop`.
+    pub async fn follow(
+        client: Client,
+        namespace: String,
+        live: LiveRoutes,
+        stop: CancellationToken,
+    ) {
+        let key = key(&namespace);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
+        loop {
+            let round = follow_once(client.clone(), &key, &live, &mut backoff);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                error = round => tracing::warn!(%error, "route table watch interrupted; reading it again"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    async fn follow_once(
+        mut client: Client,
+        key: &str,
+        live: &LiveRoutes,
+        backoff: &mut Backoff,
+    ) -> String {
+        let current = match client.get(key, None).await {
+            Ok(current) => current,
+            Err(error) => return error.to_string(),
+        };
+        let revision = current.header().map(|h| h.revision()).unwrap_or_default();
+        if let Some(kv) = current.kvs().first() {
+            live.apply_stored(
+                Some(&String::from_utf8_lossy(kv.value())),
+                kv.mod_revision(),
+            );
+        } else if live.in_force().source == "etcd" {
+            live.apply_stored(None, revision);
+        }
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let mut stream = match client.watch(key, Some(options)).await {
+            Ok(stream) => stream,
+            Err(error) => return error.to_string(),
+        };
+        backoff.reset();
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return "etcd closed the watch".into(),
+                Err(error) => return error.to_string(),
+            };
+            if response.canceled() || response.compact_revision() > 0 {
+                return "watch canceled or compacted".into();
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => live.apply_stored(
+                        Some(&String::from_utf8_lossy(kv.value())),
+                        kv.mod_revision(),
+                    ),
+                    EventType::Delete => live.apply_stored(None, kv.mod_revision()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn an_invalid_stored_table_leaves_the_last_good_one() {
+        let live = LiveRoutes::new(RouteTable::new());
+        live.apply_stored(Some("[routes.user]\ntimeout = \"2s\"\n"), 7);
+        assert_eq!(live.route("user").timeout, Duration::from_secs(2));
+        live.apply_stored(Some("[routes.user]\ntimeout = \"never\"\n"), 8);
+        assert_eq!(live.in_force().revision, 7);
+        assert_eq!(live.route("user").timeout, Duration::from_secs(2));
+        live.apply_stored(None, 9);
+        assert_eq!(live.in_force().source, "configuration");
+        assert_eq!(live.route("user"), Route::default());
+    }
+}

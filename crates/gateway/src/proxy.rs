@@ -1,0 +1,56 @@
+//! The gateway's rpc port: native gRPC calls (unary or streaming) passed, undecoded, to a
+//! node of the service that exposes the called `package.Service`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+
+use crate::api::{Api, REQUEST_ID, SERVED_BY, request_id};
+use crate::balance;
+
+pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
+    let id = request_id(request.headers());
+    // `/user.v1.UserService/Exists` → `user.v1.UserService`
+    let grpc_service = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let candidates: Vec<_> = api
+        .view
+        .nodes_serving(&grpc_service)
+        .into_iter()
+        .filter(|n| !api.view.is_ejected(n))
+        .collect();
+    let round_robin = std::sync::atomic::AtomicUsize::new(0);
+    let Some(node) = balance::pick(&candidates, Default::default(), &round_robin) else {
+        return tonic::Status::unimplemented(format!("no node serves {grpc_service:?}"))
+            .into_http::<axum::body::Body>()
+            .into_response();
+    };
+    if let Ok(value) = id.parse() {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let (parts, body) = request.into_parts();
+    let outgoing = http::Request::from_parts(parts, tonic::body::Body::new(body));
+    node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let answered = node.channel.clone().oneshot(outgoing).await;
+    node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let mut response = match answered {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(error) => {
+            tonic::Status::unavailable(format!("node {}: {error}", node.instance.address))
+                .into_http::<axum::body::Body>()
+        }
+    };
+    if let Ok(value) = node.instance.address.parse() {
+        response.headers_mut().insert(SERVED_BY, value);
+    }
+    response
+}
