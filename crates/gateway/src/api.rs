@@ -115,12 +115,15 @@ pub async fn handle(
         Err(failure) => {
             tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
             let served_by = failure.served_by.as_deref().unwrap_or("gateway");
-            reply(
-                failure.status,
-                &error_body(failure.code, &failure.message),
-                &id,
-                served_by,
-            )
+            let body = error_body(failure.code, &failure.message);
+            let mut response = reply(failure.status, &body, &id, served_by);
+            if failure.status == StatusCode::PAYLOAD_TOO_LARGE {
+                // The rest of the body was never read: the connection cannot carry another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     }
 }
@@ -178,7 +181,8 @@ async fn call(
             .into_iter()
             .filter(|n| !api.view.is_ejected(n) && !tried.contains(&n.instance.id))
             .collect();
-        let Some(node) = balance::pick(&candidates, route.balance, &api.round_robin) else {
+        let Some(node) = balance::pick(&candidates, route.balance, &api.round_robin, method.name())
+        else {
             return Err(Failure::new(
                 Code::Unavailable,
                 format!("no healthy node of {service:?} left to try"),
@@ -203,7 +207,7 @@ async fn call(
         let status = match outcome {
             Err(_) => {
                 api.view
-                    .record(&node, started.elapsed(), false, 0, Duration::ZERO);
+                    .record(&node, method.name(), started.elapsed(), false);
                 let mut failure = Failure::new(
                     Code::DeadlineExceeded,
                     format!("{service}/{method_name} took longer than {timeout:?}"),
@@ -213,7 +217,7 @@ async fn call(
             }
             Ok(Ok(message)) => {
                 api.view
-                    .record(&node, started.elapsed(), false, 0, Duration::ZERO);
+                    .record(&node, method.name(), started.elapsed(), false);
                 let options = SerializeOptions::new().skip_default_fields(false);
                 let body = message
                     .serialize_with_options(serde_json::value::Serializer, &options)
@@ -222,17 +226,24 @@ async fn call(
                     })?;
                 return Ok((body, address));
             }
+            Ok(Err(status)) if Instant::now() >= deadline => {
+                // The client-side deadline fired inside tonic ("Timeout expired").
+                let mut failure = Failure::new(
+                    Code::DeadlineExceeded,
+                    format!(
+                        "{service}/{method_name} took longer than {timeout:?}: {}",
+                        status.message()
+                    ),
+                );
+                failure.served_by = Some(address);
+                return Err(failure);
+            }
             Ok(Err(status)) => status,
         };
         let connect_failure = is_connect_failure(&status);
         let transport_failure = connect_failure || is_transport_failure(&status);
-        api.view.record(
-            &node,
-            started.elapsed(),
-            transport_failure,
-            api.settings.eject_after_failures,
-            api.settings.eject_for,
-        );
+        api.view
+            .record(&node, method.name(), started.elapsed(), transport_failure);
         // Never sent: always safe to try elsewhere. Lost on the way: only if idempotent.
         let retry = Instant::now() < deadline
             && (connect_failure || (transport_failure && idempotent && api.retries.withdraw()));

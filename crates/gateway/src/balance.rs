@@ -8,11 +8,13 @@ use rand::Rng;
 use crate::cluster::NodeHandle;
 use crate::settings::Balance;
 
-/// Picks among `candidates` (healthy, not yet tried for this call), or `None` if empty.
+/// Picks among `candidates` (healthy, not yet tried for this call) for a call of
+/// `method`, or `None` if there are none.
 pub fn pick(
     candidates: &[Arc<NodeHandle>],
     balance: Balance,
     round_robin: &AtomicUsize,
+    method: &str,
 ) -> Option<Arc<NodeHandle>> {
     match candidates.len() {
         0 => None,
@@ -29,25 +31,36 @@ pub fn pick(
                 if b >= a {
                     b += 1;
                 }
-                Some(less_loaded(&candidates[a], &candidates[b]).clone())
+                Some(less_loaded(&candidates[a], &candidates[b], method).clone())
             }
         },
     }
 }
 
-/// Fewer calls in flight wins; on a tie, a clearly lower latency average wins. Latencies
-/// within noise of each other count as equal, and then `a` (already a random pick) wins,
-/// so that equally good nodes share the load evenly.
-fn less_loaded<'a>(a: &'a Arc<NodeHandle>, b: &'a Arc<NodeHandle>) -> &'a Arc<NodeHandle> {
+/// Fewer calls in flight wins. On a tie, latency decides by chance: the faster node wins
+/// in proportion to how much faster it is (a node 3x faster wins 3 times in 4), and
+/// latencies within noise of each other count as equal, `a` (already a random pick) then
+/// winning. A node with one unlucky slow call thus still gets calls and recovers, instead
+/// of being starved by a deterministic comparison.
+fn less_loaded<'a>(
+    a: &'a Arc<NodeHandle>,
+    b: &'a Arc<NodeHandle>,
+    method: &str,
+) -> &'a Arc<NodeHandle> {
     let in_flight = |n: &NodeHandle| n.stats.in_flight.load(Ordering::Relaxed);
-    let latency = |n: &NodeHandle| n.stats.latency_ewma_us.load(Ordering::Relaxed);
     match in_flight(a).cmp(&in_flight(b)) {
         std::cmp::Ordering::Less => a,
         std::cmp::Ordering::Greater => b,
         std::cmp::Ordering::Equal => {
-            let (la, lb) = (latency(a), latency(b));
-            let noise = (la.max(lb) / 4).max(500);
-            if lb + noise < la { b } else { a }
+            let (la, lb) = (a.stats.latency_us(method), b.stats.latency_us(method));
+            // Differences under a quarter or a millisecond are noise on any network.
+            let noise = (la.max(lb) / 4).max(1_000);
+            if la.abs_diff(lb) <= noise {
+                return a;
+            }
+            // P(a) = lb / (la + lb): the slower a is, the less often it wins.
+            let a_wins = rand::rng().random_range(0..la + lb) < lb;
+            if a_wins { a } else { b }
         }
     }
 }

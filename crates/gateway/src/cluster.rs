@@ -3,8 +3,9 @@
 //! After a failed read it keeps the last good view.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use registry::{Backoff, Change, Instance, Registry, Scope};
@@ -23,11 +24,62 @@ pub struct NodeHandle {
 #[derive(Default)]
 pub struct NodeStats {
     pub in_flight: AtomicUsize,
-    /// Exponentially weighted moving average of call latency, in microseconds.
-    pub latency_ewma_us: AtomicU64,
     pub consecutive_failures: AtomicU32,
     /// Set aside until this many milliseconds after the view started (0: not set aside).
     ejected_until_ms: AtomicU64,
+    /// Latency averages by method: methods differ in cost, so only like is compared
+    /// with like (a slow Login must not make a node look slow for Exists).
+    latency: Mutex<HashMap<String, LatencySample>>,
+}
+
+struct LatencySample {
+    ewma_us: u64,
+    samples: u64,
+    at_ms: u64,
+}
+
+/// Milliseconds since the first call, a clock shared by every node's statistics.
+fn process_millis() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// After this long without a new sample a latency average counts as unknown, so a node
+/// that lost a few comparisons is tried again instead of being starved for good.
+const LATENCY_MEMORY_MS: u64 = 2_000;
+
+impl NodeStats {
+    /// The latency average of `method` in microseconds; 0 when unknown or stale. The first
+    /// sample is left out: it paid for opening the connection.
+    pub fn latency_us(&self, method: &str) -> u64 {
+        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        match latency.get(method) {
+            Some(s)
+                if s.samples > 1
+                    && process_millis().saturating_sub(s.at_ms) <= LATENCY_MEMORY_MS =>
+            {
+                s.ewma_us
+            }
+            _ => 0,
+        }
+    }
+
+    fn add_latency(&self, method: &str, latency: Duration) {
+        let sample = latency.as_micros() as u64;
+        let mut all = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = all.entry(method.to_owned()).or_insert(LatencySample {
+            ewma_us: 0,
+            samples: 0,
+            at_ms: 0,
+        });
+        entry.ewma_us = match entry.samples {
+            0 | 1 => sample,
+            // One outlier (a pause, a busy core) moves the average at most 4x its value.
+            _ => (entry.ewma_us * 7 + sample.min(entry.ewma_us.saturating_mul(4).max(1))) / 8,
+        };
+        entry.samples += 1;
+        entry.at_ms = process_millis();
+    }
 }
 
 impl NodeHandle {
@@ -56,21 +108,21 @@ type NodeMap = BTreeMap<(String, String), Arc<NodeHandle>>;
 pub struct ClusterView {
     nodes: Arc<RwLock<NodeMap>>,
     epoch: Instant,
-}
-
-impl Default for ClusterView {
-    fn default() -> Self {
-        Self {
-            nodes: Arc::default(),
-            epoch: Instant::now(),
-        }
-    }
+    ejection: Ejection,
 }
 
 impl ClusterView {
     /// Starts following the whole namespace until `stop`.
-    pub fn follow(registry: Arc<dyn Registry>, stop: CancellationToken) -> Self {
-        let view = ClusterView::default();
+    pub fn follow(
+        registry: Arc<dyn Registry>,
+        ejection: Ejection,
+        stop: CancellationToken,
+    ) -> Self {
+        let view = ClusterView {
+            nodes: Arc::default(),
+            epoch: Instant::now(),
+            ejection,
+        };
         tokio::spawn(view.clone().keep_current(registry, stop));
         view
     }
@@ -156,35 +208,44 @@ impl ClusterView {
         node.stats.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
     }
 
-    /// Records a call's outcome: latency into the average, transport failures toward
-    /// passive ejection.
+    /// Records a call's outcome: its latency into the method's average, transport
+    /// failures toward passive ejection.
     pub fn record(
         &self,
         node: &NodeHandle,
+        method: &str,
         latency: Duration,
         transport_failure: bool,
-        eject_after: u32,
-        eject_for: Duration,
     ) {
         let stats = &node.stats;
-        if transport_failure {
-            let failures = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if eject_after > 0 && failures >= eject_after {
-                let until = self.now_ms() + eject_for.as_millis() as u64;
-                stats.ejected_until_ms.store(until, Ordering::Relaxed);
-                stats.consecutive_failures.store(0, Ordering::Relaxed);
-                tracing::warn!(service = %node.instance.service, address = %node.instance.address, ?eject_for, "node set aside after {failures} transport failures");
-            }
+        if !transport_failure {
+            stats.consecutive_failures.store(0, Ordering::Relaxed);
+            stats.add_latency(method, latency);
             return;
         }
-        stats.consecutive_failures.store(0, Ordering::Relaxed);
-        let sample = latency.as_micros() as u64;
-        let old = stats.latency_ewma_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            (old * 7 + sample) / 8
-        };
-        stats.latency_ewma_us.store(new, Ordering::Relaxed);
+        let failures = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ejection {
+            after_failures,
+            for_how_long,
+        } = self.ejection;
+        if after_failures > 0 && failures >= after_failures {
+            let until = self.now_ms() + for_how_long.as_millis() as u64;
+            stats.ejected_until_ms.store(until, Ordering::Relaxed);
+            stats.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                service = %node.instance.service,
+                address = %node.instance.address,
+                ?for_how_long,
+                "node set aside after {failures} transport failures"
+            );
+        }
     }
+}
+
+/// Passive ejection: after this many consecutive transport failures a node gets no
+/// traffic for a while.
+#[derive(Debug, Clone, Copy)]
+pub struct Ejection {
+    pub after_failures: u32,
+    pub for_how_long: Duration,
 }

@@ -33,7 +33,11 @@ pub fn node_spec(
     http_listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> (node::NodeSpec, LiveRoutes) {
-    let view = cluster::ClusterView::follow(registry, stop);
+    let ejection = cluster::Ejection {
+        after_failures: settings.gateway.eject_after_failures,
+        for_how_long: settings.gateway.eject_for,
+    };
+    let view = cluster::ClusterView::follow(registry, ejection, stop);
     let routes = LiveRoutes::new(settings.routes.clone());
     let api = Arc::new(Api::new(view, routes.clone(), settings.gateway.clone()));
     let passthrough = axum::Router::new()

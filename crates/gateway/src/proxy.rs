@@ -29,7 +29,14 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
         .filter(|n| !api.view.is_ejected(n))
         .collect();
     let round_robin = std::sync::atomic::AtomicUsize::new(0);
-    let Some(node) = balance::pick(&candidates, Default::default(), &round_robin) else {
+    let method = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let Some(node) = balance::pick(&candidates, Default::default(), &round_robin, &method) else {
         return tonic::Status::unimplemented(format!("no node serves {grpc_service:?}"))
             .into_http::<axum::body::Body>()
             .into_response();

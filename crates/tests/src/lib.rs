@@ -2,4 +2,5 @@
 //! three-member cluster) and, for the binaries, helpers to start and read real processes.
 
 pub mod etcd;
+pub mod http;
 pub mod process;

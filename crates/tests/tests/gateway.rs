@@ -1,0 +1,565 @@
+//! The gateway on the real binaries and a real etcd: JSON to gRPC by reflection, even
+//! balancing, no failed call while nodes crash or restart, errors as grpc-gateway maps
+//! them, routes changed through etcd, and native gRPC passed through the rpc port.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use tests::etcd::Etcd;
+use tests::http::HttpClient;
+use tests::process::{Node, run_to_end};
+use tests::require;
+use tokio::time::Instant;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A gateway config whose user route marks the reads idempotent.
+fn gateway_config(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rust-ms-gw-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        "http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n\
+         [routes.user]\ntimeout = \"5s\"\nidempotent = [\"Exists\", \"Get\"]\n",
+    )
+    .unwrap();
+    path
+}
+
+struct Gateway {
+    node: Node,
+    http: String,
+    rpc: String,
+}
+
+async fn start_gateway(etcd: &Etcd, n: usize, config: &PathBuf) -> Gateway {
+    let node = Node::start(
+        "gateway",
+        &format!("gateway-{n}"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--etcd-addr",
+            &etcd.etcd_addr(),
+        ],
+        &[],
+    );
+    let http = node.listening("http").await;
+    let rpc = node.listening("rpc").await;
+    Gateway { node, http, rpc }
+}
+
+async fn start_user(etcd: &Etcd, n: usize) -> (Node, String) {
+    let node = Node::start(
+        "user",
+        &format!("user-{n}"),
+        &[
+            "--rpc-port",
+            "0",
+            "--etcd-addr",
+            &etcd.etcd_addr(),
+            "--advertise-host",
+            "127.0.0.1",
+        ],
+        &[("MS_USER__TOKEN_SECRET", "gateway-test-secret")],
+    );
+    let address = node.listening("rpc").await;
+    (node, address)
+}
+
+/// Waits until the gateway routes to exactly `addresses` for `service`.
+async fn wait_for_nodes(
+    client: &HttpClient,
+    gateway: &Gateway,
+    service: &str,
+    addresses: &[String],
+) {
+    let mut wanted: Vec<String> = addresses.to_vec();
+    wanted.sort();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(reply) = client
+            .get(&format!("http://{}/cluster", gateway.http))
+            .await
+        {
+            let mut seen: Vec<String> = reply.body[service]
+                .as_array()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .filter_map(|n| n["address"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            seen.sort();
+            if seen == wanted {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway never saw {service} nodes {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn api(gateway: &Gateway, method: &str) -> String {
+    format!("http://{}/api/user/{method}", gateway.http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_login_through_the_gateway_and_exists_calls_split_evenly() {
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config("even");
+    let mut users = Vec::new();
+    for n in 1..=3 {
+        users.push(start_user(&etcd, n).await);
+    }
+    let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    let client = HttpClient::default();
+    wait_for_nodes(&client, &gateway, "user", &addresses).await;
+
+    let registered = client
+        .post(
+            &api(&gateway, "Register"),
+            &json!({"username": "carol", "password": "carol-pass"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.status, 200, "{}", registered.text);
+    assert!(
+        registered.body["id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    let login = client
+        .post(
+            &api(&gateway, "Login"),
+            &json!({"username": "carol", "password": "carol-pass"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200, "{}", login.text);
+    assert!(
+        login.body["token"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3),
+        "a JWT: {}",
+        login.text
+    );
+
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for _ in 0..600 {
+        let reply = client
+            .post(&api(&gateway, "Exists"), &json!({"username": "carol"}))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.body["exists"], json!(true));
+        *served
+            .entry(reply.header("x-served-by").unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(served.len(), 3, "all three nodes served: {served:?}");
+    for address in &addresses {
+        let count = served.get(address).copied().unwrap_or(0);
+        assert!(
+            (170..=230).contains(&count),
+            "{address} served {count} of 600: {served:?}"
+        );
+    }
+}
+
+/// Sequential Exists calls until `stop` or `limit`; returns (calls, failures as text).
+async fn load(
+    client: HttpClient,
+    url: String,
+    limit: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> (usize, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut calls = 0;
+    while calls < limit && !stop.is_cancelled() {
+        calls += 1;
+        match client.post(&url, &json!({"username": "dave"})).await {
+            Ok(reply) if reply.status == 200 && reply.body["exists"] == json!(true) => {}
+            Ok(reply) => failures.push(format!("call {calls}: {} {}", reply.status, reply.text)),
+            Err(error) => failures.push(format!("call {calls}: {error}")),
+        }
+    }
+    (calls, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() {
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config("zero");
+    let mut users = Vec::new();
+    for n in 1..=3 {
+        users.push(start_user(&etcd, n).await);
+    }
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    let client = HttpClient::default();
+    let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
+    wait_for_nodes(&client, &gateway, "user", &addresses).await;
+    let registered = client
+        .post(
+            &api(&gateway, "Register"),
+            &json!({"username": "dave", "password": "dave-pass"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.status, 200, "{}", registered.text);
+
+    // kill -9 in the middle of 2,000 sequential calls.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(load(
+        client.clone(),
+        api(&gateway, "Exists"),
+        2_000,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    users[0].0.sigkill().await;
+    let (calls, failures) = running.await.unwrap();
+    assert_eq!(calls, 2_000);
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} failed after kill -9: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+
+    // Rolling restart by SIGTERM of every node, under the same load.
+    // Back to three nodes first: the one killed is replaced.
+    let (_replacement_node, replacement) = start_user(&etcd, 4).await;
+    let mut live = vec![addresses[1].clone(), addresses[2].clone(), replacement];
+    wait_for_nodes(&client, &gateway, "user", &live).await;
+    let running = tokio::spawn(load(
+        client.clone(),
+        api(&gateway, "Exists"),
+        100_000,
+        stop.clone(),
+    ));
+    let mut fresh_nodes = Vec::new();
+    for (round, old) in [1usize, 2].into_iter().enumerate() {
+        users[old].0.sigterm().await;
+        assert_eq!(
+            users[old].0.exit_code(Duration::from_secs(30)).await,
+            Some(0)
+        );
+        let (node, address) = start_user(&etcd, 5 + round).await;
+        live[round] = address;
+        fresh_nodes.push(node);
+        wait_for_nodes(&client, &gateway, "user", &live).await;
+    }
+    stop.cancel();
+    let (calls, failures) = running.await.unwrap();
+    assert!(
+        calls >= 10,
+        "the load ran through the restarts ({calls} calls)"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} failed during the rolling restart: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config("errors");
+    let (_user, address) = start_user(&etcd, 1).await;
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    let client = HttpClient::default();
+    wait_for_nodes(&client, &gateway, "user", std::slice::from_ref(&address)).await;
+
+    let base = format!("http://{}/api", gateway.http);
+    let cases: Vec<(&str, String, Bytes, u16, i64, &str)> = vec![
+        (
+            "POST",
+            format!("{base}/nosuch/Get"),
+            Bytes::from("{}"),
+            404,
+            5,
+            "nosuch",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Nope"),
+            Bytes::from("{}"),
+            404,
+            5,
+            "Exists, Get, Login, Register",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Exists"),
+            Bytes::from("{\"username\":"),
+            400,
+            3,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Exists"),
+            Bytes::from("{\"username\": 5}"),
+            400,
+            3,
+            "username",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Exists"),
+            Bytes::from("{\"usrname\": \"x\"}"),
+            400,
+            3,
+            "usrname",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Exists"),
+            Bytes::from(vec![b' '; 1024 * 1024 + 100]),
+            413,
+            8,
+            "larger than",
+        ),
+        (
+            "GET",
+            format!("{base}/user/Get?username=nobody"),
+            Bytes::new(),
+            404,
+            5,
+            "nobody",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Register"),
+            Bytes::from("{\"username\":\"A\",\"password\":\"long-enough\"}"),
+            400,
+            3,
+            "3 to 32 characters",
+        ),
+        (
+            "POST",
+            format!("{base}/user/Login"),
+            Bytes::from("{\"username\":\"x\",\"password\":\"y\"}"),
+            401,
+            16,
+            "wrong username or password",
+        ),
+    ];
+    for (method, url, body, status, code, words) in cases {
+        let reply = client
+            .send(method, &url, &[("x-request-id", "req-42")], body)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{method} {url}: {}", reply.text);
+        assert_eq!(reply.body["code"], json!(code), "{url}: {}", reply.text);
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(words),
+            "{url}: {message:?} lacks {words:?}"
+        );
+        assert_eq!(reply.header("x-request-id"), Some("req-42"), "{url}");
+        assert!(reply.header("x-served-by").is_some(), "{url}");
+    }
+
+    // A GET with query parameters reaches the method, with typed scalars.
+    let reply = client
+        .get(&format!("{base}/user/Exists?username=nobody"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, &reply.body),
+        (200, &json!({"exists": false})),
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.header("x-served-by"), Some(address.as_str()));
+    assert!(
+        reply
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty())
+    );
+
+    // A service whose only node cannot be reached: 503.
+    let registry = etcd.registry("go-ms").await;
+    let ghost = registry::Instance::new("ghost", "127.0.0.1:1");
+    let _ghost = registry::Registry::register(&registry, registry::Registration::new(ghost))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let reply = loop {
+        let reply = client
+            .post(&format!("{base}/ghost/Anything"), &json!({}))
+            .await
+            .unwrap();
+        if reply.status != 404 || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert_eq!(reply.body["code"], json!(14));
+    assert_eq!(gateway.node.count("panicked"), 0);
+}
+
+async fn route_timeout(client: &HttpClient, gateway: &Gateway) -> Option<String> {
+    let reply = client
+        .get(&format!("http://{}/routes", gateway.http))
+        .await
+        .ok()?;
+    reply.body["routes"]["user"]["timeout"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_pushed_to_etcd_reaches_three_gateways_within_a_second() {
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config("routes");
+    let (_user, address) = start_user(&etcd, 1).await;
+    let mut gateways = Vec::new();
+    for n in 1..=3 {
+        gateways.push(start_gateway(&etcd, n, &config).await);
+    }
+    let client = HttpClient::default();
+    for gateway in &gateways {
+        wait_for_nodes(&client, gateway, "user", std::slice::from_ref(&address)).await;
+        assert_eq!(route_timeout(&client, gateway).await.as_deref(), Some("5s"));
+    }
+    let dir = config.parent().unwrap();
+    let push = |text: &'static str, name: &'static str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let etcd_addr = etcd.etcd_addr();
+        async move {
+            run_to_end(
+                "gateway",
+                &[
+                    "--etcd-addr",
+                    &etcd_addr,
+                    "routes",
+                    "push",
+                    file.to_str().unwrap(),
+                ],
+                &[],
+                PATIENCE,
+            )
+            .await
+        }
+    };
+
+    let pushed = push(
+        "[routes.user]\ntimeout = \"1ns\"\nidempotent = [\"Exists\"]\n",
+        "tight.toml",
+    )
+    .await;
+    assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
+    let after_push = Instant::now();
+    for gateway in &gateways {
+        while route_timeout(&client, gateway).await.as_deref() != Some("1ns") {
+            assert!(
+                after_push.elapsed() < Duration::from_secs(10),
+                "gateway never applied the route"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let applied = after_push.elapsed();
+    assert!(
+        applied <= Duration::from_secs(1),
+        "three gateways applied the route after {applied:?}"
+    );
+    // The new timeout is really in force: a 1 ns deadline ends in 504.
+    let reply = client
+        .post(&api(&gateways[1], "Exists"), &json!({"username": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 504, "{}", reply.text);
+    assert_eq!(reply.body["code"], json!(4));
+
+    // An invalid table is refused whole; the gateways keep the last good one.
+    let refused = push("[routes.user]\ntimeout = \"0s\"\n", "bad.toml").await;
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("routes.user.timeout"),
+        "{}",
+        refused.stderr
+    );
+    let shown = run_to_end(
+        "gateway",
+        &["--etcd-addr", &etcd.etcd_addr(), "routes", "show"],
+        &[],
+        PATIENCE,
+    )
+    .await;
+    assert!(
+        shown.stdout.contains("timeout = \"1ns\""),
+        "{}",
+        shown.stdout
+    );
+    for gateway in &gateways {
+        assert_eq!(
+            route_timeout(&client, gateway).await.as_deref(),
+            Some("1ns")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node() {
+    use services::proto::user::v1::ExistsRequest;
+    use services::proto::user::v1::user_service_client::UserServiceClient;
+
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config("grpc");
+    let (_user, address) = start_user(&etcd, 1).await;
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    wait_for_nodes(
+        &HttpClient::default(),
+        &gateway,
+        "user",
+        std::slice::from_ref(&address),
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let reply = UserServiceClient::new(channel.clone())
+        .exists(ExistsRequest {
+            username: "nobody".into(),
+        })
+        .await
+        .expect("Exists through the gateway");
+    assert_eq!(
+        reply
+            .metadata()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok()),
+        Some(address.as_str())
+    );
+    assert!(!reply.into_inner().exists);
+
+    // A gRPC service nobody serves: UNIMPLEMENTED, not a hang.
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(
+        status.is_ok(),
+        "the gateway's own health service answers: {status:?}"
+    );
+}
