@@ -3,7 +3,7 @@
 //! them, routes changed through etcd, and native gRPC passed through the rpc port.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,7 +36,7 @@ struct Gateway {
     rpc: String,
 }
 
-async fn start_gateway(etcd: &Etcd, n: usize, config: &PathBuf) -> Gateway {
+async fn start_gateway(etcd: &Etcd, n: usize, config: &Path) -> Gateway {
     let node = Node::start(
         "gateway",
         &format!("gateway-{n}"),
