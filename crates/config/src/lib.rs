@@ -11,4 +11,6 @@ mod node;
 
 pub use error::ConfigError;
 pub use load::{Flags, Loaded, NoSections, Validate, load};
-pub use node::{Backend, LogConfig, LogFormat, NodeConfig, RegistryConfig, TlsConfig};
+pub use node::{
+    Backend, LogConfig, LogFormat, NodeConfig, RegistryConfig, SecurityConfig, TlsConfig,
+};

@@ -18,6 +18,28 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     pub registry: RegistryConfig,
     pub log: LogConfig,
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: proof that a call comes from inside the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// Shared by every node: calls between nodes are signed with it, and services refuse
+    /// calls without a valid signature. Empty: no signing, no checking.
+    pub call_key: String,
+    /// How far a signed call's clock may be from ours.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            call_key: String::new(),
+            max_clock_skew: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -29,6 +51,7 @@ impl Default for NodeConfig {
             shutdown_grace: Duration::from_secs(10),
             registry: RegistryConfig::default(),
             log: LogConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }

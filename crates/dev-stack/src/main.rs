@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let (gateway, _routes) = gateway::node_spec(
         registry.clone(),
         &loaded.service.gateway,
+        node::credentials::CallKey::new(&loaded.node.security.call_key),
         http,
         shutdown.clone(),
     );
@@ -127,7 +128,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         );
     }
     for n in 1..=loaded.service.stack.orders {
-        let channel = node::client::service_channel(registry.clone(), "user")
+        let key = node::credentials::CallKey::new(&loaded.node.security.call_key);
+        let channel = node::client::service_channel(registry.clone(), "user", key)
             .await
             .map_err(|source| NodeError::Registry {
                 backend: registry.describe(),

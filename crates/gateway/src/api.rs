@@ -20,10 +20,12 @@ use tonic::Code;
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::Instrument;
 
+use crate::auth::{JwtVerifier, claim_header};
 use crate::balance;
 use crate::cluster::{ClusterView, NodeHandle};
 use crate::codec::DynamicCodec;
 use crate::live_routes::LiveRoutes;
+use crate::resilience::GuardsByService;
 use crate::schema::Schemas;
 use crate::settings::GatewaySection;
 use crate::status::{error_body, http_status};
@@ -39,6 +41,8 @@ pub struct Api {
     schemas: Schemas,
     retries: TpsBudget,
     round_robin: AtomicUsize,
+    guards: GuardsByService,
+    jwt: JwtVerifier,
 }
 
 impl Api {
@@ -50,6 +54,13 @@ impl Api {
             schemas: Schemas::default(),
             retries: TpsBudget::new(Duration::from_secs(10), 10, percent),
             round_robin: AtomicUsize::new(0),
+            guards: GuardsByService::default(),
+            // The configuration was validated at load; a key that went bad since leaves
+            // JWT routes refusing every call, which the log says.
+            jwt: JwtVerifier::from_config(&settings.jwt).unwrap_or_else(|(key, reason)| {
+                tracing::error!(%key, %reason, "JWT keys unusable; routes that require a JWT refuse every call");
+                JwtVerifier::without_keys()
+            }),
             settings,
         }
     }
@@ -61,6 +72,7 @@ struct Failure {
     message: String,
     status: StatusCode,
     served_by: Option<String>,
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -70,7 +82,13 @@ impl Failure {
             code,
             message: message.into(),
             served_by: None,
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     fn with_status(mut self, status: StatusCode) -> Self {
@@ -117,6 +135,13 @@ pub async fn handle(
             let served_by = failure.served_by.as_deref().unwrap_or("gateway");
             let body = error_body(failure.code, &failure.message);
             let mut response = reply(failure.status, &body, &id, served_by);
+            if let Some(wait) = failure.retry_after {
+                // Whole seconds, rounded up: never tell a client to come back too early.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
             if failure.status == StatusCode::PAYLOAD_TOO_LARGE {
                 // The rest of the body was never read: the connection cannot carry another request.
                 response
@@ -135,6 +160,11 @@ async fn call(
     request: Request,
     id: &str,
 ) -> Result<(Value, String), Failure> {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let nodes = api.view.nodes_of(service);
     if nodes.is_empty() {
         return Err(Failure::new(
@@ -144,7 +174,7 @@ async fn call(
     }
     let healthy: Vec<Arc<NodeHandle>> = nodes
         .iter()
-        .filter(|n| !api.view.is_ejected(n))
+        .filter(|n| !api.view.is_set_aside(n))
         .cloned()
         .collect();
     if healthy.is_empty() {
@@ -169,93 +199,143 @@ async fn call(
     .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
 
     let route = api.routes.route(service);
-    let timeout = route.timeout_of(method.name());
-    let idempotent = route.is_idempotent(method.name());
-    let deadline = Instant::now() + timeout;
-    api.retries.deposit();
-    let mut tried: Vec<String> = Vec::new();
-    loop {
-        let candidates: Vec<Arc<NodeHandle>> = api
-            .view
-            .nodes_of(service)
-            .into_iter()
-            .filter(|n| !api.view.is_ejected(n) && !tried.contains(&n.instance.id))
-            .collect();
-        let Some(node) = balance::pick(&candidates, route.balance, &api.round_robin, method.name())
-        else {
-            return Err(Failure::new(
-                Code::Unavailable,
-                format!("no healthy node of {service:?} left to try"),
-            ));
-        };
-        let started = Instant::now();
-        node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout_at(
-            deadline,
-            unary(
-                &node,
-                path.clone(),
-                input.clone(),
-                method.output(),
-                deadline,
-                id,
-            ),
-        )
-        .await;
-        node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let address = node.instance.address.clone();
-        let status = match outcome {
-            Err(_) => {
-                api.view
-                    .record(&node, method.name(), started.elapsed(), false);
-                let mut failure = Failure::new(
-                    Code::DeadlineExceeded,
-                    format!("{service}/{method_name} took longer than {timeout:?}"),
-                );
-                failure.served_by = Some(address);
-                return Err(failure);
-            }
-            Ok(Ok(message)) => {
-                api.view
-                    .record(&node, method.name(), started.elapsed(), false);
-                let options = SerializeOptions::new().skip_default_fields(false);
-                let body = message
-                    .serialize_with_options(serde_json::value::Serializer, &options)
-                    .map_err(|e| {
-                        Failure::new(Code::Internal, format!("encoding the reply as JSON: {e}"))
-                    })?;
-                return Ok((body, address));
-            }
-            Ok(Err(status)) if Instant::now() >= deadline => {
-                // The client-side deadline fired inside tonic ("Timeout expired").
-                let mut failure = Failure::new(
-                    Code::DeadlineExceeded,
-                    format!(
-                        "{service}/{method_name} took longer than {timeout:?}: {}",
-                        status.message()
-                    ),
-                );
-                failure.served_by = Some(address);
-                return Err(failure);
-            }
-            Ok(Err(status)) => status,
-        };
-        let connect_failure = is_connect_failure(&status);
-        let transport_failure = connect_failure || is_transport_failure(&status);
-        api.view
-            .record(&node, method.name(), started.elapsed(), transport_failure);
-        // Never sent: always safe to try elsewhere. Lost on the way: only if idempotent.
-        let retry = Instant::now() < deadline
-            && (connect_failure || (transport_failure && idempotent && api.retries.withdraw()));
-        if retry {
-            tracing::debug!(%address, message = status.message(), "retrying on another node");
-            tried.push(node.instance.id.clone());
-            continue;
+    let mut forwarded: Vec<(String, String)> = Vec::new();
+    if route.requires_jwt(method.name()) {
+        let claims = api
+            .jwt
+            .verify(authorization.as_deref())
+            .map_err(|reason| Failure::new(Code::Unauthenticated, reason))?;
+        for claim in &route.forward_claims {
+            let value = match claims.get(claim) {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            forwarded.push((claim_header(claim), value));
         }
-        let mut failure = Failure::new(status.code(), status.message());
-        failure.served_by = Some(address);
-        return Err(failure);
     }
+    forwarded.push((REQUEST_ID.to_owned(), id.to_owned()));
+    let metadata = forwarded;
+    let guards = api
+        .guards
+        .of(service, route.rate_limit, route.circuit_breaker);
+    if let Some((_, bucket)) = &guards.limit
+        && let Err(wait) = lock(bucket).take()
+    {
+        return Err(Failure::new(
+            Code::ResourceExhausted,
+            format!("rate limit of {service:?} exceeded"),
+        )
+        .retry_after(wait));
+    }
+    if let Some((_, breaker)) = &guards.breaker
+        && let Err(wait) = lock(breaker).admit()
+    {
+        return Err(Failure::new(
+            Code::Unavailable,
+            format!("circuit open for {service:?}: its calls keep failing"),
+        )
+        .retry_after(wait));
+    }
+    let outcome = async {
+        let timeout = route.timeout_of(method.name());
+        let idempotent = route.is_idempotent(method.name());
+        let deadline = Instant::now() + timeout;
+        api.retries.deposit();
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let candidates: Vec<Arc<NodeHandle>> = api
+                .view
+                .nodes_of(service)
+                .into_iter()
+                .filter(|n| !api.view.is_set_aside(n) && !tried.contains(&n.instance.id))
+                .collect();
+            let Some(node) =
+                balance::pick(&candidates, route.balance, &api.round_robin, method.name())
+            else {
+                return Err(Failure::new(
+                    Code::Unavailable,
+                    format!("no healthy node of {service:?} left to try"),
+                ));
+            };
+            let started = Instant::now();
+            node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let outcome = tokio::time::timeout_at(
+                deadline,
+                unary(
+                    &node,
+                    path.clone(),
+                    input.clone(),
+                    method.output(),
+                    deadline,
+                    &metadata,
+                ),
+            )
+            .await;
+            node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let address = node.instance.address.clone();
+            let status = match outcome {
+                Err(_) => {
+                    api.view
+                        .record(&node, method.name(), started.elapsed(), false);
+                    let mut failure = Failure::new(
+                        Code::DeadlineExceeded,
+                        format!("{service}/{method_name} took longer than {timeout:?}"),
+                    );
+                    failure.served_by = Some(address);
+                    return Err(failure);
+                }
+                Ok(Ok(message)) => {
+                    api.view
+                        .record(&node, method.name(), started.elapsed(), false);
+                    let options = SerializeOptions::new().skip_default_fields(false);
+                    let body = message
+                        .serialize_with_options(serde_json::value::Serializer, &options)
+                        .map_err(|e| {
+                            Failure::new(Code::Internal, format!("encoding the reply as JSON: {e}"))
+                        })?;
+                    return Ok((body, address));
+                }
+                Ok(Err(status)) if Instant::now() >= deadline => {
+                    // The client-side deadline fired inside tonic ("Timeout expired").
+                    let mut failure = Failure::new(
+                        Code::DeadlineExceeded,
+                        format!(
+                            "{service}/{method_name} took longer than {timeout:?}: {}",
+                            status.message()
+                        ),
+                    );
+                    failure.served_by = Some(address);
+                    return Err(failure);
+                }
+                Ok(Err(status)) => status,
+            };
+            let connect_failure = is_connect_failure(&status);
+            let transport_failure = connect_failure || is_transport_failure(&status);
+            api.view
+                .record(&node, method.name(), started.elapsed(), transport_failure);
+            // Never sent: always safe to try elsewhere. Lost on the way: only if idempotent.
+            let retry = Instant::now() < deadline
+                && (connect_failure || (transport_failure && idempotent && api.retries.withdraw()));
+            if retry {
+                tracing::debug!(%address, message = status.message(), "retrying on another node");
+                tried.push(node.instance.id.clone());
+                continue;
+            }
+            let mut failure = Failure::new(status.code(), status.message());
+            failure.served_by = Some(address);
+            return Err(failure);
+        }
+    }
+    .await;
+    if let Some((_, breaker)) = &guards.breaker {
+        let failed = outcome
+            .as_ref()
+            .err()
+            .is_some_and(|f| is_server_failure(f.code));
+        lock(breaker).record(failed);
+    }
+    outcome
 }
 
 async fn find_method(
@@ -427,7 +507,7 @@ async fn unary(
     input: DynamicMessage,
     output: MessageDescriptor,
     deadline: Instant,
-    id: &str,
+    metadata: &[(String, String)],
 ) -> Result<DynamicMessage, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(node.channel.clone());
     grpc.ready()
@@ -435,12 +515,34 @@ async fn unary(
         .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
     let mut request = tonic::Request::new(input);
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    if let Ok(value) = id.parse() {
-        request.metadata_mut().insert(REQUEST_ID, value);
+    for (key, value) in metadata {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            request.metadata_mut().insert(key, value);
+        }
     }
     grpc.unary(request, path, DynamicCodec::new(output))
         .await
         .map(tonic::Response::into_inner)
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Failures that say the service is in trouble (what a circuit breaker counts), as opposed
+/// to a caller's mistake.
+fn is_server_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+    )
 }
 
 /// The call never reached the node: nothing ran there, so another node may take it.

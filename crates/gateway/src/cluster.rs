@@ -4,20 +4,64 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use node::client::ServiceChannel;
+use node::credentials::{CallKey, Signed};
 use registry::{Backoff, Change, Instance, Registry, Scope};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// One node the gateway can send calls to.
 pub struct NodeHandle {
     pub instance: Instance,
-    pub channel: Channel,
+    /// One HTTP/2 connection to the node; calls on it carry the gateway's call credential.
+    pub channel: ServiceChannel,
     pub stats: NodeStats,
+    /// What the last active check (grpc.health.v1) said; true until one says otherwise.
+    healthy: Arc<AtomicBool>,
+    checker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        if let Some(checker) = &self.checker {
+            checker.abort();
+        }
+    }
+}
+
+/// Asks the node's grpc.health.v1 every `interval`; a NOT_SERVING answer or no answer
+/// takes it out of rotation until a check says SERVING again.
+async fn check_health(
+    channel: ServiceChannel,
+    service: String,
+    address: String,
+    healthy: Arc<AtomicBool>,
+    interval: Duration,
+) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::new(channel);
+    loop {
+        tokio::time::sleep(interval).await;
+        let request = HealthCheckRequest {
+            service: service.clone(),
+        };
+        let answer =
+            tokio::time::timeout(interval.min(Duration::from_secs(2)), client.check(request)).await;
+        let serving = matches!(&answer, Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32);
+        if healthy.swap(serving, Ordering::Relaxed) != serving {
+            if serving {
+                tracing::info!(%address, "health check passes again; node back in rotation");
+            } else {
+                tracing::warn!(%address, "health check failed; node out of rotation");
+            }
+        }
+    }
 }
 
 /// What the balancer knows of a node.
@@ -83,7 +127,8 @@ impl NodeStats {
 }
 
 impl NodeHandle {
-    fn new(instance: Instance) -> Option<NodeHandle> {
+    fn new(instance: Instance, options: &ViewOptions) -> Option<NodeHandle> {
+        let health_interval = options.health_interval;
         let endpoint = Endpoint::from_shared(format!("http://{}", instance.address))
             .map_err(|error| {
                 tracing::warn!(address = %instance.address, %error, "skipping a node with an unusable address")
@@ -93,10 +138,30 @@ impl NodeHandle {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let channel = Signed::new(endpoint.connect_lazy(), options.call_key.clone());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let checker = (!health_interval.is_zero()).then(|| {
+            // The node's own API when it names one; "" asks about the server as a whole.
+            let service = instance
+                .metadata
+                .get("grpc.services")
+                .and_then(|list| list.split(',').next())
+                .unwrap_or_default()
+                .to_owned();
+            tokio::spawn(check_health(
+                channel.clone(),
+                service,
+                instance.address.clone(),
+                healthy.clone(),
+                health_interval,
+            ))
+        });
         Some(NodeHandle {
-            channel: endpoint.connect_lazy(),
+            channel,
             instance,
             stats: NodeStats::default(),
+            healthy,
+            checker,
         })
     }
 }
@@ -108,20 +173,30 @@ type NodeMap = BTreeMap<(String, String), Arc<NodeHandle>>;
 pub struct ClusterView {
     nodes: Arc<RwLock<NodeMap>>,
     epoch: Instant,
-    ejection: Ejection,
+    options: ViewOptions,
+}
+
+/// How the view treats its nodes.
+#[derive(Debug, Clone)]
+pub struct ViewOptions {
+    pub ejection: Ejection,
+    /// Zero turns active health checks off.
+    pub health_interval: Duration,
+    /// Signs every call the gateway makes to a node.
+    pub call_key: CallKey,
 }
 
 impl ClusterView {
     /// Starts following the whole namespace until `stop`.
     pub fn follow(
         registry: Arc<dyn Registry>,
-        ejection: Ejection,
+        options: ViewOptions,
         stop: CancellationToken,
     ) -> Self {
         let view = ClusterView {
             nodes: Arc::default(),
             epoch: Instant::now(),
-            ejection,
+            options,
         };
         tokio::spawn(view.clone().keep_current(registry, stop));
         view
@@ -161,7 +236,7 @@ impl ClusterView {
         match change {
             Change::Joined(instance) | Change::Updated(instance) => {
                 let key = (instance.service.clone(), instance.id.clone());
-                if let Some(handle) = NodeHandle::new(instance) {
+                if let Some(handle) = NodeHandle::new(instance, &self.options) {
                     nodes.insert(key, Arc::new(handle));
                 }
             }
@@ -204,8 +279,11 @@ impl ClusterView {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    pub fn is_ejected(&self, node: &NodeHandle) -> bool {
-        node.stats.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
+    /// Whether the node is out of rotation: set aside after transport failures, or
+    /// failing its active health check.
+    pub fn is_set_aside(&self, node: &NodeHandle) -> bool {
+        !node.healthy.load(Ordering::Relaxed)
+            || node.stats.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
     }
 
     /// Records a call's outcome: its latency into the method's average, transport
@@ -227,7 +305,7 @@ impl ClusterView {
         let Ejection {
             after_failures,
             for_how_long,
-        } = self.ejection;
+        } = self.options.ejection;
         if after_failures > 0 && failures >= after_failures {
             let until = self.now_ms() + for_how_long.as_millis() as u64;
             stats.ejected_until_ms.store(until, Ordering::Relaxed);

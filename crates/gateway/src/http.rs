@@ -3,19 +3,52 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{self, Api};
 
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
+    let cors = cors(&api.settings.cors_allow_origins);
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/cluster", get(cluster))
         .route("/routes", get(routes))
         .route("/api/{service}/{method}", any(api::handle))
-        .with_state(api)
+        .with_state(api);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for browsers, from `gateway.cors_allow_origins`; none when the list is empty.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(api::REQUEST_ID),
+            ])
+            .expose_headers([
+                HeaderName::from_static(api::REQUEST_ID),
+                HeaderName::from_static(api::SERVED_BY),
+            ]),
+    )
 }
 
 /// `GET /cluster`: the live nodes the gateway routes to, by service.

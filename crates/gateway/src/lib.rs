@@ -6,12 +6,14 @@
 //! keeps the live nodes from the registry, one HTTP/2 channel each.
 
 pub mod api;
+pub mod auth;
 pub mod balance;
 pub mod cluster;
 pub mod codec;
 pub mod http;
 pub mod live_routes;
 pub mod proxy;
+pub mod resilience;
 pub mod schema;
 pub mod settings;
 pub mod status;
@@ -30,14 +32,19 @@ use crate::settings::GatewaySettings;
 pub fn node_spec(
     registry: Arc<dyn Registry>,
     settings: &GatewaySettings,
+    call_key: node::credentials::CallKey,
     http_listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> (node::NodeSpec, LiveRoutes) {
-    let ejection = cluster::Ejection {
-        after_failures: settings.gateway.eject_after_failures,
-        for_how_long: settings.gateway.eject_for,
+    let options = cluster::ViewOptions {
+        ejection: cluster::Ejection {
+            after_failures: settings.gateway.eject_after_failures,
+            for_how_long: settings.gateway.eject_for,
+        },
+        health_interval: settings.gateway.health_interval,
+        call_key,
     };
-    let view = cluster::ClusterView::follow(registry, ejection, stop);
+    let view = cluster::ClusterView::follow(registry, options, stop);
     let routes = LiveRoutes::new(settings.routes.clone());
     let api = Arc::new(Api::new(view, routes.clone(), settings.gateway.clone()));
     let passthrough = axum::Router::new()
@@ -48,6 +55,8 @@ pub fn node_spec(
         env!("CARGO_PKG_VERSION"),
         tonic::service::Routes::from(passthrough),
     );
+    // Callers of the gateway come from outside; the gateway signs what it sends on.
+    spec.require_call_credential = false;
     spec.http = Some(node::HttpServer {
         listener: http_listener,
         router: http::router(api),

@@ -26,7 +26,7 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
         .view
         .nodes_serving(&grpc_service)
         .into_iter()
-        .filter(|n| !api.view.is_ejected(n))
+        .filter(|n| !api.view.is_set_aside(n))
         .collect();
     let round_robin = std::sync::atomic::AtomicUsize::new(0);
     let method = request

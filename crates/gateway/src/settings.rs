@@ -26,6 +26,13 @@ pub struct GatewaySection {
     /// How long a set-aside node gets no traffic before it is tried again.
     #[serde(with = "humantime_serde")]
     pub eject_for: Duration,
+    /// How often each node's grpc.health.v1 is asked; "0s" turns active checks off.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Keys for routes that require a JWT.
+    pub jwt: crate::auth::JwtConfig,
+    /// Browser origins allowed to call the API (`["*"]` for any); empty: no CORS headers.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for GatewaySection {
@@ -35,6 +42,9 @@ impl Default for GatewaySection {
             retry_budget_percent: 20.0,
             eject_after_failures: 3,
             eject_for: Duration::from_secs(10),
+            health_interval: Duration::from_secs(5),
+            jwt: crate::auth::JwtConfig::default(),
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -60,6 +70,16 @@ pub struct Route {
     /// on another node only for these.
     pub idempotent: Vec<String>,
     pub balance: Balance,
+    /// Token bucket; calls over it get 429 with `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::resilience::RateLimit>,
+    /// Stops calling a service whose calls keep failing, for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<crate::resilience::BreakerConfig>,
+    /// Calls need a valid JWT (see `[gateway.jwt]`), unless a method says otherwise.
+    pub jwt: bool,
+    /// Claims of the verified token passed to the service as `x-jwt-<claim>` metadata.
+    pub forward_claims: Vec<String>,
     /// Per-method overrides.
     pub methods: BTreeMap<String, MethodRoute>,
 }
@@ -70,6 +90,10 @@ impl Default for Route {
             timeout: Duration::from_secs(10),
             idempotent: Vec::new(),
             balance: Balance::P2c,
+            rate_limit: None,
+            circuit_breaker: None,
+            jwt: false,
+            forward_claims: Vec::new(),
             methods: BTreeMap::new(),
         }
     }
@@ -82,6 +106,9 @@ pub struct MethodRoute {
     pub timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotent: Option<bool>,
+    /// Overrides the route's `jwt` (`false` makes Login public on a protected route).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<bool>,
 }
 
 impl Route {
@@ -90,6 +117,13 @@ impl Route {
             .get(method)
             .and_then(|m| m.timeout)
             .unwrap_or(self.timeout)
+    }
+
+    pub fn requires_jwt(&self, method: &str) -> bool {
+        self.methods
+            .get(method)
+            .and_then(|m| m.jwt)
+            .unwrap_or(self.jwt)
     }
 
     pub fn is_idempotent(&self, method: &str) -> bool {
@@ -110,6 +144,26 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
             return Err((
                 format!("routes.{service}.timeout"),
                 "must be more than 0s".into(),
+            ));
+        }
+        if let Some(limit) = route.rate_limit
+            && !(limit.per_second > 0.0 && limit.burst >= 1.0)
+        {
+            return Err((
+                format!("routes.{service}.rate_limit"),
+                "per_second must be more than 0 and burst at least 1".into(),
+            ));
+        }
+        if let Some(breaker) = route.circuit_breaker
+            && !(breaker.error_rate > 0.0
+                && breaker.error_rate <= 1.0
+                && breaker.min_calls > 0
+                && !breaker.window.is_zero()
+                && !breaker.open_for.is_zero())
+        {
+            return Err((
+                format!("routes.{service}.circuit_breaker"),
+                "error_rate must be in (0, 1], min_calls, window and open_for more than 0".into(),
             ));
         }
         for (method, overrides) in &route.methods {
@@ -137,6 +191,15 @@ impl config::Validate for GatewaySettings {
                 "gateway.retry_budget_percent".into(),
                 "must be between 0 and 1000".into(),
             ));
+        }
+        crate::auth::JwtVerifier::from_config(&self.gateway.jwt)?;
+        for origin in &self.gateway.cors_allow_origins {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err((
+                    "gateway.cors_allow_origins".into(),
+                    format!("{origin:?} is not a valid origin"),
+                ));
+            }
         }
         validate_routes(&self.routes)
     }

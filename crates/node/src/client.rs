@@ -4,15 +4,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::{Change, Instance, Registry, RegistryError, Scope};
+
+use crate::credentials::{CallKey, Signed};
 use tonic::transport::channel::Change as Discovered;
 use tonic::transport::{Channel, Endpoint};
 
+/// A channel whose calls carry this node's call credential.
+pub type ServiceChannel = Signed<Channel>;
+
 /// A load-balanced channel to every node of `service`, following joins and leaves for as
-/// long as the channel (or a clone of it) is alive.
+/// long as the channel (or a clone of it) is alive. Calls are signed with `key`.
 pub async fn service_channel(
     registry: Arc<dyn Registry>,
     service: &str,
-) -> Result<Channel, RegistryError> {
+    key: CallKey,
+) -> Result<ServiceChannel, RegistryError> {
     let (snapshot, mut watch) = registry.discover(&Scope::service(service)).await?;
     let (channel, nodes) = Channel::balance_channel::<String>(64);
     for instance in &snapshot.instances {
@@ -32,7 +38,7 @@ pub async fn service_channel(
         }
         tracing::debug!(%service, "discovery for the channel ended");
     });
-    Ok(channel)
+    Ok(Signed::new(channel, key))
 }
 
 async fn insert(

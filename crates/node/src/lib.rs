@@ -6,6 +6,7 @@ pub mod advertise;
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod credentials;
 mod error;
 pub mod logging;
 pub mod membership;

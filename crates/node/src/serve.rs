@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::advertise::{join_host_port, resolve_host};
+use crate::credentials::{CallKey, RequireCredentialLayer};
 use crate::{NodeError, membership};
 
 /// What a node is and what it serves.
@@ -35,6 +36,9 @@ pub struct NodeSpec {
     pub http: Option<HttpServer>,
     /// Extra instance metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Refuse calls without a valid call credential when `security.call_key` is set.
+    /// The gateway turns this off: its callers are outside the cluster.
+    pub require_call_credential: bool,
 }
 
 pub struct HttpServer {
@@ -52,6 +56,7 @@ impl NodeSpec {
             descriptor_sets: Vec::new(),
             http: None,
             metadata: BTreeMap::new(),
+            require_call_credential: true,
         }
     }
 }
@@ -113,9 +118,16 @@ pub async fn run_node(
     let drain = CancellationToken::new();
     let mut servers = JoinSet::new();
     let rpc_drain = drain.clone();
+    let key = if spec.require_call_credential {
+        CallKey::new(&config.security.call_key)
+    } else {
+        CallKey::default()
+    };
+    let credentials = RequireCredentialLayer::new(key, config.security.max_clock_skew);
     servers.spawn(
         async move {
             tonic::transport::Server::builder()
+                .layer(credentials)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(rpc_listener),

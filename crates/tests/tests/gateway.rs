@@ -563,3 +563,119 @@ async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node() {
         "the gateway's own health service answers: {status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
+    use services::proto::user::v1::ExistsRequest;
+    use services::proto::user::v1::user_service_client::UserServiceClient;
+
+    let etcd = require!(Etcd::start().await);
+    let dir = std::env::temp_dir().join(format!("rust-ms-gw-{}-guards", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        "http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n\
+         [gateway]\ncors_allow_origins = [\"https://app.example\"]\n\
+         [gateway.jwt]\nhs256_secret = \"gateway-test-secret\"\nissuer = \"rust-ms/user\"\n\
+         [routes.user]\njwt = true\nforward_claims = [\"sub\"]\n\
+         rate_limit = { per_second = 0.5, burst = 4 }\n\
+         [routes.user.methods.Register]\njwt = false\n\
+         [routes.user.methods.Login]\njwt = false\n",
+    )
+    .unwrap();
+    let key = ("MS_SECURITY__CALL_KEY", "cluster-call-key");
+    let user = Node::start(
+        "user",
+        "user-1",
+        &["--rpc-port", "0", "--etcd-addr", &etcd.etcd_addr(), "--advertise-host", "127.0.0.1"],
+        &[("MS_USER__TOKEN_SECRET", "gateway-test-secret"), key],
+    );
+    let address = user.listening("rpc").await;
+    let gateway_node = Node::start(
+        "gateway",
+        "gateway-1",
+        &["--config", config.to_str().unwrap(), "--etcd-addr", &etcd.etcd_addr()],
+        &[key],
+    );
+    let gateway = Gateway {
+        http: gateway_node.listening("http").await,
+        rpc: gateway_node.listening("rpc").await,
+        node: gateway_node,
+    };
+    let client = HttpClient::default();
+    wait_for_nodes(&client, &gateway, "user", std::slice::from_ref(&address)).await;
+
+    // Public methods pass without a token; the gateway's signed calls are accepted.
+    let body = json!({"username": "erin", "password": "erin-pass"});
+    let registered = client.post(&api(&gateway, "Register"), &body).await.unwrap();
+    assert_eq!(registered.status, 200, "{}", registered.text);
+    let login = client.post(&api(&gateway, "Login"), &body).await.unwrap();
+    let token = login.body["token"].as_str().expect("token").to_owned();
+
+    // A protected method: 401 without a token, 200 with the one Login issued.
+    let exists = json!({"username": "erin"});
+    let refused = client.post(&api(&gateway, "Exists"), &exists).await.unwrap();
+    assert_eq!((refused.status, refused.body["code"].clone()), (401, json!(16)), "{}", refused.text);
+    let bearer = format!("Bearer {token}");
+    let allowed = client
+        .send("POST", &api(&gateway, "Exists"), &[("authorization", &bearer)], Bytes::from(exists.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status, 200, "{}", allowed.text);
+    let forged = client
+        .send("POST", &api(&gateway, "Exists"), &[("authorization", "Bearer a.b.c")], Bytes::from(exists.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 401, "{}", forged.text);
+
+    // The burst of 4 is spent (Register, Login, one Exists passed; refused calls spent none
+    // or one): within a few calls the limit answers 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..6 {
+        let reply = client
+            .send("POST", &api(&gateway, "Exists"), &[("authorization", &bearer)], Bytes::from(exists.to_string()))
+            .await
+            .unwrap();
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit answered 429");
+    assert_eq!(limited.body["code"], json!(8));
+    let retry_after: u64 = limited.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+
+    // CORS preflight for an allowed origin.
+    let preflight = client
+        .send(
+            "OPTIONS",
+            &api(&gateway, "Exists"),
+            &[("origin", "https://app.example"), ("access-control-request-method", "POST")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("https://app.example"));
+
+    // A direct call without the cluster's credential is refused; health stays open.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let direct = UserServiceClient::new(channel.clone())
+        .exists(ExistsRequest { username: "erin".into() })
+        .await
+        .expect_err("unsigned direct call");
+    assert_eq!(direct.code(), tonic::Code::Unauthenticated, "{direct:?}");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health checks need no credential");
+
+    // Through the gateway's rpc port the call is signed on the way and answered.
+    let through = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc)).unwrap().connect().await.unwrap();
+    let reply = UserServiceClient::new(through)
+        .exists(ExistsRequest { username: "erin".into() })
+        .await
+        .expect("signed by the gateway");
+    assert!(reply.into_inner().exists);
+}

@@ -69,8 +69,14 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let http = node::serve::bind(loaded.node.http_port).await?;
     let shutdown = CancellationToken::new();
     node::shutdown::cancel_on_signal(shutdown.clone());
-    let (spec, live_routes) =
-        gateway::node_spec(registry.clone(), &loaded.service, http, shutdown.clone());
+    let key = node::credentials::CallKey::new(&loaded.node.security.call_key);
+    let (spec, live_routes) = gateway::node_spec(
+        registry.clone(),
+        &loaded.service,
+        key,
+        http,
+        shutdown.clone(),
+    );
     match &connected {
         #[cfg(feature = "etcd")]
         Connected::Etcd(etcd) => {

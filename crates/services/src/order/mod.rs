@@ -1,6 +1,6 @@
 //! The `order` service: `order.v1.OrderService`, which checks users through `user`.
 
-use tonic::transport::Channel;
+use node::client::ServiceChannel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::proto::order::v1::order_service_server::{OrderService as OrderApi, OrderServiceServer};
@@ -13,12 +13,12 @@ pub const GRPC_SERVICE: &str = "order.v1.OrderService";
 /// Creates orders for users that exist, asking `user` over a discovered channel.
 #[derive(Clone)]
 pub struct OrderService {
-    users: UserServiceClient<Channel>,
+    users: UserServiceClient<ServiceChannel>,
 }
 
 impl OrderService {
     /// `users` is a channel to the user service, as `node::client::service_channel` builds.
-    pub fn new(users: Channel) -> Self {
+    pub fn new(users: ServiceChannel) -> Self {
         Self {
             users: UserServiceClient::new(users),
         }
@@ -67,7 +67,7 @@ impl OrderApi for OrderService {
 }
 
 /// The `order` node, calling `user` through `users`.
-pub fn node_spec(users: Channel) -> node::NodeSpec {
+pub fn node_spec(users: ServiceChannel) -> node::NodeSpec {
     let routes = tonic::service::Routes::new(OrderService::new(users).into_server());
     let mut spec = node::NodeSpec::new("order", env!("CARGO_PKG_VERSION"), routes);
     spec.grpc_services = vec![GRPC_SERVICE.to_owned()];

@@ -1,0 +1,185 @@
+//! Verifying the caller's JWT on routes that ask for it (HS256 with a shared secret,
+//! RS256 with a public key) and forwarding chosen claims to the service as gRPC metadata.
+
+use std::path::PathBuf;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+/// `[gateway.jwt]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Secret for HS256 tokens (the user service's `user.token_secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<String>,
+    /// PEM public key for RS256 tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rs256_public_key: Option<PathBuf>,
+    /// When set, tokens must carry this `iss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+pub struct JwtVerifier {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    issuer: Option<String>,
+}
+
+impl JwtVerifier {
+    /// `Err((key, reason))` when a configured key cannot be used.
+    pub fn from_config(config: &JwtConfig) -> Result<Self, (String, String)> {
+        let mut keys = Vec::new();
+        if let Some(secret) = &config.hs256_secret {
+            if secret.is_empty() {
+                return Err((
+                    "gateway.jwt.hs256_secret".into(),
+                    "must not be empty".into(),
+                ));
+            }
+            keys.push((
+                Algorithm::HS256,
+                DecodingKey::from_secret(secret.as_bytes()),
+            ));
+        }
+        if let Some(path) = &config.rs256_public_key {
+            let pem = std::fs::read(path).map_err(|e| {
+                (
+                    "gateway.jwt.rs256_public_key".to_owned(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| {
+                (
+                    "gateway.jwt.rs256_public_key".to_owned(),
+                    format!("{} is not an RSA public key: {e}", path.display()),
+                )
+            })?;
+            keys.push((Algorithm::RS256, key));
+        }
+        Ok(Self {
+            keys,
+            issuer: config.issuer.clone(),
+        })
+    }
+
+    /// Accepts no token at all.
+    pub fn without_keys() -> Self {
+        Self {
+            keys: Vec::new(),
+            issuer: None,
+        }
+    }
+
+    /// The token's claims, or why it is refused.
+    pub fn verify(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or("a bearer token is required (Authorization: Bearer <jwt>)")?;
+        if self.keys.is_empty() {
+            return Err(
+                "this route requires a JWT but the gateway has no [gateway.jwt] key".into(),
+            );
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        let (algorithm, key) = self
+            .keys
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .ok_or_else(|| format!("tokens signed with {:?} are not accepted", header.alg))?;
+        let mut validation = Validation::new(*algorithm);
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| format!("invalid token: {e}"))
+    }
+}
+
+/// The metadata key a forwarded claim travels under: `sub` → `x-jwt-sub`.
+pub fn claim_header(claim: &str) -> String {
+    format!("x-jwt-{}", claim.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn token(secret: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hs256_tokens_verify_only_with_the_right_secret_and_issuer() {
+        let verifier = JwtVerifier::from_config(&JwtConfig {
+            hs256_secret: Some("s3cret".into()),
+            rs256_public_key: None,
+            issuer: Some("rust-ms/user".into()),
+        })
+        .unwrap();
+        let exp = registry::unix_millis_now() / 1000 + 60;
+        let good = token(
+            "s3cret",
+            serde_json::json!({"sub": "bob", "iss": "rust-ms/user", "exp": exp}),
+        );
+        let claims = verifier.verify(Some(&format!("Bearer {good}"))).unwrap();
+        assert_eq!(claims["sub"], "bob");
+        let wrong_secret = token(
+            "other",
+            serde_json::json!({"sub": "bob", "iss": "rust-ms/user", "exp": exp}),
+        );
+        assert!(
+            verifier
+                .verify(Some(&format!("Bearer {wrong_secret}")))
+                .is_err()
+        );
+        let wrong_issuer = token(
+            "s3cret",
+            serde_json::json!({"sub": "bob", "iss": "else", "exp": exp}),
+        );
+        assert!(
+            verifier
+                .verify(Some(&format!("Bearer {wrong_issuer}")))
+                .is_err()
+        );
+        let expired = token(
+            "s3cret",
+            serde_json::json!({"sub": "bob", "iss": "rust-ms/user", "exp": 1}),
+        );
+        assert!(verifier.verify(Some(&format!("Bearer {expired}"))).is_err());
+        assert!(
+            verifier
+                .verify(None)
+                .unwrap_err()
+                .contains("bearer token is required")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_rs256_key_is_a_config_error_naming_the_key() {
+        let err = JwtVerifier::from_config(&JwtConfig {
+            hs256_secret: None,
+            rs256_public_key: Some("/nonexistent.pem".into()),
+            issuer: None,
+        })
+        .err()
+        .unwrap();
+        assert_eq!(err.0, "gateway.jwt.rs256_public_key");
+    }
+}

@@ -1,0 +1,272 @@
+//! Per-service protections applied before and after a call: a token bucket that answers
+//! 429 with `Retry-After`, and a circuit breaker that stops calling a failing service for a
+//! while and then lets single probes through.
+//!
+//! tower's `RateLimit` makes callers wait and its `Retry` drives a single service; here a
+//! request must be refused at once with a status, so these two are small and local.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// `rate_limit = { per_second = 100, burst = 200 }` in a route.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// `circuit_breaker = { error_rate = 0.5, min_calls = 20, window = "10s", open_for = "5s" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Share of failed calls in a window that opens the circuit.
+    pub error_rate: f64,
+    /// Fewer calls than this in a window never open it.
+    pub min_calls: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+pub struct TokenBucket {
+    config: RateLimit,
+    tokens: f64,
+    refreshed: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(config: RateLimit) -> Self {
+        Self {
+            config,
+            tokens: config.burst,
+            refreshed: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is there.
+    pub fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let refill = now.duration_since(self.refreshed).as_secs_f64() * self.config.per_second;
+        self.tokens = (self.tokens + refill).min(self.config.burst);
+        self.refreshed = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let missing = 1.0 - self.tokens;
+            Err(Duration::from_secs_f64(
+                missing / self.config.per_second.max(f64::MIN_POSITIVE),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    /// One probe is out; everything else is refused until it comes back.
+    HalfOpen {
+        probing: bool,
+    },
+}
+
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: BreakerState,
+    window_started: Instant,
+    calls: u32,
+    failures: u32,
+}
+
+impl CircuitBreaker {
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: BreakerState::Closed,
+            window_started: Instant::now(),
+            calls: 0,
+            failures: 0,
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Whether a call may go out now; how long the circuit stays open if not.
+    pub fn admit(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        match self.state {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open { until } if now < until => Err(until - now),
+            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: false } => {
+                self.state = BreakerState::HalfOpen { probing: true };
+                Ok(())
+            }
+            BreakerState::HalfOpen { probing: true } => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// Records how an admitted call ended.
+    pub fn record(&mut self, failed: bool) {
+        let now = Instant::now();
+        match self.state {
+            BreakerState::HalfOpen { .. } => {
+                self.state = if failed {
+                    BreakerState::Open {
+                        until: now + self.config.open_for,
+                    }
+                } else {
+                    self.reset_window(now);
+                    BreakerState::Closed
+                };
+            }
+            BreakerState::Open { .. } => {}
+            BreakerState::Closed => {
+                if now.duration_since(self.window_started) > self.config.window {
+                    self.reset_window(now);
+                }
+                self.calls += 1;
+                self.failures += u32::from(failed);
+                let rate = f64::from(self.failures) / f64::from(self.calls);
+                if self.calls >= self.config.min_calls && rate >= self.config.error_rate {
+                    tracing::warn!(
+                        calls = self.calls,
+                        failures = self.failures,
+                        "circuit opened"
+                    );
+                    self.state = BreakerState::Open {
+                        until: now + self.config.open_for,
+                    };
+                }
+            }
+        }
+    }
+
+    fn reset_window(&mut self, now: Instant) {
+        self.window_started = now;
+        self.calls = 0;
+        self.failures = 0;
+    }
+}
+
+/// The guards of one service, rebuilt when its route's settings change.
+pub struct Guards {
+    pub limit: Option<(RateLimit, Mutex<TokenBucket>)>,
+    pub breaker: Option<(BreakerConfig, Mutex<CircuitBreaker>)>,
+}
+
+#[derive(Default)]
+pub struct GuardsByService {
+    all: Mutex<HashMap<String, Arc<Guards>>>,
+}
+
+impl GuardsByService {
+    pub fn of(
+        &self,
+        service: &str,
+        limit: Option<RateLimit>,
+        breaker: Option<BreakerConfig>,
+    ) -> Arc<Guards> {
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = all.get(service)
+            && existing.limit.as_ref().map(|(c, _)| *c) == limit
+            && existing.breaker.as_ref().map(|(c, _)| *c) == breaker
+        {
+            return existing.clone();
+        }
+        let guards = Arc::new(Guards {
+            limit: limit.map(|c| (c, Mutex::new(TokenBucket::new(c)))),
+            breaker: breaker.map(|c| (c, Mutex::new(CircuitBreaker::new(c)))),
+        });
+        all.insert(service.to_owned(), guards.clone());
+        guards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_the_burst_then_the_rate() {
+        let mut bucket = TokenBucket::new(RateLimit {
+            per_second: 2.0,
+            burst: 3.0,
+        });
+        for _ in 0..3 {
+            assert!(bucket.take().is_ok());
+        }
+        let wait = bucket.take().unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(500) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(bucket.take().is_ok());
+        assert!(bucket.take().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_on_errors_then_probes_once_and_closes_on_success() {
+        let config = BreakerConfig {
+            error_rate: 0.5,
+            min_calls: 4,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+        };
+        let mut breaker = CircuitBreaker::new(config);
+        for failed in [false, true, true, true] {
+            breaker.admit().unwrap();
+            breaker.record(failed);
+        }
+        assert!(matches!(breaker.state(), BreakerState::Open { .. }));
+        assert!(breaker.admit().is_err(), "refused while open");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(breaker.admit().is_ok(), "one probe after open_for");
+        assert!(breaker.admit().is_err(), "only one probe at a time");
+        breaker.record(false);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_the_circuit_again() {
+        let config = BreakerConfig {
+            error_rate: 0.5,
+            min_calls: 1,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+        };
+        let mut breaker = CircuitBreaker::new(config);
+        breaker.admit().unwrap();
+        breaker.record(true);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        breaker.admit().unwrap();
+        breaker.record(true);
+        assert!(breaker.admit().is_err());
+    }
+
+    #[test]
+    fn few_calls_never_open_the_circuit() {
+        let mut breaker = CircuitBreaker::new(BreakerConfig {
+            error_rate: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+        });
+        for _ in 0..5 {
+            breaker.admit().unwrap();
+            breaker.record(true);
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+}
