@@ -588,14 +588,26 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     let user = Node::start(
         "user",
         "user-1",
-        &["--rpc-port", "0", "--etcd-addr", &etcd.etcd_addr(), "--advertise-host", "127.0.0.1"],
+        &[
+            "--rpc-port",
+            "0",
+            "--etcd-addr",
+            &etcd.etcd_addr(),
+            "--advertise-host",
+            "127.0.0.1",
+        ],
         &[("MS_USER__TOKEN_SECRET", "gateway-test-secret"), key],
     );
     let address = user.listening("rpc").await;
     let gateway_node = Node::start(
         "gateway",
         "gateway-1",
-        &["--config", config.to_str().unwrap(), "--etcd-addr", &etcd.etcd_addr()],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--etcd-addr",
+            &etcd.etcd_addr(),
+        ],
         &[key],
     );
     let gateway = Gateway {
@@ -608,23 +620,44 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
 
     // Public methods pass without a token; the gateway's signed calls are accepted.
     let body = json!({"username": "erin", "password": "erin-pass"});
-    let registered = client.post(&api(&gateway, "Register"), &body).await.unwrap();
+    let registered = client
+        .post(&api(&gateway, "Register"), &body)
+        .await
+        .unwrap();
     assert_eq!(registered.status, 200, "{}", registered.text);
     let login = client.post(&api(&gateway, "Login"), &body).await.unwrap();
     let token = login.body["token"].as_str().expect("token").to_owned();
 
     // A protected method: 401 without a token, 200 with the one Login issued.
     let exists = json!({"username": "erin"});
-    let refused = client.post(&api(&gateway, "Exists"), &exists).await.unwrap();
-    assert_eq!((refused.status, refused.body["code"].clone()), (401, json!(16)), "{}", refused.text);
+    let refused = client
+        .post(&api(&gateway, "Exists"), &exists)
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused.status, refused.body["code"].clone()),
+        (401, json!(16)),
+        "{}",
+        refused.text
+    );
     let bearer = format!("Bearer {token}");
     let allowed = client
-        .send("POST", &api(&gateway, "Exists"), &[("authorization", &bearer)], Bytes::from(exists.to_string()))
+        .send(
+            "POST",
+            &api(&gateway, "Exists"),
+            &[("authorization", &bearer)],
+            Bytes::from(exists.to_string()),
+        )
         .await
         .unwrap();
     assert_eq!(allowed.status, 200, "{}", allowed.text);
     let forged = client
-        .send("POST", &api(&gateway, "Exists"), &[("authorization", "Bearer a.b.c")], Bytes::from(exists.to_string()))
+        .send(
+            "POST",
+            &api(&gateway, "Exists"),
+            &[("authorization", "Bearer a.b.c")],
+            Bytes::from(exists.to_string()),
+        )
         .await
         .unwrap();
     assert_eq!(forged.status, 401, "{}", forged.text);
@@ -634,7 +667,12 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     let mut limited = None;
     for _ in 0..6 {
         let reply = client
-            .send("POST", &api(&gateway, "Exists"), &[("authorization", &bearer)], Bytes::from(exists.to_string()))
+            .send(
+                "POST",
+                &api(&gateway, "Exists"),
+                &[("authorization", &bearer)],
+                Bytes::from(exists.to_string()),
+            )
             .await
             .unwrap();
         if reply.status == 429 {
@@ -644,7 +682,10 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     }
     let limited = limited.expect("the rate limit answered 429");
     assert_eq!(limited.body["code"], json!(8));
-    let retry_after: u64 = limited.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
 
     // CORS preflight for an allowed origin.
@@ -652,29 +693,49 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .send(
             "OPTIONS",
             &api(&gateway, "Exists"),
-            &[("origin", "https://app.example"), ("access-control-request-method", "POST")],
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
             Bytes::new(),
         )
         .await
         .unwrap();
-    assert_eq!(preflight.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
 
     // A direct call without the cluster's credential is refused; health stays open.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let direct = UserServiceClient::new(channel.clone())
-        .exists(ExistsRequest { username: "erin".into() })
+        .exists(ExistsRequest {
+            username: "erin".into(),
+        })
         .await
         .expect_err("unsigned direct call");
     assert_eq!(direct.code(), tonic::Code::Unauthenticated, "{direct:?}");
     tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("health checks need no credential");
 
     // Through the gateway's rpc port the call is signed on the way and answered.
-    let through = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc)).unwrap().connect().await.unwrap();
+    let through = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let reply = UserServiceClient::new(through)
-        .exists(ExistsRequest { username: "erin".into() })
+        .exists(ExistsRequest {
+            username: "erin".into(),
+        })
         .await
         .expect("signed by the gateway");
     assert!(reply.into_inner().exists);
