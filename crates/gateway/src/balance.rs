@@ -24,6 +24,18 @@ pub fn pick(
                 let n = round_robin.fetch_add(1, Ordering::Relaxed);
                 Some(candidates[n % len].clone())
             }
+            Balance::Weighted => {
+                let weights: Vec<u64> = candidates.iter().map(|n| weight(n)).collect();
+                let total: u64 = weights.iter().sum();
+                let mut ticket = rand::rng().random_range(0..total.max(1));
+                for (node, weight) in candidates.iter().zip(&weights) {
+                    if ticket < *weight {
+                        return Some(node.clone());
+                    }
+                    ticket -= weight;
+                }
+                candidates.last().cloned()
+            }
             Balance::P2c => {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..len);
@@ -35,6 +47,15 @@ pub fn pick(
             }
         },
     }
+}
+
+/// A node's `weight` metadata; 1 when absent or unreadable, 0 takes it out of rotation.
+fn weight(node: &NodeHandle) -> u64 {
+    node.instance
+        .metadata
+        .get("weight")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Fewer calls in flight wins. On a tie, latency decides by chance: the faster node wins
@@ -61,6 +82,62 @@ fn less_loaded<'a>(
             // P(a) = lb / (la + lb): the slower a is, the less often it wins.
             let a_wins = rand::rng().random_range(0..la + lb) < lb;
             if a_wins { a } else { b }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry::Instance;
+
+    async fn node(id: &str, weight: Option<&str>) -> Arc<NodeHandle> {
+        let mut instance = Instance::new("user", "127.0.0.1:9").with_id(id);
+        if let Some(weight) = weight {
+            instance.metadata.insert("weight".into(), weight.into());
+        }
+        Arc::new(NodeHandle::for_tests(instance))
+    }
+
+    #[tokio::test]
+    async fn weighted_picks_follow_the_weights() {
+        let nodes = vec![node("a", Some("3")), node("b", None), node("c", Some("0"))];
+        let nodes: Vec<_> = futures::future::join_all(nodes).await;
+        let mut counts = std::collections::HashMap::new();
+        let rr = AtomicUsize::new(0);
+        for _ in 0..4000 {
+            let picked = pick(&nodes, Balance::Weighted, &rr, "Exists").unwrap();
+            *counts.entry(picked.instance.id.clone()).or_insert(0) += 1;
+        }
+        let a = counts.get("a").copied().unwrap_or(0);
+        let b = counts.get("b").copied().unwrap_or(0);
+        assert_eq!(counts.get("c"), None, "weight 0 gets nothing");
+        assert!(
+            (2700..=3300).contains(&a) && (700..=1300).contains(&b),
+            "{counts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn round_robin_takes_turns_and_p2c_prefers_fewer_in_flight() {
+        let nodes: Vec<_> = futures::future::join_all([node("a", None), node("b", None)]).await;
+        let rr = AtomicUsize::new(0);
+        let turns: Vec<String> = (0..4)
+            .map(|_| {
+                pick(&nodes, Balance::RoundRobin, &rr, "m")
+                    .unwrap()
+                    .instance
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(turns, ["a", "b", "a", "b"]);
+        nodes[0].stats.in_flight.store(5, Ordering::Relaxed);
+        for _ in 0..50 {
+            assert_eq!(
+                pick(&nodes, Balance::P2c, &rr, "m").unwrap().instance.id,
+                "b"
+            );
         }
     }
 }

@@ -46,8 +46,13 @@ async fn check_health(
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let mut client = HealthClient::new(channel);
+    // The first check runs at once, which also opens the node's connection on join.
+    let mut first = true;
     loop {
-        tokio::time::sleep(interval).await;
+        if !first {
+            tokio::time::sleep(interval).await;
+        }
+        first = false;
         let request = HealthCheckRequest {
             service: service.clone(),
         };
@@ -127,6 +132,20 @@ impl NodeStats {
 }
 
 impl NodeHandle {
+    /// A handle with no health checks and a connection never opened, for balancer tests.
+    #[doc(hidden)]
+    pub fn for_tests(instance: Instance) -> NodeHandle {
+        let options = ViewOptions {
+            ejection: Ejection {
+                after_failures: 0,
+                for_how_long: Duration::ZERO,
+            },
+            health_interval: Duration::ZERO,
+            call_key: CallKey::default(),
+        };
+        NodeHandle::new(instance, &options).expect("a valid test address")
+    }
+
     fn new(instance: Instance, options: &ViewOptions) -> Option<NodeHandle> {
         let health_interval = options.health_interval;
         let endpoint = Endpoint::from_shared(format!("http://{}", instance.address))

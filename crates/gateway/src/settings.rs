@@ -59,6 +59,8 @@ pub enum Balance {
     #[default]
     P2c,
     RoundRobin,
+    /// At random, in proportion to each node's `weight` metadata (default 1).
+    Weighted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
