@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use node::client::ServiceChannel;
 use node::credentials::{CallKey, Signed};
-use registry::{Backoff, Change, Instance, Registry, Scope};
+use registry::{Change, Instance, Registry, Scope};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
@@ -222,18 +222,10 @@ impl ClusterView {
     }
 
     async fn keep_current(self, registry: Arc<dyn Registry>, stop: CancellationToken) {
-        let mut backoff = Backoff::default();
-        let (snapshot, mut watch) = loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                found = registry.discover(&Scope::All) => match found {
-                    Ok(found) => break found,
-                    Err(error) => {
-                        tracing::warn!(%error, "gateway cannot list the cluster yet, retrying");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                },
-            }
+        let Some((snapshot, mut watch)) =
+            registry::discover_until_stopped(&*registry, &Scope::All, &stop).await
+        else {
+            return;
         };
         for instance in snapshot.instances {
             self.apply(Change::Joined(instance));

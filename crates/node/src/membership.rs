@@ -2,24 +2,16 @@
 
 use std::sync::Arc;
 
-use registry::{Backoff, Change, Instance, Registry, Scope};
+use registry::{Change, Instance, Registry, Scope};
 use tokio_util::sync::CancellationToken;
 
 /// Logs `Server [NAME] cluster [ADDR] join` for each node already registered (except
 /// `me`), then a `join` or `leave` line for every change, until `stop`.
 pub async fn log_membership(registry: Arc<dyn Registry>, me: Instance, stop: CancellationToken) {
-    let mut backoff = Backoff::default();
-    let (snapshot, mut watch) = loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            found = registry.discover(&Scope::All) => match found {
-                Ok(found) => break found,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot list the cluster yet, retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
+    let Some((snapshot, mut watch)) =
+        registry::discover_until_stopped(&*registry, &Scope::All, &stop).await
+    else {
+        return;
     };
     let is_me = |i: &Instance| i.service == me.service && i.id == me.id;
     for instance in snapshot.instances.iter().filter(|i| !is_me(i)) {

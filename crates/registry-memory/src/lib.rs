@@ -321,10 +321,10 @@ mod tests {
         }
     }
 
-    async fn harness() -> MemoryHarness {
-        MemoryHarness {
+    async fn harness() -> Option<MemoryHarness> {
+        Some(MemoryHarness {
             registry: MemoryRegistry::new(),
-        }
+        })
     }
 
     registry::conformance_suite!(

@@ -22,6 +22,6 @@ pub use error::RegistryError;
 pub use instance::{Instance, Registration, Scope, Snapshot, unix_millis_now};
 pub use keepalive::{Lease, Leaser, Liveness, Registered, RegistrationState};
 pub use membership::Membership;
-pub use registry::Registry;
+pub use registry::{Registry, discover_until_stopped};
 pub use validate::{validate_address, validate_name};
 pub use watch::{Change, Watch, WatchEvent, WatchSender};

@@ -31,3 +31,28 @@ pub trait Registry: Send + Sync {
         Ok((snapshot, watch))
     }
 }
+
+/// [`Registry::discover`], retried with backoff until it succeeds or `stop` is cancelled
+/// (then `None`). For followers that must not give up while the backend is away.
+pub async fn discover_until_stopped(
+    registry: &dyn Registry,
+    scope: &Scope,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<(Snapshot, Watch)> {
+    let mut backoff = crate::Backoff::default();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            found = registry.discover(scope) => match found {
+                Ok(found) => return Some(found),
+                Err(error) => {
+                    tracing::warn!(%error, ?scope, "cannot list the registry yet, retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -50,36 +50,10 @@ async fn harness() -> Option<EtcdHarness> {
     Some(EtcdHarness { etcd, registry })
 }
 
-mod conformance {
-    use super::*;
-
-    /// Runs one conformance check, or skips it where etcd cannot run.
-    async fn run<F: AsyncFnOnce(&EtcdHarness)>(check: F) {
-        let harness = require!(harness().await);
-        check(&harness).await;
-    }
-
-    macro_rules! on_etcd {
-        ($($name:ident),+ $(,)?) => {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                run(async |h| registry::conformance::$name(h).await).await;
-            }
-        )+};
-    }
-
-    on_etcd!(
-        register_list_deregister,
-        several_instances_of_one_service_are_listed_apart_from_others,
-        instance_whose_keepalive_stops_expires_with_a_leave_event,
-        watch_after_a_snapshot_sees_exactly_the_later_changes_in_order,
-        lease_revoked_from_outside_is_registered_again,
-        entry_deleted_from_outside_is_put_back,
-        hundred_concurrent_registrations_are_all_visible,
-        dropping_the_handle_deregisters,
-        every_bad_input_is_refused_naming_the_field,
-    );
-}
+registry::conformance_suite!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    harness()
+);
 
 fn node(service: &str, n: u16) -> Instance {
     Instance::new(service, format!("127.0.0.1:{}", 20_000 + n)).with_id(format!("{service}-{n}"))
