@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::auth::{JwtVerifier, claim_header};
 use crate::balance;
-use crate::cluster::{ClusterView, NodeHandle};
+use crate::cluster::{ClusterView, InFlight, NodeHandle};
 use crate::codec::DynamicCodec;
 use crate::live_routes::LiveRoutes;
 use crate::resilience::GuardsByService;
@@ -259,7 +259,7 @@ async fn call(
                 ));
             };
             let started = Instant::now();
-            node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let in_flight = InFlight::start(&node);
             let outcome = tokio::time::timeout_at(
                 deadline,
                 unary(
@@ -272,7 +272,7 @@ async fn call(
                 ),
             )
             .await;
-            node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             let address = node.instance.address.clone();
             let status = match outcome {
                 Err(_) => {

@@ -132,12 +132,17 @@ mod tests {
             })
             .collect();
         assert_eq!(turns, ["a", "b", "a", "b"]);
-        nodes[0].stats.in_flight.store(5, Ordering::Relaxed);
+        let busy: Vec<_> = (0..5)
+            .map(|_| crate::cluster::InFlight::start(&nodes[0]))
+            .collect();
         for _ in 0..50 {
             assert_eq!(
                 pick(&nodes, Balance::P2c, &rr, "m").unwrap().instance.id,
                 "b"
             );
         }
+        // Calls count only while they last.
+        drop(busy);
+        assert_eq!(nodes[0].stats.in_flight.load(Ordering::Relaxed), 0);
     }
 }

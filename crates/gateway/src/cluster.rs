@@ -69,6 +69,24 @@ async fn check_health(
     }
 }
 
+/// One call counted in a node's in-flight requests until it is dropped, so that a call
+/// that times out, fails or streams for a long time is counted for exactly as long as
+/// it lasts.
+pub struct InFlight(Arc<NodeHandle>);
+
+impl InFlight {
+    pub fn start(node: &Arc<NodeHandle>) -> Self {
+        node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(node))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What the balancer knows of a node.
 #[derive(Default)]
 pub struct NodeStats {

@@ -2,14 +2,15 @@
 //! node of the service that exposes the called `package.Service`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::api::{Api, REQUEST_ID, SERVED_BY, request_id};
 use crate::balance;
+use crate::cluster::InFlight;
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
     let id = request_id(request.headers());
@@ -46,11 +47,16 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
     }
     let (parts, body) = request.into_parts();
     let outgoing = http::Request::from_parts(parts, tonic::body::Body::new(body));
-    node.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let in_flight = InFlight::start(&node);
     let answered = node.channel.clone().oneshot(outgoing).await;
-    node.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     let mut response = match answered {
-        Ok(response) => response.map(axum::body::Body::new),
+        // A stream is in flight until its last message: the body keeps the count.
+        Ok(response) => response.map(|body| {
+            axum::body::Body::new(body.map_frame(move |frame| {
+                let _counted = &in_flight;
+                frame
+            }))
+        }),
         Err(error) => {
             tonic::Status::unavailable(format!("node {}: {error}", node.instance.address))
                 .into_http::<axum::body::Body>()

@@ -298,7 +298,7 @@ async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
             Bytes::from("{}"),
             404,
             5,
-            "Exists, Get, Login, Register",
+            "Exists, Get, List, Login, Register",
         ),
         (
             "POST",
@@ -347,6 +347,14 @@ async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
             400,
             3,
             "3 to 32 characters",
+        ),
+        (
+            "POST",
+            format!("{base}/user/List"),
+            Bytes::from("{}"),
+            501,
+            12,
+            "rpc port",
         ),
         (
             "POST",
@@ -517,9 +525,11 @@ async fn a_route_pushed_to_etcd_reaches_three_gateways_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node() {
-    use services::proto::user::v1::ExistsRequest;
+async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node_unary_and_streaming() {
+    use services::proto::order::v1::CreateRequest;
+    use services::proto::order::v1::order_service_client::OrderServiceClient;
     use services::proto::user::v1::user_service_client::UserServiceClient;
+    use services::proto::user::v1::{ExistsRequest, ListRequest, RegisterRequest};
 
     let etcd = require!(Etcd::start().await);
     let config = gateway_config("grpc");
@@ -552,7 +562,57 @@ async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node() {
     );
     assert!(!reply.into_inner().exists);
 
-    // A gRPC service nobody serves: UNIMPLEMENTED, not a hang.
+    // A server stream passes through message by message, in order, to its end.
+    let mut users = UserServiceClient::new(channel.clone());
+    let names = ["stream-c", "stream-a", "stream-b", "other"];
+    for name in names {
+        users
+            .register(RegisterRequest {
+                username: name.into(),
+                password: "long enough".into(),
+            })
+            .await
+            .expect("Register through the gateway");
+    }
+    let mut stream = users
+        .list(ListRequest {
+            prefix: "stream-".into(),
+            limit: 0,
+        })
+        .await
+        .expect("List through the gateway")
+        .into_inner();
+    let mut listed = Vec::new();
+    while let Some(user) = stream.message().await.expect("stream message") {
+        listed.push(user.username);
+    }
+    assert_eq!(listed, ["stream-a", "stream-b", "stream-c"]);
+    // A status the node returns on a stream reaches the caller as it was sent.
+    let refused = users
+        .list(ListRequest {
+            prefix: String::new(),
+            limit: 1_000_000,
+        })
+        .await
+        .expect_err("limit over the cap");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("cap"), "{refused:?}");
+
+    // A gRPC service nobody serves: UNIMPLEMENTED naming it, not a hang.
+    let missing = OrderServiceClient::new(channel.clone())
+        .create(CreateRequest {
+            username: "nobody".into(),
+            item: "book".into(),
+        })
+        .await
+        .expect_err("no order node");
+    assert_eq!(missing.code(), tonic::Code::Unimplemented, "{missing:?}");
+    assert!(
+        missing.message().contains("order.v1.OrderService"),
+        "{missing:?}"
+    );
+
+    // The gateway's own health service answers on the same port.
     let status = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),

@@ -10,9 +10,12 @@ use super::store::{StoreError, UserRecord, UserStore};
 use super::token::TokenIssuer;
 use crate::proto::user::v1::user_service_server::UserServiceServer;
 use crate::proto::user::v1::{
-    ExistsRequest, ExistsResponse, GetRequest, GetResponse, LoginRequest, LoginResponse,
-    RegisterRequest, RegisterResponse, User,
+    ExistsRequest, ExistsResponse, GetRequest, GetResponse, ListRequest, LoginRequest,
+    LoginResponse, RegisterRequest, RegisterResponse, User,
 };
+
+/// The most accounts one `List` call streams; a caller asks for fewer with `limit`.
+pub const LIST_CAP: u32 = 1000;
 
 /// `user.v1.UserService` over a shared [`UserStore`].
 #[derive(Clone)]
@@ -42,6 +45,14 @@ fn store_status(error: StoreError) -> Status {
             Status::already_exists(format!("username {name:?} is already registered"))
         }
         StoreError::Unavailable(cause) => Status::unavailable(cause),
+    }
+}
+
+fn user_message(record: UserRecord) -> User {
+    User {
+        id: record.id,
+        username: record.username,
+        created_at_ms: i64::try_from(record.created_at_ms).unwrap_or(i64::MAX),
     }
 }
 
@@ -136,11 +147,29 @@ impl crate::proto::user::v1::user_service_server::UserService for UserService {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("no user {username:?}")))?;
         Ok(Response::new(GetResponse {
-            user: Some(User {
-                id: record.id,
-                username: record.username,
-                created_at_ms: record.created_at_ms as i64,
-            }),
+            user: Some(user_message(record)),
         }))
+    }
+
+    type ListStream = futures::stream::Iter<std::vec::IntoIter<Result<User, Status>>>;
+
+    async fn list(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let ListRequest { prefix, limit } = request.into_inner();
+        if limit > LIST_CAP {
+            return Err(Status::invalid_argument(format!(
+                "limit {limit} is over the cap of {LIST_CAP}; ask for fewer"
+            )));
+        }
+        let limit = if limit == 0 { LIST_CAP } else { limit };
+        let records = self
+            .store
+            .list(&prefix, limit as usize)
+            .await
+            .map_err(store_status)?;
+        let users: Vec<_> = records.into_iter().map(|r| Ok(user_message(r))).collect();
+        Ok(Response::new(futures::stream::iter(users)))
     }
 }

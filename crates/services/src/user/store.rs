@@ -1,7 +1,7 @@
 //! Where accounts live. Every node of the service must see the same accounts, so the
 //! store is shared: etcd in production, one in-memory map for the single-process stack.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -29,11 +29,14 @@ pub trait UserStore: Send + Sync {
     /// Stores a new account; [`StoreError::AlreadyExists`] if the username is taken.
     async fn insert(&self, record: UserRecord) -> Result<(), StoreError>;
     async fn get(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// At most `limit` accounts whose username starts with `prefix`, in username order.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
 }
 
 #[derive(Debug, Default)]
 pub struct MemoryUserStore {
-    users: Mutex<HashMap<String, UserRecord>>,
+    // Ordered by username so that listing needs no sort.
+    users: Mutex<BTreeMap<String, UserRecord>>,
 }
 
 impl MemoryUserStore {
@@ -41,7 +44,7 @@ impl MemoryUserStore {
         Self::default()
     }
 
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserRecord>> {
+    fn users(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, UserRecord>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -59,6 +62,16 @@ impl UserStore for MemoryUserStore {
 
     async fn get(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         Ok(self.users().get(username).cloned())
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self
+            .users()
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .take(limit)
+            .map(|(_, record)| record.clone())
+            .collect())
     }
 }
 
@@ -126,9 +139,62 @@ impl UserStore for EtcdUserStore {
         let response = bounded(client.get(self.key(username), None)).await?;
         match response.kvs().first() {
             None => Ok(None),
-            Some(kv) => serde_json::from_slice(kv.value())
-                .map(Some)
-                .map_err(|e| StoreError::Unavailable(format!("stored account unreadable: {e}"))),
+            Some(kv) => decode(kv.value()).map(Some),
         }
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        use etcd_client::{GetOptions, SortOrder, SortTarget};
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Key, SortOrder::Ascend)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut client = self.client.clone();
+        let response = bounded(client.get(self.key(prefix), Some(options))).await?;
+        response.kvs().iter().map(|kv| decode(kv.value())).collect()
+    }
+}
+
+#[cfg(feature = "etcd")]
+fn decode(value: &[u8]) -> Result<UserRecord, StoreError> {
+    serde_json::from_slice(value)
+        .map_err(|e| StoreError::Unavailable(format!("stored account unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(username: &str) -> UserRecord {
+        UserRecord {
+            id: format!("id-{username}"),
+            username: username.into(),
+            password_hash: String::new(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_listing_keeps_the_prefix_orders_by_name_and_stops_at_the_limit() {
+        let store = MemoryUserStore::new();
+        for name in ["bob", "ann-2", "ann-1", "annie", "zed"] {
+            store.insert(record(name)).await.unwrap();
+        }
+        let names = |records: Vec<UserRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.username).collect()
+        };
+        assert_eq!(
+            names(store.list("ann", 10).await.unwrap()),
+            ["ann-1", "ann-2", "annie"]
+        );
+        assert_eq!(
+            names(store.list("ann", 2).await.unwrap()),
+            ["ann-1", "ann-2"]
+        );
+        assert_eq!(store.list("", 10).await.unwrap().len(), 5);
+        assert!(store.list("nobody", 10).await.unwrap().is_empty());
     }
 }
