@@ -550,7 +550,14 @@ fn is_connect_failure(status: &tonic::Status) -> bool {
     if status.code() != Code::Unavailable {
         return false;
     }
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    std::error::Error::source(status).is_some_and(is_connect_error)
+        || status.message().contains("connect error")
+}
+
+/// Whether an error, or one of its causes, is a failure to open the connection: the
+/// request never left, so any node may take it.
+pub fn is_connect_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
     while let Some(error) = source {
         let text = error.to_string();
         if text.contains("connect") && !text.contains("connection reset") {
@@ -563,7 +570,7 @@ fn is_connect_failure(status: &tonic::Status) -> bool {
         }
         source = error.source();
     }
-    status.message().contains("connect error")
+    false
 }
 
 /// The call failed in transport (connection reset, closed, refused) rather than with a

@@ -1,69 +1,150 @@
 //! The gateway's rpc port: native gRPC calls (unary or streaming) passed, undecoded, to a
 //! node of the service that exposes the called `package.Service`.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::Frame;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use crate::api::{Api, REQUEST_ID, SERVED_BY, request_id};
+use crate::api::{Api, REQUEST_ID, SERVED_BY, is_connect_error, request_id};
 use crate::balance;
 use crate::cluster::InFlight;
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
     let id = request_id(request.headers());
-    // `/user.v1.UserService/Exists` → `user.v1.UserService`
-    let grpc_service = request
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let candidates: Vec<_> = api
-        .view
-        .nodes_serving(&grpc_service)
-        .into_iter()
-        .filter(|n| !api.view.is_set_aside(n))
-        .collect();
-    let round_robin = std::sync::atomic::AtomicUsize::new(0);
-    let method = request
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let Some(node) = balance::pick(&candidates, Default::default(), &round_robin, &method) else {
-        return tonic::Status::unimplemented(format!("no node serves {grpc_service:?}"))
-            .into_http::<axum::body::Body>()
-            .into_response();
-    };
     if let Ok(value) = id.parse() {
         request.headers_mut().insert(REQUEST_ID, value);
     }
+    // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`)
+    let path = request.uri().path().trim_start_matches('/').to_owned();
+    let (grpc_service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
     let (parts, body) = request.into_parts();
-    let outgoing = http::Request::from_parts(parts, tonic::body::Body::new(body));
-    let in_flight = InFlight::start(&node);
-    let answered = node.channel.clone().oneshot(outgoing).await;
-    let mut response = match answered {
-        // A stream is in flight until its last message: the body keeps the count.
-        Ok(response) => response.map(|body| {
-            axum::body::Body::new(body.map_frame(move |frame| {
-                let _counted = &in_flight;
-                frame
-            }))
-        }),
-        Err(error) => {
-            tonic::Status::unavailable(format!("node {}: {error}", node.instance.address))
-                .into_http::<axum::body::Body>()
+    let body = Reclaimable::new(body);
+    let round_robin = std::sync::atomic::AtomicUsize::new(0);
+    let mut tried = Vec::new();
+    loop {
+        let candidates: Vec<_> = api
+            .view
+            .nodes_serving(grpc_service)
+            .into_iter()
+            .filter(|n| !api.view.is_set_aside(n) && !tried.contains(&n.instance.id))
+            .collect();
+        let Some(node) = balance::pick(&candidates, Default::default(), &round_robin, method)
+        else {
+            let status = if tried.is_empty() {
+                tonic::Status::unimplemented(format!("no node serves {grpc_service:?}"))
+            } else {
+                tonic::Status::unavailable(format!(
+                    "no node of {grpc_service:?} could be reached ({} tried)",
+                    tried.len()
+                ))
+            };
+            return status.into_http::<Body>().into_response();
+        };
+        let mut outgoing = http::Request::new(tonic::body::Body::new(body.clone()));
+        *outgoing.method_mut() = parts.method.clone();
+        *outgoing.uri_mut() = parts.uri.clone();
+        *outgoing.version_mut() = parts.version;
+        *outgoing.headers_mut() = parts.headers.clone();
+        let in_flight = InFlight::start(&node);
+        let started = Instant::now();
+        let answered = node.channel.clone().oneshot(outgoing).await;
+        api.view
+            .record(&node, method, started.elapsed(), answered.is_err());
+        let mut response = match answered {
+            // A stream is in flight until its last message: the body keeps the count.
+            Ok(response) => response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _counted = &in_flight;
+                    frame
+                }))
+            }),
+            // Nothing of the call left the gateway: another node can take it whole.
+            Err(error) if is_connect_error(&error) && !body.was_read() => {
+                tracing::debug!(address = %node.instance.address, %error, "retrying on another node");
+                tried.push(node.instance.id.clone());
+                continue;
+            }
+            Err(error) => {
+                tonic::Status::unavailable(format!("node {}: {error}", node.instance.address))
+                    .into_http::<Body>()
+            }
+        };
+        if let Ok(value) = node.instance.address.parse() {
+            response.headers_mut().insert(SERVED_BY, value);
         }
-    };
-    if let Ok(value) = node.instance.address.parse() {
-        response.headers_mut().insert(SERVED_BY, value);
+        return response;
     }
-    response
+}
+
+/// A request body that the proxy can send again when a call failed before any of it
+/// was read: a failed connect leaves it untouched, so the whole call can go elsewhere.
+/// Clones are handles to the same body, one per attempt.
+#[derive(Clone)]
+struct Reclaimable {
+    body: Arc<Mutex<Body>>,
+    read: Arc<AtomicBool>,
+}
+
+impl Reclaimable {
+    fn new(body: Body) -> Self {
+        Self {
+            body: Arc::new(Mutex::new(body)),
+            read: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn was_read(&self) -> bool {
+        self.read.load(Ordering::Acquire)
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Body> {
+        self.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl http_body::Body for Reclaimable {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.read.store(true, Ordering::Release);
+        Pin::new(&mut *self.inner()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner().is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner().size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unread_body_is_whole_for_the_next_attempt_and_a_read_one_is_marked() {
+        let body = Reclaimable::new(Body::from("payload"));
+        // The first attempt fails before reading: nothing is consumed.
+        drop(body.clone());
+        assert!(!body.was_read());
+        let second = body.clone().collect().await.unwrap().to_bytes();
+        assert_eq!(second, Bytes::from("payload"));
+        assert!(body.was_read(), "a read attempt must not be retried");
+    }
 }

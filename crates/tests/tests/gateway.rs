@@ -274,6 +274,72 @@ async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_refuses_connections_costs_no_call_on_api_or_the_rpc_port() {
+    use services::proto::user::v1::ExistsRequest;
+    use services::proto::user::v1::user_service_client::UserServiceClient;
+
+    let etcd = require!(Etcd::start().await);
+    // Active checks off, so that only the retry on another node can save the calls
+    // the balancer gives to the dead node.
+    let dir = std::env::temp_dir().join(format!("rust-ms-gw-{}-refused", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        "http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n\
+         [gateway]\nhealth_interval = \"0s\"\n",
+    )
+    .unwrap();
+    let (_user, address) = start_user(&etcd, 1).await;
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    // A user node that is registered but refuses every connection (nothing listens on
+    // port 1 of loopback).
+    let registry = etcd.registry("go-ms").await;
+    let dead = registry::Instance::new("user", "127.0.0.1:1")
+        .with_metadata("grpc.services", "user.v1.UserService");
+    let _dead = registry::Registry::register(&registry, registry::Registration::new(dead))
+        .await
+        .unwrap();
+    let client = HttpClient::default();
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "user",
+        &[address.clone(), "127.0.0.1:1".to_owned()],
+    )
+    .await;
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut users = UserServiceClient::new(channel);
+    for n in 0..50 {
+        let reply = users
+            .exists(ExistsRequest {
+                username: format!("nobody-{n}"),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("rpc port call {n} failed: {status:?}"));
+        assert_eq!(
+            reply
+                .metadata()
+                .get("x-served-by")
+                .and_then(|v| v.to_str().ok()),
+            Some(address.as_str())
+        );
+        let reply = client
+            .get(&format!("{}?username=nobody-{n}", api(&gateway, "Exists")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "/api call {n}: {}", reply.text);
+        assert_eq!(reply.header("x-served-by"), Some(address.as_str()));
+    }
+    assert_eq!(gateway.node.count("panicked"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
     let etcd = require!(Etcd::start().await);
     let config = gateway_config("errors");
