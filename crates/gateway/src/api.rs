@@ -30,7 +30,7 @@ use crate::schema::Schemas;
 use crate::settings::GatewaySection;
 use crate::status::{error_body, http_status};
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: &str = node::REQUEST_ID_HEADER;
 pub const SERVED_BY: &str = "x-served-by";
 
 /// Everything a call through the gateway needs, shared by all requests.

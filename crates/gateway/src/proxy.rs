@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::api::{Api, REQUEST_ID, SERVED_BY, is_connect_error, request_id};
 use crate::balance;
@@ -27,6 +28,19 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
     // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`)
     let path = request.uri().path().trim_start_matches('/').to_owned();
     let (grpc_service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+    let (grpc_service, method) = (grpc_service.to_owned(), method.to_owned());
+    let span = tracing::info_span!("rpc", %grpc_service, %method, request_id = %id);
+    forward_to_a_node(&api, request, &grpc_service, &method)
+        .instrument(span)
+        .await
+}
+
+async fn forward_to_a_node(
+    api: &Api,
+    request: Request,
+    grpc_service: &str,
+    method: &str,
+) -> Response {
     let (parts, body) = request.into_parts();
     let body = Reclaimable::new(body);
     let round_robin = std::sync::atomic::AtomicUsize::new(0);

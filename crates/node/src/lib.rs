@@ -16,6 +16,9 @@ pub mod shutdown;
 pub use error::NodeError;
 pub use serve::{HttpServer, NodeSpec, run_node};
 
+/// The header that carries one request's id from the gateway through every node it reaches.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// `0.1.0 (commit abc123def456)`: what `--version` prints after the binary's name.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -124,9 +124,27 @@ pub async fn run_node(
         CallKey::default()
     };
     let credentials = RequireCredentialLayer::new(key, config.security.max_clock_skew);
+    let service_name = spec.service.clone();
+    // One span per call, so that whatever a handler logs says which call it was in.
+    let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))
+        .make_span_with(move |request: &http::Request<_>| {
+            let request_id = request
+                .headers()
+                .get(crate::REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!(
+                "call",
+                service = %service_name,
+                method = %request.uri().path(),
+                request_id,
+            )
+        });
     servers.spawn(
         async move {
             tonic::transport::Server::builder()
+                .layer(calls)
                 .layer(credentials)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
@@ -237,3 +255,26 @@ pub async fn run_node(
 
 /// How long to wait, in tests and tools, for a freshly started node to be registered.
 pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Statuses that answer a bad request (wrong input, no such thing, no right to it) are
+/// the service doing its job; only the rest are logged as failures.
+fn caller_errors_are_answers()
+-> tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures> {
+    use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier};
+    let classifier = [
+        GrpcCode::Cancelled,
+        GrpcCode::InvalidArgument,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unauthenticated,
+    ]
+    .into_iter()
+    .fold(
+        GrpcErrorsAsFailures::new(),
+        GrpcErrorsAsFailures::with_success,
+    );
+    SharedClassifier::new(classifier)
+}
