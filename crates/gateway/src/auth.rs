@@ -172,6 +172,52 @@ mod tests {
     }
 
     #[test]
+    fn rs256_tokens_verify_with_the_public_key_and_no_hs256_token_passes_for_them() {
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let public_key = testdata.join("rs256-public.pem");
+        let verifier = JwtVerifier::from_config(&JwtConfig {
+            hs256_secret: None,
+            rs256_public_key: Some(public_key.clone()),
+            issuer: None,
+        })
+        .unwrap();
+        let exp = registry::unix_millis_now() / 1000 + 60;
+        let claims = serde_json::json!({"sub": "carol", "role": "admin", "exp": exp});
+        let signed_by = |private_key: &str| {
+            let pem = std::fs::read(testdata.join(private_key)).unwrap();
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::RS256),
+                &claims,
+                &EncodingKey::from_rsa_pem(&pem).unwrap(),
+            )
+            .unwrap()
+        };
+
+        let good = signed_by("rs256-private.pem");
+        let verified = verifier.verify(Some(&format!("Bearer {good}"))).unwrap();
+        assert_eq!(
+            (&verified["sub"], &verified["role"]),
+            (&claims["sub"], &claims["role"])
+        );
+
+        let forged = signed_by("other-private.pem");
+        assert!(verifier.verify(Some(&format!("Bearer {forged}"))).is_err());
+
+        // The old confusion attack: an HS256 token keyed with the public key itself.
+        let public_pem = std::fs::read(&public_key).unwrap();
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&public_pem),
+        )
+        .unwrap();
+        let refused = verifier
+            .verify(Some(&format!("Bearer {confused}")))
+            .unwrap_err();
+        assert!(refused.contains("HS256"), "{refused}");
+    }
+
+    #[test]
     fn an_unreadable_rs256_key_is_a_config_error_naming_the_key() {
         let err = JwtVerifier::from_config(&JwtConfig {
             hs256_secret: None,
