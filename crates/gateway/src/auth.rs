@@ -108,7 +108,11 @@ impl JwtVerifier {
 
 /// The metadata key a forwarded claim travels under: `sub` → `x-jwt-sub`.
 pub fn claim_header(claim: &str) -> String {
-    format!("x-jwt-{}", claim.to_ascii_lowercase())
+    format!(
+        "{}{}",
+        node::CLAIM_HEADER_PREFIX,
+        claim.to_ascii_lowercase()
+    )
 }
 
 #[cfg(test)]

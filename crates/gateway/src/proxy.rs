@@ -25,6 +25,16 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
     if let Ok(value) = id.parse() {
         request.headers_mut().insert(REQUEST_ID, value);
     }
+    // Claims are the gateway's word after it verified a token; a caller cannot assert them.
+    let asserted: Vec<_> = request
+        .headers()
+        .keys()
+        .filter(|name| name.as_str().starts_with(node::CLAIM_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in asserted {
+        request.headers_mut().remove(name);
+    }
     // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`)
     let path = request.uri().path().trim_start_matches('/').to_owned();
     let (grpc_service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));

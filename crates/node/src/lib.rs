@@ -19,6 +19,10 @@ pub use serve::{HttpServer, NodeSpec, run_node};
 /// The header that carries one request's id from the gateway through every node it reaches.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// JWT claims the gateway verified travel to services as metadata under this prefix
+/// (`sub` → `x-jwt-sub`); the gateway never passes a caller's own such headers on.
+pub const CLAIM_HEADER_PREFIX: &str = "x-jwt-";
+
 /// `0.1.0 (commit abc123def456)`: what `--version` prints after the binary's name.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

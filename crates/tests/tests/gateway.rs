@@ -692,6 +692,8 @@ async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node_unary
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
+    use services::proto::order::v1::CreateRequest;
+    use services::proto::order::v1::order_service_client::OrderServiceClient;
     use services::proto::user::v1::ExistsRequest;
     use services::proto::user::v1::user_service_client::UserServiceClient;
 
@@ -707,10 +709,25 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
          [routes.user]\njwt = true\nforward_claims = [\"sub\"]\n\
          rate_limit = { per_second = 0.5, burst = 4 }\n\
          [routes.user.methods.Register]\njwt = false\n\
-         [routes.user.methods.Login]\njwt = false\n",
+         [routes.user.methods.Login]\njwt = false\n\
+         [routes.order]\njwt = true\nforward_claims = [\"sub\"]\n",
     )
     .unwrap();
     let key = ("MS_SECURITY__CALL_KEY", "cluster-call-key");
+    let order = Node::start(
+        "order",
+        "order-1",
+        &[
+            "--rpc-port",
+            "0",
+            "--etcd-addr",
+            &etcd.etcd_addr(),
+            "--advertise-host",
+            "127.0.0.1",
+        ],
+        &[key],
+    );
+    let order_address = order.listening("rpc").await;
     let user = Node::start(
         "user",
         "user-1",
@@ -743,6 +760,13 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     };
     let client = HttpClient::default();
     wait_for_nodes(&client, &gateway, "user", std::slice::from_ref(&address)).await;
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "order",
+        std::slice::from_ref(&order_address),
+    )
+    .await;
 
     // Public methods pass without a token; the gateway's signed calls are accepted.
     let body = json!({"username": "erin", "password": "erin-pass"});
@@ -787,6 +811,38 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .await
         .unwrap();
     assert_eq!(forged.status, 401, "{}", forged.text);
+
+    // The verified subject reaches the order service, which lets one order only as
+    // oneself; order's own call to user carries the cluster's credential.
+    let create =
+        |username: &str| Bytes::from(json!({"username": username, "item": "book"}).to_string());
+    let orders = format!("http://{}/api/order/Create", gateway.http);
+    let own = client
+        .send(
+            "POST",
+            &orders,
+            &[("authorization", &bearer)],
+            create("erin"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(own.body["order"]["username"], json!("erin"));
+    let others = client
+        .send(
+            "POST",
+            &orders,
+            &[("authorization", &bearer)],
+            create("frank"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (others.status, others.body["code"].clone()),
+        (403, json!(7)),
+        "{}",
+        others.text
+    );
 
     // The burst of 4 is spent (Register, Login, one Exists passed; refused calls spent none
     // or one): within a few calls the limit answers 429 with Retry-After.
@@ -858,11 +914,24 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .connect()
         .await
         .unwrap();
-    let reply = UserServiceClient::new(through)
+    let reply = UserServiceClient::new(through.clone())
         .exists(ExistsRequest {
             username: "erin".into(),
         })
         .await
         .expect("signed by the gateway");
     assert!(reply.into_inner().exists);
+
+    // A caller cannot pose as a verified subject: its own x-jwt-* metadata is dropped.
+    let mut posing = tonic::Request::new(CreateRequest {
+        username: "erin".into(),
+        item: "book".into(),
+    });
+    posing
+        .metadata_mut()
+        .insert("x-jwt-sub", "frank".parse().unwrap());
+    OrderServiceClient::new(through)
+        .create(posing)
+        .await
+        .expect("the posed subject never reached order");
 }

@@ -35,16 +35,35 @@ impl OrderApi for OrderService {
         &self,
         request: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
+        let subject_header = format!("{}sub", node::CLAIM_HEADER_PREFIX);
+        let subject = request
+            .metadata()
+            .get(subject_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let request_id = request.metadata().get(node::REQUEST_ID_HEADER).cloned();
         let CreateRequest { username, item } = request.into_inner();
+        if let Some(subject) = subject
+            && subject != username
+        {
+            return Err(Status::permission_denied(format!(
+                "the caller's token is for {subject:?}; it cannot order for {username:?}"
+            )));
+        }
         if item.trim().is_empty() {
             return Err(Status::invalid_argument("item must not be empty"));
+        }
+        let mut lookup = Request::new(ExistsRequest {
+            username: username.clone(),
+        });
+        // The same request id through every hop, for whoever reads the logs.
+        if let Some(id) = request_id {
+            lookup.metadata_mut().insert(node::REQUEST_ID_HEADER, id);
         }
         let exists = self
             .users
             .clone()
-            .exists(ExistsRequest {
-                username: username.clone(),
-            })
+            .exists(lookup)
             .await
             .map_err(|status| match status.code() {
                 Code::InvalidArgument => status,
