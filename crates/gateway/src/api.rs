@@ -1,6 +1,7 @@
 //! `POST /api/{service}/{method}` (and `GET` with query parameters): JSON in, the gRPC call
 //! on a node of the service, JSON out.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -183,7 +184,7 @@ async fn call(
             format!("no healthy node of {service:?}"),
         ));
     }
-    let method = find_method(api, service, method_name, &healthy).await?;
+    let (method, versions) = find_method(api, service, method_name, &healthy).await?;
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(Failure::new(
             Code::Unimplemented,
@@ -249,6 +250,8 @@ async fn call(
                 .nodes_of(service)
                 .into_iter()
                 .filter(|n| !api.view.is_set_aside(n) && !tried.contains(&n.instance.id))
+                // In a rolling upgrade only the versions that have the method can serve it.
+                .filter(|n| versions.contains(&n.instance.version))
                 .collect();
             let Some(node) =
                 balance::pick(&candidates, route.balance, &api.round_robin, method.name())
@@ -338,33 +341,56 @@ async fn call(
     outcome
 }
 
+/// The method as the newest running version of `service` describes it (older nodes skip
+/// fields they do not know), and the versions that have it. Each version's schema is
+/// read from one of its nodes (once, then cached); versions no healthy node runs any
+/// more are forgotten.
 async fn find_method(
     api: &Api,
     service: &str,
     name: &str,
     healthy: &[Arc<NodeHandle>],
-) -> Result<MethodDescriptor, Failure> {
-    let mut last_error = String::new();
-    for node in healthy {
-        match api.schemas.of(node).await {
-            Ok(schema) => {
-                return schema.method(name).cloned().ok_or_else(|| {
-                    Failure::new(
-                        Code::NotFound,
-                        format!(
-                            "unknown method {name:?} of {service:?}; it has {}",
-                            schema.method_names().join(", ")
-                        ),
-                    )
-                });
+) -> Result<(MethodDescriptor, BTreeSet<String>), Failure> {
+    let live: BTreeSet<String> = healthy.iter().map(|n| n.instance.version.clone()).collect();
+    api.schemas.forget_versions_except(service, &live);
+    let mut found: Option<MethodDescriptor> = None;
+    let mut versions = BTreeSet::new();
+    let mut known_methods = BTreeSet::new();
+    let mut last_error = None;
+    let mut newest_first: Vec<&String> = live.iter().collect();
+    newest_first.sort_by_key(|v| std::cmp::Reverse(version_order(v)));
+    for version in newest_first {
+        let mut schema = None;
+        for node in healthy.iter().filter(|n| &n.instance.version == version) {
+            match api.schemas.of(node).await {
+                Ok(read) => {
+                    schema = Some(read);
+                    break;
+                }
+                Err(error) => last_error = Some(error),
             }
-            Err(error) => last_error = error,
+        }
+        let Some(schema) = schema else { continue };
+        known_methods.extend(schema.method_names().into_iter().map(str::to_owned));
+        if let Some(method) = schema.method(name) {
+            versions.insert(version.clone());
+            found.get_or_insert_with(|| method.clone());
         }
     }
-    Err(Failure::new(
-        Code::Unavailable,
-        format!("cannot learn the methods of {service:?}: {last_error}"),
-    ))
+    match (found, last_error) {
+        (Some(method), _) => Ok((method, versions)),
+        (None, Some(error)) if known_methods.is_empty() => Err(Failure::new(
+            Code::Unavailable,
+            format!("cannot learn the methods of {service:?}: {error}"),
+        )),
+        (None, _) => Err(Failure::new(
+            Code::NotFound,
+            format!(
+                "unknown method {name:?} of {service:?}; it has {}",
+                known_methods.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
 }
 
 async fn read_input(
@@ -546,6 +572,14 @@ fn is_server_failure(code: Code) -> bool {
 }
 
 /// The call never reached the node: nothing ran there, so another node may take it.
+/// `0.10.2` after `0.9.7`: numeric parts compare as numbers, the rest as text.
+fn version_order(version: &str) -> Vec<(u64, &str)> {
+    version
+        .split(['.', '-', '+'])
+        .map(|part| (part.parse().unwrap_or(0), part))
+        .collect()
+}
+
 fn is_connect_failure(status: &tonic::Status) -> bool {
     if status.code() != Code::Unavailable {
         return false;
@@ -585,6 +619,13 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newer_versions_order_after_older_ones_numerically() {
+        let mut versions = vec!["0.10.0", "0.9.1", "1.0.0", "0.9.0"];
+        versions.sort_by_key(|v| version_order(v));
+        assert_eq!(versions, ["0.9.0", "0.9.1", "0.10.0", "1.0.0"]);
+    }
 
     #[test]
     fn percent_decoding_handles_escapes_plus_and_stray_percent() {

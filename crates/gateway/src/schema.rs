@@ -2,7 +2,7 @@
 //! descriptor file or generated code is needed. Cached per service and version: a node
 //! with a new version brings a fresh read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,14 @@ pub struct Schemas {
 }
 
 impl Schemas {
+    /// Drops the schemas of `service` versions that no node runs any more.
+    pub fn forget_versions_except(&self, service: &str, live: &BTreeSet<String>) {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.retain(|(cached_service, version), _| {
+            cached_service != service || live.contains(version)
+        });
+    }
+
     /// The schema of `node`'s service at `node`'s version, read once and shared.
     pub async fn of(&self, node: &NodeHandle) -> Result<Arc<Schema>, String> {
         let key = (node.instance.service.clone(), node.instance.version.clone());

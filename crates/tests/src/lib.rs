@@ -4,3 +4,4 @@
 pub mod etcd;
 pub mod http;
 pub mod process;
+pub mod user_next;

@@ -935,3 +935,82 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .await
         .expect("the posed subject never reached order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_restart() {
+    use tests::user_next::NextUserNode;
+
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config("upgrade");
+    let (_old, old_address) = start_user(&etcd, 1).await;
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    let client = HttpClient::default();
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "user",
+        std::slice::from_ref(&old_address),
+    )
+    .await;
+    let greet = json!({"name": "dora"});
+    let before = client.post(&api(&gateway, "Greet"), &greet).await.unwrap();
+    assert_eq!(before.status, 404, "{}", before.text);
+
+    // The new release joins: its method is there at once, and only its nodes serve it.
+    let registry: std::sync::Arc<dyn registry::Registry> =
+        std::sync::Arc::new(etcd.registry("go-ms").await);
+    let next = NextUserNode::start(registry).await;
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "user",
+        &[old_address.clone(), next.address.clone()],
+    )
+    .await;
+    for _ in 0..10 {
+        let reply = client.post(&api(&gateway, "Greet"), &greet).await.unwrap();
+        assert_eq!(
+            (reply.status, &reply.body),
+            (200, &json!({"greeting": "hello dora, from user 0.2.0"})),
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.header("x-served-by"), Some(next.address.as_str()));
+    }
+    // A method only the old release has goes only to old nodes; one both have, to both.
+    for n in 0..10 {
+        let reply = client
+            .get(&format!("{}?username=nobody-{n}", api(&gateway, "Get")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 404, "{}", reply.text);
+        assert_eq!(reply.header("x-served-by"), Some(old_address.as_str()));
+    }
+    let mut served_by = std::collections::BTreeSet::new();
+    for n in 0..40 {
+        let reply = client
+            .get(&format!("{}?username=nobody-{n}", api(&gateway, "Exists")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        served_by.extend(reply.header("x-served-by").map(str::to_owned));
+    }
+    assert_eq!(
+        served_by,
+        [old_address.clone(), next.address.clone()].into(),
+        "Exists is served by both releases"
+    );
+
+    // The new release leaves: its method goes with it.
+    next.stop().await;
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "user",
+        std::slice::from_ref(&old_address),
+    )
+    .await;
+    let after = client.post(&api(&gateway, "Greet"), &greet).await.unwrap();
+    assert_eq!(after.status, 404, "{}", after.text);
+    assert_eq!(gateway.node.count("panicked"), 0);
+}
