@@ -80,6 +80,18 @@ impl HttpClient {
             .await
     }
 
+    /// A JSON POST with an `Authorization` header.
+    pub async fn post_authorized(
+        &self,
+        url: &str,
+        authorization: &str,
+        body: &serde_json::Value,
+    ) -> Result<Reply, String> {
+        let headers = [("authorization", authorization)];
+        self.send("POST", url, &headers, Bytes::from(body.to_string()))
+            .await
+    }
+
     pub async fn get(&self, url: &str) -> Result<Reply, String> {
         self.send("GET", url, &[], Bytes::new()).await
     }

@@ -18,13 +18,20 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A gateway config whose user route marks the reads idempotent.
 fn gateway_config(tag: &str) -> PathBuf {
+    gateway_config_with(
+        tag,
+        "[routes.user]\ntimeout = \"5s\"\nidempotent = [\"Exists\", \"Get\"]\n",
+    )
+}
+
+/// A gateway config on loopback ports the OS picks, with `sections` after the top keys.
+fn gateway_config_with(tag: &str, sections: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rust-ms-gw-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gateway.toml");
     std::fs::write(
         &path,
-        "http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n\
-         [routes.user]\ntimeout = \"5s\"\nidempotent = [\"Exists\", \"Get\"]\n",
+        format!("http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n{sections}"),
     )
     .unwrap();
     path
@@ -108,6 +115,32 @@ async fn wait_for_nodes(
     }
 }
 
+/// `count` user nodes and one gateway (config `gateway_config(tag)`) that routes to them.
+async fn users_behind_a_gateway(
+    etcd: &Etcd,
+    tag: &str,
+    count: usize,
+) -> (Vec<(Node, String)>, Gateway, HttpClient) {
+    let config = gateway_config(tag);
+    let mut users = Vec::new();
+    for n in 1..=count {
+        users.push(start_user(etcd, n).await);
+    }
+    let gateway = start_gateway(etcd, 1, &config).await;
+    let client = HttpClient::default();
+    let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
+    wait_for_nodes(&client, &gateway, "user", &addresses).await;
+    (users, gateway, client)
+}
+
+async fn grpc_channel(address: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("an http:// uri")
+        .connect()
+        .await
+        .expect("connect over gRPC")
+}
+
 fn api(gateway: &Gateway, method: &str) -> String {
     format!("http://{}/api/user/{method}", gateway.http)
 }
@@ -115,15 +148,8 @@ fn api(gateway: &Gateway, method: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_login_through_the_gateway_and_exists_calls_split_evenly() {
     let etcd = require!(Etcd::start().await);
-    let config = gateway_config("even");
-    let mut users = Vec::new();
-    for n in 1..=3 {
-        users.push(start_user(&etcd, n).await);
-    }
+    let (users, gateway, client) = users_behind_a_gateway(&etcd, "even", 3).await;
     let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    let client = HttpClient::default();
-    wait_for_nodes(&client, &gateway, "user", &addresses).await;
 
     let registered = client
         .post(
@@ -199,15 +225,8 @@ async fn load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() {
     let etcd = require!(Etcd::start().await);
-    let config = gateway_config("zero");
-    let mut users = Vec::new();
-    for n in 1..=3 {
-        users.push(start_user(&etcd, n).await);
-    }
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    let client = HttpClient::default();
+    let (mut users, gateway, client) = users_behind_a_gateway(&etcd, "zero", 3).await;
     let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
-    wait_for_nodes(&client, &gateway, "user", &addresses).await;
     let registered = client
         .post(
             &api(&gateway, "Register"),
@@ -281,15 +300,7 @@ async fn a_node_that_refuses_connections_costs_no_call_on_api_or_the_rpc_port() 
     let etcd = require!(Etcd::start().await);
     // Active checks off, so that only the retry on another node can save the calls
     // the balancer gives to the dead node.
-    let dir = std::env::temp_dir().join(format!("rust-ms-gw-{}-refused", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("gateway.toml");
-    std::fs::write(
-        &config,
-        "http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n\
-         [gateway]\nhealth_interval = \"0s\"\n",
-    )
-    .unwrap();
+    let config = gateway_config_with("refused", "[gateway]\nhealth_interval = \"0s\"\n");
     let (_user, address) = start_user(&etcd, 1).await;
     let gateway = start_gateway(&etcd, 1, &config).await;
     // A user node that is registered but refuses every connection (nothing listens on
@@ -309,11 +320,7 @@ async fn a_node_that_refuses_connections_costs_no_call_on_api_or_the_rpc_port() 
     )
     .await;
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(&gateway.rpc).await;
     let mut users = UserServiceClient::new(channel);
     for n in 0..50 {
         let reply = users
@@ -342,11 +349,8 @@ async fn a_node_that_refuses_connections_costs_no_call_on_api_or_the_rpc_port() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
     let etcd = require!(Etcd::start().await);
-    let config = gateway_config("errors");
-    let (_user, address) = start_user(&etcd, 1).await;
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    let client = HttpClient::default();
-    wait_for_nodes(&client, &gateway, "user", std::slice::from_ref(&address)).await;
+    let (users, gateway, client) = users_behind_a_gateway(&etcd, "errors", 1).await;
+    let address = &users[0].1;
 
     let base = format!("http://{}/api", gateway.http);
     let cases: Vec<(&str, String, Bytes, u16, i64, &str)> = vec![
@@ -598,21 +602,9 @@ async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node_unary
     use services::proto::user::v1::{ExistsRequest, ListRequest, RegisterRequest};
 
     let etcd = require!(Etcd::start().await);
-    let config = gateway_config("grpc");
-    let (_user, address) = start_user(&etcd, 1).await;
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    wait_for_nodes(
-        &HttpClient::default(),
-        &gateway,
-        "user",
-        std::slice::from_ref(&address),
-    )
-    .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (users, gateway, _) = users_behind_a_gateway(&etcd, "grpc", 1).await;
+    let address = &users[0].1;
+    let channel = grpc_channel(&gateway.rpc).await;
     let reply = UserServiceClient::new(channel.clone())
         .exists(ExistsRequest {
             username: "nobody".into(),
@@ -698,21 +690,16 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     use services::proto::user::v1::user_service_client::UserServiceClient;
 
     let etcd = require!(Etcd::start().await);
-    let dir = std::env::temp_dir().join(format!("rust-ms-gw-{}-guards", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("gateway.toml");
-    std::fs::write(
-        &config,
-        "http_port = 0\nrpc_port = 0\nadvertise_host = \"127.0.0.1\"\n\
-         [gateway]\ncors_allow_origins = [\"https://app.example\"]\n\
+    let config = gateway_config_with(
+        "guards",
+        "[gateway]\ncors_allow_origins = [\"https://app.example\"]\n\
          [gateway.jwt]\nhs256_secret = \"gateway-test-secret\"\nissuer = \"rust-ms/user\"\n\
          [routes.user]\njwt = true\nforward_claims = [\"sub\"]\n\
          rate_limit = { per_second = 0.5, burst = 4 }\n\
          [routes.user.methods.Register]\njwt = false\n\
          [routes.user.methods.Login]\njwt = false\n\
          [routes.order]\njwt = true\nforward_claims = [\"sub\"]\n",
-    )
-    .unwrap();
+    );
     let key = ("MS_SECURITY__CALL_KEY", "cluster-call-key");
     let order = Node::start(
         "order",
@@ -792,49 +779,28 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     );
     let bearer = format!("Bearer {token}");
     let allowed = client
-        .send(
-            "POST",
-            &api(&gateway, "Exists"),
-            &[("authorization", &bearer)],
-            Bytes::from(exists.to_string()),
-        )
+        .post_authorized(&api(&gateway, "Exists"), &bearer, &exists)
         .await
         .unwrap();
     assert_eq!(allowed.status, 200, "{}", allowed.text);
     let forged = client
-        .send(
-            "POST",
-            &api(&gateway, "Exists"),
-            &[("authorization", "Bearer a.b.c")],
-            Bytes::from(exists.to_string()),
-        )
+        .post_authorized(&api(&gateway, "Exists"), "Bearer a.b.c", &exists)
         .await
         .unwrap();
     assert_eq!(forged.status, 401, "{}", forged.text);
 
     // The verified subject reaches the order service, which lets one order only as
     // oneself; order's own call to user carries the cluster's credential.
-    let create =
-        |username: &str| Bytes::from(json!({"username": username, "item": "book"}).to_string());
+    let create = |username: &str| json!({"username": username, "item": "book"});
     let orders = format!("http://{}/api/order/Create", gateway.http);
     let own = client
-        .send(
-            "POST",
-            &orders,
-            &[("authorization", &bearer)],
-            create("erin"),
-        )
+        .post_authorized(&orders, &bearer, &create("erin"))
         .await
         .unwrap();
     assert_eq!(own.status, 200, "{}", own.text);
     assert_eq!(own.body["order"]["username"], json!("erin"));
     let others = client
-        .send(
-            "POST",
-            &orders,
-            &[("authorization", &bearer)],
-            create("frank"),
-        )
+        .post_authorized(&orders, &bearer, &create("frank"))
         .await
         .unwrap();
     assert_eq!(
@@ -849,12 +815,7 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     let mut limited = None;
     for _ in 0..6 {
         let reply = client
-            .send(
-                "POST",
-                &api(&gateway, "Exists"),
-                &[("authorization", &bearer)],
-                Bytes::from(exists.to_string()),
-            )
+            .post_authorized(&api(&gateway, "Exists"), &bearer, &exists)
             .await
             .unwrap();
         if reply.status == 429 {
@@ -889,11 +850,7 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     );
 
     // A direct call without the cluster's credential is refused; health stays open.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(&address).await;
     let direct = UserServiceClient::new(channel.clone())
         .exists(ExistsRequest {
             username: "erin".into(),
@@ -909,11 +866,7 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .expect("health checks need no credential");
 
     // Through the gateway's rpc port the call is signed on the way and answered.
-    let through = tonic::transport::Channel::from_shared(format!("http://{}", gateway.rpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let through = grpc_channel(&gateway.rpc).await;
     let reply = UserServiceClient::new(through.clone())
         .exists(ExistsRequest {
             username: "erin".into(),
@@ -941,17 +894,8 @@ async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_r
     use tests::user_next::NextUserNode;
 
     let etcd = require!(Etcd::start().await);
-    let config = gateway_config("upgrade");
-    let (_old, old_address) = start_user(&etcd, 1).await;
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    let client = HttpClient::default();
-    wait_for_nodes(
-        &client,
-        &gateway,
-        "user",
-        std::slice::from_ref(&old_address),
-    )
-    .await;
+    let (users, gateway, client) = users_behind_a_gateway(&etcd, "upgrade", 1).await;
+    let old_address = users[0].1.clone();
     let greet = json!({"name": "dora"});
     let before = client.post(&api(&gateway, "Greet"), &greet).await.unwrap();
     assert_eq!(before.status, 404, "{}", before.text);
