@@ -131,8 +131,17 @@ impl Etcd {
             return None;
         }
         require_local_image();
-        let name = format!("etcd-{}", uuid::Uuid::new_v4().simple());
         let host_port = free_local_port();
+        let etcd = Etcd {
+            endpoints: vec![format!("127.0.0.1:{host_port}")],
+            container: Some(Self::start_container(host_port).await),
+        };
+        etcd.wait_ready().await;
+        Some(etcd)
+    }
+
+    async fn start_container(host_port: u16) -> ContainerAsync<GenericImage> {
+        let name = format!("etcd-{}", uuid::Uuid::new_v4().simple());
         let container = image()
             .with_container_name(&name)
             .with_mapped_port(host_port, ContainerPort::Tcp(CLIENT_PORT))
@@ -145,12 +154,24 @@ impl Etcd {
             .await
             .unwrap_or_else(|e| panic!("starting the etcd container failed: {e}"));
         eprintln!("etcd container {name} started, client port 127.0.0.1:{host_port}");
-        let etcd = Etcd {
-            endpoints: vec![format!("127.0.0.1:{host_port}")],
-            container: Some(container),
+        container
+    }
+
+    /// Removes the member with all its data and starts an empty one on the same
+    /// endpoint: etcd lost, leases and revisions gone.
+    pub async fn replace_with_empty(&mut self) {
+        let Some(old) = self.container.take() else {
+            return;
         };
-        etcd.wait_ready().await;
-        Some(etcd)
+        let id = old.id().to_owned();
+        let host_port = old
+            .get_host_port_ipv4(CLIENT_PORT)
+            .await
+            .expect("the old member's client port");
+        old.rm().await.expect("remove etcd container");
+        eprintln!("etcd container {id} removed with its data");
+        self.container = Some(Self::start_container(host_port).await);
+        self.wait_ready().await;
     }
 
     pub fn endpoints(&self) -> &[String] {

@@ -200,6 +200,7 @@ async fn register_and_login_through_the_gateway_and_exists_calls_split_evenly() 
             "{address} served {count} of 600: {served:?}"
         );
     }
+    eprintln!("measured: 600 Exists calls split {served:?}");
 }
 
 /// Sequential Exists calls until `stop` or `limit`; returns (calls, failures as text).
@@ -247,6 +248,10 @@ async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     users[0].0.sigkill().await;
     let (calls, failures) = running.await.unwrap();
+    eprintln!(
+        "measured: {calls} calls, {} failed, with a kill -9",
+        failures.len()
+    );
     assert_eq!(calls, 2_000);
     assert!(
         failures.is_empty(),
@@ -283,6 +288,10 @@ async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() 
     assert!(
         calls >= 10,
         "the load ran through the restarts ({calls} calls)"
+    );
+    eprintln!(
+        "measured: {calls} calls, {} failed, through a rolling restart",
+        failures.len()
     );
     assert!(
         failures.is_empty(),
@@ -554,6 +563,7 @@ async fn a_route_pushed_to_etcd_reaches_three_gateways_within_a_second() {
         }
     }
     let applied = after_push.elapsed();
+    eprintln!("measured: three gateways applied the pushed route in {applied:?}");
     assert!(
         applied <= Duration::from_secs(1),
         "three gateways applied the route after {applied:?}"

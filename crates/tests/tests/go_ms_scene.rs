@@ -110,6 +110,7 @@ async fn six_nodes_join_each_other_and_leave_on_sigterm_and_on_kill() {
         .wait_for(&leave_line("user", &term_address), Duration::from_secs(10))
         .await;
     let after_term = sent.elapsed();
+    eprintln!("measured: leave logged {after_term:?} after SIGTERM");
     assert_eq!(
         rest[0].1.exit_code(Duration::from_secs(15)).await,
         Some(0),
@@ -128,6 +129,7 @@ async fn six_nodes_join_each_other_and_leave_on_sigterm_and_on_kill() {
         .wait_for(&leave_line("user", &kill_address), TTL * 3)
         .await;
     let after_kill = killed.elapsed();
+    eprintln!("measured: leave logged {after_kill:?} after kill -9 (TTL {TTL:?})");
     assert!(
         after_kill <= TTL + Duration::from_secs(1),
         "leave after kill -9 took {after_kill:?}"
@@ -169,10 +171,15 @@ async fn nodes_register_again_after_etcd_is_down_for_ten_seconds_without_restart
         "nodes keep serving while etcd is down"
     );
     etcd.restart().await;
+    let back = Instant::now();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if registered_addresses(&etcd).await == expected {
+            eprintln!(
+                "measured: nodes listed again {:?} after etcd restarted",
+                back.elapsed()
+            );
             break;
         }
         assert!(

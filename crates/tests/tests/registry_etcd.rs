@@ -159,6 +159,69 @@ async fn node_is_listed_again_after_etcd_restarts_without_any_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registers_again_and_watch_carries_on_when_etcd_comes_back_empty() {
+    let mut h = require!(harness().await);
+    if !h.etcd.is_container() {
+        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be replaced by the test");
+        return;
+    }
+    let registry = h.registry.clone();
+    let stays = registry
+        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    // Revisions well past where the empty etcd starts, so that a watch that kept its
+    // old revision would wait for changes that never come.
+    for n in 0..20 {
+        registry
+            .register(Registration::new(node("churn", n)))
+            .await
+            .unwrap()
+            .deregister()
+            .await
+            .unwrap();
+    }
+    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
+
+    // Every key, lease and revision is lost; the endpoint stays.
+    h.etcd.replace_with_empty().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(snapshot) = registry.snapshot(&Scope::service("user")).await
+            && snapshot.instances.iter().any(|i| i.id == "user-1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "user-1 not registered again within 30s of etcd coming back empty"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The watch follows the new etcd: a later join arrives.
+    let later = registry
+        .register(Registration::new(node("order", 1)))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let change = next_change(&mut watch, Duration::from_secs(30)).await;
+        match change {
+            Some(Change::Joined(instance)) if instance == *later.instance() => break,
+            // user-1 was really gone for a while: its leave and join may show.
+            Some(Change::Joined(i) | Change::Left(i)) if i.id == "user-1" => {}
+            other => panic!("unexpected change after etcd came back empty: {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order-1 join never seen"
+        );
+    }
+    drop(stays);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_keeps_registration_keepalive_and_watch_with_one_member_killed() {
     let cluster = require!(EtcdCluster::start().await);
     let ns = namespace();
