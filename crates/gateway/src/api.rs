@@ -26,9 +26,9 @@ use crate::balance;
 use crate::cluster::{ClusterView, InFlight, NodeHandle};
 use crate::codec::DynamicCodec;
 use crate::live_routes::LiveRoutes;
-use crate::resilience::GuardsByService;
+use crate::resilience::{Guards, GuardsByService};
 use crate::schema::Schemas;
-use crate::settings::GatewaySection;
+use crate::settings::{GatewaySection, Route};
 use crate::status::{error_body, http_status};
 
 pub const REQUEST_ID: &str = node::REQUEST_ID_HEADER;
@@ -68,12 +68,12 @@ impl Api {
 }
 
 /// A reply the gateway could not get from a service: status, gRPC code, message.
-struct Failure {
-    code: Code,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: Code,
+    pub(crate) message: String,
     status: StatusCode,
     served_by: Option<String>,
-    retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -200,35 +200,14 @@ async fn call(
     .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
 
     let route = api.routes.route(service);
-    let mut forwarded: Vec<(String, String)> = Vec::new();
-    if route.requires_jwt(method.name()) {
-        let claims = api
-            .jwt
-            .verify(authorization.as_deref())
-            .map_err(|reason| Failure::new(Code::Unauthenticated, reason))?;
-        for claim in &route.forward_claims {
-            let value = match claims.get(claim) {
-                Some(Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => continue,
-            };
-            forwarded.push((claim_header(claim), value));
-        }
-    }
-    forwarded.push((REQUEST_ID.to_owned(), id.to_owned()));
-    let metadata = forwarded;
-    let guards = api
-        .guards
-        .of(service, route.rate_limit, route.circuit_breaker);
-    if let Some((_, bucket)) = &guards.limit
-        && let Err(wait) = lock(bucket).take()
-    {
-        return Err(Failure::new(
-            Code::ResourceExhausted,
-            format!("rate limit of {service:?} exceeded"),
-        )
-        .retry_after(wait));
-    }
+    let (mut metadata, guards) = admit(
+        api,
+        service,
+        &route,
+        method.name(),
+        authorization.as_deref(),
+    )?;
+    metadata.push((REQUEST_ID.to_owned(), id.to_owned()));
     if let Some((_, breaker)) = &guards.breaker
         && let Err(wait) = lock(breaker).admit()
     {
@@ -339,6 +318,45 @@ async fn call(
         lock(breaker).record(failed);
     }
     outcome
+}
+
+/// What every call to `service` passes first, on `/api` and on the rpc port alike: the
+/// route's JWT check (its forwarded claims returned as metadata) and its rate limit.
+pub(crate) fn admit(
+    api: &Api,
+    service: &str,
+    route: &Route,
+    method: &str,
+    authorization: Option<&str>,
+) -> Result<(Vec<(String, String)>, Arc<Guards>), Failure> {
+    let mut claims_metadata = Vec::new();
+    if route.requires_jwt(method) {
+        let claims = api
+            .jwt
+            .verify(authorization)
+            .map_err(|reason| Failure::new(Code::Unauthenticated, reason))?;
+        for claim in &route.forward_claims {
+            let value = match claims.get(claim) {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            claims_metadata.push((claim_header(claim), value));
+        }
+    }
+    let guards = api
+        .guards
+        .of(service, route.rate_limit, route.circuit_breaker);
+    if let Some((_, bucket)) = &guards.limit
+        && let Err(wait) = lock(bucket).take()
+    {
+        return Err(Failure::new(
+            Code::ResourceExhausted,
+            format!("rate limit of {service:?} exceeded"),
+        )
+        .retry_after(wait));
+    }
+    Ok((claims_metadata, guards))
 }
 
 /// The method as the newest running version of `service` describes it (older nodes skip

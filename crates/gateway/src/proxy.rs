@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::api::{Api, REQUEST_ID, SERVED_BY, is_connect_error, request_id};
+use crate::api::{Api, Failure, REQUEST_ID, SERVED_BY, admit, is_connect_error, request_id};
 use crate::balance;
 use crate::cluster::InFlight;
 
@@ -51,7 +51,34 @@ async fn forward_to_a_node(
     grpc_service: &str,
     method: &str,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // The route of the registry service whose nodes serve this gRPC service guards the
+    // call here as on /api: its JWT check and its rate limit.
+    let service = api
+        .view
+        .nodes_serving(grpc_service)
+        .first()
+        .map(|node| node.instance.service.clone());
+    if let Some(service) = service {
+        let route = api.routes.route(&service);
+        let authorization = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match admit(api, &service, &route, method, authorization) {
+            Ok((claims, _)) => {
+                for (name, value) in claims {
+                    if let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        http::HeaderValue::from_str(&value),
+                    ) {
+                        parts.headers.insert(name, value);
+                    }
+                }
+            }
+            Err(failure) => return refused(failure),
+        }
+    }
     let body = Reclaimable::new(body);
     let round_robin = std::sync::atomic::AtomicUsize::new(0);
     let mut tried = Vec::new();
@@ -108,6 +135,20 @@ async fn forward_to_a_node(
         }
         return response;
     }
+}
+
+fn refused(failure: Failure) -> Response {
+    let message = match failure.retry_after {
+        Some(wait) => format!(
+            "{}; retry in {} ms",
+            failure.message,
+            wait.as_millis().max(1)
+        ),
+        None => failure.message,
+    };
+    tonic::Status::new(failure.code, message)
+        .into_http::<Body>()
+        .into_response()
 }
 
 /// A request body that the proxy can send again when a call failed before any of it

@@ -841,6 +841,46 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .expect("Retry-After");
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
 
+    // Native gRPC on the rpc port passes the same route: no token, no call; and the
+    // same rate limit.
+    let through = grpc_channel(&gateway.rpc).await;
+    let exists_with = |authorization: Option<&str>| {
+        let mut request = tonic::Request::new(ExistsRequest {
+            username: "erin".into(),
+        });
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        request
+    };
+    let no_token = UserServiceClient::new(through.clone())
+        .exists(exists_with(None))
+        .await
+        .expect_err("a JWT route over the rpc port without a token");
+    assert_eq!(
+        no_token.code(),
+        tonic::Code::Unauthenticated,
+        "{no_token:?}"
+    );
+    let mut limited = None;
+    for _ in 0..6 {
+        match UserServiceClient::new(through.clone())
+            .exists(exists_with(Some(&bearer)))
+            .await
+        {
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                limited = Some(status);
+                break;
+            }
+            Ok(_) => {}
+            Err(other) => panic!("with a token: {other:?}"),
+        }
+    }
+    let limited = limited.expect("the rate limit refused an rpc port call");
+    assert!(limited.message().contains("retry in"), "{limited:?}");
+
     // CORS preflight for an allowed origin.
     let preflight = client
         .send(
@@ -875,28 +915,29 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .await
         .expect("health checks need no credential");
 
-    // Through the gateway's rpc port the call is signed on the way and answered.
-    let through = grpc_channel(&gateway.rpc).await;
-    let reply = UserServiceClient::new(through.clone())
-        .exists(ExistsRequest {
-            username: "erin".into(),
-        })
+    // Through the gateway's rpc port the call is signed on the way and answered, with
+    // the token's subject forwarded. A caller cannot pose as another subject: its own
+    // x-jwt-* metadata is dropped, the verified one put in its place.
+    let create_as = |username: &str, posed_subject: &str| {
+        let mut request = tonic::Request::new(CreateRequest {
+            username: username.into(),
+            item: "book".into(),
+        });
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", bearer.parse().unwrap());
+        metadata.insert("x-jwt-sub", posed_subject.parse().unwrap());
+        request
+    };
+    let mut orders = OrderServiceClient::new(through);
+    orders
+        .create(create_as("erin", "frank"))
         .await
-        .expect("signed by the gateway");
-    assert!(reply.into_inner().exists);
-
-    // A caller cannot pose as a verified subject: its own x-jwt-* metadata is dropped.
-    let mut posing = tonic::Request::new(CreateRequest {
-        username: "erin".into(),
-        item: "book".into(),
-    });
-    posing
-        .metadata_mut()
-        .insert("x-jwt-sub", "frank".parse().unwrap());
-    OrderServiceClient::new(through)
-        .create(posing)
+        .expect("signed by the gateway, erin orders as erin");
+    let denied = orders
+        .create(create_as("frank", "frank"))
         .await
-        .expect("the posed subject never reached order");
+        .expect_err("erin's token cannot order for frank");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
