@@ -200,7 +200,10 @@ async fn call(
     .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
 
     let route = api.routes.route(service);
-    let (mut metadata, guards) = admit(
+    let Admitted {
+        claims: mut metadata,
+        guards,
+    } = admit(
         api,
         service,
         &route,
@@ -320,6 +323,12 @@ async fn call(
     outcome
 }
 
+/// A call let through: the claims to forward as metadata, and the service's guards.
+pub(crate) struct Admitted {
+    pub(crate) claims: Vec<(String, String)>,
+    pub(crate) guards: Arc<Guards>,
+}
+
 /// What every call to `service` passes first, on `/api` and on the rpc port alike: the
 /// route's JWT check (its forwarded claims returned as metadata) and its rate limit.
 pub(crate) fn admit(
@@ -328,7 +337,7 @@ pub(crate) fn admit(
     route: &Route,
     method: &str,
     authorization: Option<&str>,
-) -> Result<(Vec<(String, String)>, Arc<Guards>), Failure> {
+) -> Result<Admitted, Failure> {
     let mut claims_metadata = Vec::new();
     if route.requires_jwt(method) {
         let claims = api
@@ -356,7 +365,10 @@ pub(crate) fn admit(
         )
         .retry_after(wait));
     }
-    Ok((claims_metadata, guards))
+    Ok(Admitted {
+        claims: claims_metadata,
+        guards,
+    })
 }
 
 /// The method as the newest running version of `service` describes it (older nodes skip

@@ -66,8 +66,8 @@ async fn forward_to_a_node(
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         match admit(api, &service, &route, method, authorization) {
-            Ok((claims, _)) => {
-                for (name, value) in claims {
+            Ok(admitted) => {
+                for (name, value) in admitted.claims {
                     if let (Ok(name), Ok(value)) = (
                         http::HeaderName::from_bytes(name.as_bytes()),
                         http::HeaderValue::from_str(&value),
