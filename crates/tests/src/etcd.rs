@@ -196,6 +196,23 @@ impl Etcd {
         }
     }
 
+    /// Freezes the member, as a network cut looks to its clients: nothing answers. Time
+    /// goes on meanwhile, so leases whose TTL ran out expire as soon as it resumes.
+    pub async fn pause(&self) {
+        if let Some(container) = &self.container {
+            container.pause().await.expect("pause etcd container");
+            eprintln!("etcd container {} paused", container.id());
+        }
+    }
+
+    pub async fn unpause(&self) {
+        if let Some(container) = &self.container {
+            container.unpause().await.expect("unpause etcd container");
+            eprintln!("etcd container {} unpaused", container.id());
+            self.wait_ready().await;
+        }
+    }
+
     /// Starts the stopped member again, on the same data and the same endpoint.
     pub async fn restart(&self) {
         if let Some(container) = &self.container {

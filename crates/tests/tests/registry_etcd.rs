@@ -135,19 +135,7 @@ async fn node_is_listed_again_after_etcd_restarts_without_any_call() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     h.etcd.restart().await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(snapshot) = registry.snapshot(&Scope::service("user")).await
-            && snapshot.instances.iter().any(|i| i.id == "user-1")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "user-1 not listed again within 30s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_listed(registry, "user", "user-1").await;
     // A node that stayed registered never looks like it left and came back.
     let another = registry
         .register(Registration::new(node("order", 1)))
@@ -185,40 +173,90 @@ async fn node_registers_again_and_watch_carries_on_when_etcd_comes_back_empty() 
 
     // Every key, lease and revision is lost; the endpoint stays.
     h.etcd.replace_with_empty().await;
+    wait_until_listed(&registry, "user", "user-1").await;
+    assert!(
+        stays.state().leases_acquired >= 2,
+        "a new lease after the old one vanished: {:?}",
+        stays.state()
+    );
+
+    // The watch follows the new etcd: a later join arrives.
+    let _later = watch_sees_a_later_join(&registry, &mut watch).await;
+    drop(stays);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registers_again_when_its_lease_expired_during_a_network_cut() {
+    let h = require!(harness().await);
+    if !h.etcd.is_container() {
+        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be paused by the test");
+        return;
+    }
+    let registry = h.registry.clone();
+    let stays = registry
+        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
+
+    // No keepalive gets through for twice the TTL: the lease is gone when etcd answers.
+    h.etcd.pause().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.etcd.unpause().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stays.state().leases_acquired < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new lease within 30 s of the cut healing: {:?}",
+            stays.state()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until_listed(&registry, "user", "user-1").await;
+    let _later = watch_sees_a_later_join(&registry, &mut watch).await;
+    drop(stays);
+}
+
+/// Waits (30 s at most) until `service` lists the instance `id`.
+async fn wait_until_listed(registry: &EtcdRegistry, service: &str, id: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(snapshot) = registry.snapshot(&Scope::service("user")).await
-            && snapshot.instances.iter().any(|i| i.id == "user-1")
+        if let Ok(snapshot) = registry.snapshot(&Scope::service(service)).await
+            && snapshot.instances.iter().any(|i| i.id == id)
         {
-            break;
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "user-1 not registered again within 30s of etcd coming back empty"
+            "{id} not listed within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
 
-    // The watch follows the new etcd: a later join arrives.
+/// Registers `order-1` and waits for the watch to deliver its join; `user-1` may show a
+/// leave and a join first, since it was really gone for a while. The registration is
+/// returned to keep it alive as long as the caller wants.
+async fn watch_sees_a_later_join(
+    registry: &EtcdRegistry,
+    watch: &mut registry::Watch,
+) -> registry::Registered {
     let later = registry
         .register(Registration::new(node("order", 1)))
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let change = next_change(&mut watch, Duration::from_secs(30)).await;
-        match change {
-            Some(Change::Joined(instance)) if instance == *later.instance() => break,
-            // user-1 was really gone for a while: its leave and join may show.
+        match next_change(watch, Duration::from_secs(30)).await {
+            Some(Change::Joined(instance)) if instance == *later.instance() => return later,
             Some(Change::Joined(i) | Change::Left(i)) if i.id == "user-1" => {}
-            other => panic!("unexpected change after etcd came back empty: {other:?}"),
+            other => panic!("unexpected change: {other:?}"),
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "order-1 join never seen"
         );
     }
-    drop(stays);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
