@@ -120,16 +120,10 @@ async fn watch_survives_a_compaction_with_only_the_real_difference() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_is_listed_again_after_etcd_restarts_without_any_call() {
     let h = require!(harness().await);
-    if !h.etcd.is_container() {
-        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be restarted by the test");
+    let Some((stays, mut watch)) = user_on_an_owned_etcd(&h, "restarted", 0).await else {
         return;
-    }
+    };
     let registry = &h.registry;
-    let stays = registry
-        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
     h.etcd.stop().await;
     // Down for longer than the TTL: the node must notice and register again.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -149,27 +143,12 @@ async fn node_is_listed_again_after_etcd_restarts_without_any_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_again_and_watch_carries_on_when_etcd_comes_back_empty() {
     let mut h = require!(harness().await);
-    if !h.etcd.is_container() {
-        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be replaced by the test");
+    // Revisions well past where the empty etcd starts, so that a watch that kept its old
+    // revision would wait for changes that never come.
+    let Some((stays, mut watch)) = user_on_an_owned_etcd(&h, "replaced", 20).await else {
         return;
-    }
+    };
     let registry = h.registry.clone();
-    let stays = registry
-        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
-        .await
-        .unwrap();
-    // Revisions well past where the empty etcd starts, so that a watch that kept its
-    // old revision would wait for changes that never come.
-    for n in 0..20 {
-        registry
-            .register(Registration::new(node("churn", n)))
-            .await
-            .unwrap()
-            .deregister()
-            .await
-            .unwrap();
-    }
-    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
 
     // Every key, lease and revision is lost; the endpoint stays.
     h.etcd.replace_with_empty().await;
@@ -188,16 +167,10 @@ async fn node_registers_again_and_watch_carries_on_when_etcd_comes_back_empty() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_again_when_its_lease_expired_during_a_network_cut() {
     let h = require!(harness().await);
-    if !h.etcd.is_container() {
-        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be paused by the test");
+    let Some((stays, mut watch)) = user_on_an_owned_etcd(&h, "paused", 0).await else {
         return;
-    }
+    };
     let registry = h.registry.clone();
-    let stays = registry
-        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let (_, mut watch) = registry.discover(&Scope::All).await.unwrap();
 
     // No keepalive gets through for twice the TTL: the lease is gone when etcd answers.
     h.etcd.pause().await;
@@ -215,6 +188,37 @@ async fn node_registers_again_when_its_lease_expired_during_a_network_cut() {
     wait_until_listed(&registry, "user", "user-1").await;
     let _later = watch_sees_a_later_join(&registry, &mut watch).await;
     drop(stays);
+}
+
+/// `user-1` registered with a 2 s TTL and a watch of everything, on an etcd the test
+/// owns so that it may be `what` (stopped, paused, replaced); `None`, said, when the
+/// etcd is not the test's. `churn` registrations come and go first, to move the
+/// revision on.
+async fn user_on_an_owned_etcd(
+    h: &EtcdHarness,
+    what: &str,
+    churn: u16,
+) -> Option<(registry::Registered, registry::Watch)> {
+    if !h.etcd.is_container() {
+        eprintln!("SKIPPED: MS_TEST_ETCD_ENDPOINTS etcd cannot be {what} by the test");
+        return None;
+    }
+    let stays = h
+        .registry
+        .register(Registration::new(node("user", 1)).with_ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    for n in 0..churn {
+        h.registry
+            .register(Registration::new(node("churn", n)))
+            .await
+            .unwrap()
+            .deregister()
+            .await
+            .unwrap();
+    }
+    let (_, watch) = h.registry.discover(&Scope::All).await.unwrap();
+    Some((stays, watch))
 }
 
 /// Waits (30 s at most) until `service` lists the instance `id`.
