@@ -211,15 +211,16 @@ async fn call(
         authorization.as_deref(),
     )?;
     metadata.push((REQUEST_ID.to_owned(), id.to_owned()));
-    if let Some((_, breaker)) = &guards.breaker
-        && let Err(wait) = lock(breaker).admit()
-    {
-        return Err(Failure::new(
-            Code::Unavailable,
-            format!("circuit open for {service:?}: its calls keep failing"),
-        )
-        .retry_after(wait));
-    }
+    let admission = match &guards.breaker {
+        Some((_, breaker)) => Some(lock(breaker).admit().map_err(|wait| {
+            Failure::new(
+                Code::Unavailable,
+                format!("circuit open for {service:?}: its calls keep failing"),
+            )
+            .retry_after(wait)
+        })?),
+        None => None,
+    };
     let outcome = async {
         let timeout = route.timeout_of(method.name());
         let idempotent = route.is_idempotent(method.name());
@@ -313,12 +314,12 @@ async fn call(
         }
     }
     .await;
-    if let Some((_, breaker)) = &guards.breaker {
+    if let (Some((_, breaker)), Some(admission)) = (&guards.breaker, admission) {
         let failed = outcome
             .as_ref()
             .err()
             .is_some_and(|f| is_server_failure(f.code));
-        lock(breaker).record(failed);
+        lock(breaker).record(admission, failed);
     }
     outcome
 }

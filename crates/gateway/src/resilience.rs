@@ -73,10 +73,21 @@ pub enum BreakerState {
     Open {
         until: Instant,
     },
-    /// One probe is out; everything else is refused until it comes back.
+    /// One probe is out; everything else is refused until it comes back, or until
+    /// `open_for` has passed without its answer (a probe whose caller went away never
+    /// reports), when the next call probes instead.
     HalfOpen {
-        probing: bool,
+        probe_sent: Instant,
     },
+}
+
+/// How a call was let through; its outcome is recorded with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted in the window while the circuit is closed.
+    Normal,
+    /// The one call whose outcome closes or reopens a half-open circuit.
+    Probe,
 }
 
 pub struct CircuitBreaker {
@@ -102,25 +113,30 @@ impl CircuitBreaker {
         self.state
     }
 
-    /// Whether a call may go out now; how long the circuit stays open if not.
-    pub fn admit(&mut self) -> Result<(), Duration> {
+    /// Whether a call may go out now, and as what; how long to wait if not.
+    pub fn admit(&mut self) -> Result<Admission, Duration> {
         let now = Instant::now();
         match self.state {
-            BreakerState::Closed => Ok(()),
+            BreakerState::Closed => Ok(Admission::Normal),
             BreakerState::Open { until } if now < until => Err(until - now),
-            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: false } => {
-                self.state = BreakerState::HalfOpen { probing: true };
-                Ok(())
+            BreakerState::HalfOpen { probe_sent }
+                if now.duration_since(probe_sent) < self.config.open_for =>
+            {
+                Err(self.config.open_for - now.duration_since(probe_sent))
             }
-            BreakerState::HalfOpen { probing: true } => Err(Duration::from_secs(1)),
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
+                self.state = BreakerState::HalfOpen { probe_sent: now };
+                Ok(Admission::Probe)
+            }
         }
     }
 
-    /// Records how an admitted call ended.
-    pub fn record(&mut self, failed: bool) {
+    /// Records how an admitted call ended. Only the probe decides a half-open circuit;
+    /// calls let through before the circuit opened no longer count.
+    pub fn record(&mut self, admission: Admission, failed: bool) {
         let now = Instant::now();
-        match self.state {
-            BreakerState::HalfOpen { .. } => {
+        match (self.state, admission) {
+            (BreakerState::HalfOpen { .. }, Admission::Probe) => {
                 self.state = if failed {
                     BreakerState::Open {
                         until: now + self.config.open_for,
@@ -130,8 +146,9 @@ impl CircuitBreaker {
                     BreakerState::Closed
                 };
             }
-            BreakerState::Open { .. } => {}
-            BreakerState::Closed => {
+            (BreakerState::HalfOpen { .. } | BreakerState::Open { .. }, _)
+            | (BreakerState::Closed, Admission::Probe) => {}
+            (BreakerState::Closed, Admission::Normal) => {
                 if now.duration_since(self.window_started) > self.config.window {
                     self.reset_window(now);
                 }
@@ -225,16 +242,45 @@ mod tests {
             open_for: Duration::from_secs(5),
         };
         let mut breaker = CircuitBreaker::new(config);
+        let late = breaker.admit().unwrap();
         for failed in [false, true, true, true] {
-            breaker.admit().unwrap();
-            breaker.record(failed);
+            let admission = breaker.admit().unwrap();
+            breaker.record(admission, failed);
         }
         assert!(matches!(breaker.state(), BreakerState::Open { .. }));
         assert!(breaker.admit().is_err(), "refused while open");
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(breaker.admit().is_ok(), "one probe after open_for");
+        assert_eq!(
+            breaker.admit(),
+            Ok(Admission::Probe),
+            "one probe after open_for"
+        );
         assert!(breaker.admit().is_err(), "only one probe at a time");
-        breaker.record(false);
+        // A call let through before the circuit opened ends now: it decides nothing.
+        breaker.record(late, false);
+        assert!(matches!(breaker.state(), BreakerState::HalfOpen { .. }));
+        breaker.record(Admission::Probe, false);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_does_not_keep_the_circuit_half_open() {
+        let mut breaker = CircuitBreaker::new(BreakerConfig {
+            error_rate: 0.5,
+            min_calls: 1,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+        });
+        let admission = breaker.admit().unwrap();
+        breaker.record(admission, true);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(breaker.admit(), Ok(Admission::Probe));
+        // Its caller went away: no outcome. After open_for, another call probes.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(breaker.admit().is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(breaker.admit(), Ok(Admission::Probe));
+        breaker.record(Admission::Probe, false);
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
@@ -247,11 +293,11 @@ mod tests {
             open_for: Duration::from_secs(5),
         };
         let mut breaker = CircuitBreaker::new(config);
-        breaker.admit().unwrap();
-        breaker.record(true);
+        let admission = breaker.admit().unwrap();
+        breaker.record(admission, true);
         tokio::time::advance(Duration::from_secs(5)).await;
-        breaker.admit().unwrap();
-        breaker.record(true);
+        let probe = breaker.admit().unwrap();
+        breaker.record(probe, true);
         assert!(breaker.admit().is_err());
     }
 
@@ -264,8 +310,8 @@ mod tests {
             open_for: Duration::from_secs(5),
         });
         for _ in 0..5 {
-            breaker.admit().unwrap();
-            breaker.record(true);
+            let admission = breaker.admit().unwrap();
+            breaker.record(admission, true);
         }
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
