@@ -1,7 +1,10 @@
 //! Fixtures for rust-ms integration tests: etcd in containers (one member or a
-//! three-member cluster) and, for the binaries, helpers to start and read real processes.
+//! three-member cluster), helpers to start and read the real binaries, and test-only
+//! services run as in-process nodes on a real registry.
 
 pub mod etcd;
 pub mod http;
+pub mod in_process;
+pub mod probe;
 pub mod process;
 pub mod user_next;

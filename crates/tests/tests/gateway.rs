@@ -942,8 +942,6 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_restart() {
-    use tests::user_next::NextUserNode;
-
     let etcd = require!(Etcd::start().await);
     let (users, gateway, client) = users_behind_a_gateway(&etcd, "upgrade", 1).await;
     let old_address = users[0].1.clone();
@@ -954,7 +952,7 @@ async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_r
     // The new release joins: its method is there at once, and only its nodes serve it.
     let registry: std::sync::Arc<dyn registry::Registry> =
         std::sync::Arc::new(etcd.registry("go-ms").await);
-    let next = NextUserNode::start(registry).await;
+    let next = tests::user_next::start(registry).await;
     wait_for_nodes(
         &client,
         &gateway,
@@ -1008,4 +1006,138 @@ async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_r
     let after = client.post(&api(&gateway, "Greet"), &greet).await.unwrap();
     assert_eq!(after.status, 404, "{}", after.text);
     assert_eq!(gateway.node.count("panicked"), 0);
+}
+
+async fn probe_behind_a_gateway(
+    etcd: &Etcd,
+    config: &Path,
+) -> (tests::in_process::InProcessNode, Gateway, HttpClient) {
+    let gateway = start_gateway(etcd, 1, config).await;
+    let registry: std::sync::Arc<dyn registry::Registry> =
+        std::sync::Arc::new(etcd.registry("go-ms").await);
+    let probe = tests::probe::start(registry).await;
+    let client = HttpClient::default();
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "probe",
+        std::slice::from_ref(&probe.address),
+    )
+    .await;
+    (probe, gateway, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_bidirectional_streams_pass_through_the_rpc_port() {
+    use tests::probe::proto::Note;
+    use tests::probe::proto::probe_service_client::ProbeServiceClient;
+
+    let etcd = require!(Etcd::start().await);
+    let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &gateway_config("streams")).await;
+    let mut probes = ProbeServiceClient::new(grpc_channel(&gateway.rpc).await);
+    let note = |text: &str| Note { text: text.into() };
+
+    // Client stream: every note reaches the node, the one reply comes back.
+    let joined = probes
+        .collect(futures::stream::iter([note("a"), note("b"), note("c")]))
+        .await
+        .expect("Collect through the gateway")
+        .into_inner();
+    assert_eq!(joined.text, "a b c");
+
+    // Bidirectional: each reply arrives before the next note is even sent, so nothing
+    // on the way waits for the end of the request.
+    let (notes, outgoing) = tokio::sync::mpsc::channel(1);
+    let mut replies = probes
+        .chat(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("Chat through the gateway")
+        .into_inner();
+    for text in ["one", "two", "three"] {
+        notes.send(note(text)).await.expect("the call is open");
+        let reply = tokio::time::timeout(PATIENCE, replies.message())
+            .await
+            .expect("a reply before the next note")
+            .expect("a message, not an error")
+            .expect("the stream goes on");
+        assert_eq!(reply.text, format!("re: {text}"));
+    }
+    drop(notes);
+    assert!(
+        replies.message().await.expect("a clean end").is_none(),
+        "the reply stream ends when the request stream does"
+    );
+
+    // The same node over /api: unary works, streaming methods point to the rpc port.
+    let base = format!("http://{}/api/probe", gateway.http);
+    let echoed = client
+        .post(&format!("{base}/Echo"), &json!({"text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!((echoed.status, &echoed.body), (200, &json!({"text": "hi"})));
+    let streaming = client
+        .post(&format!("{base}/Collect"), &json!({"text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(streaming.status, 501, "{}", streaming.text);
+    probe.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_service_opens_its_circuit_and_a_good_probe_closes_it() {
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config_with(
+        "breaker",
+        "[routes.probe]\n\
+         circuit_breaker = { error_rate = 0.5, min_calls = 4, window = \"60s\", open_for = \"2s\" }\n",
+    );
+    let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &config).await;
+    let base = format!("http://{}/api/probe", gateway.http);
+    let (echo_url, hi) = (format!("{base}/Echo"), json!({"text": "hi"}));
+    let echo = || client.post(&echo_url, &hi);
+
+    for _ in 0..4 {
+        let failed = client
+            .post(&format!("{base}/Fail"), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!((failed.status, &failed.body["code"]), (500, &json!(13)));
+        assert_eq!(failed.header("x-served-by"), Some(probe.address.as_str()));
+    }
+    // Open: the whole service is refused at the gateway, with a time to come back.
+    let refused = echo().await.unwrap();
+    assert_eq!(
+        (refused.status, &refused.body["code"]),
+        (503, &json!(14)),
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("circuit open")
+    );
+    assert_eq!(refused.header("x-served-by"), Some("gateway"));
+    let retry_after: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+
+    // After open_for one probe goes through; it succeeds, and the circuit closes.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = echo().await.unwrap();
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.text);
+        assert!(Instant::now() < deadline, "the circuit never closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(echo().await.unwrap().status, 200);
+    }
+    probe.stop().await;
 }

@@ -1,0 +1,67 @@
+//! The probe service (`probe.proto`), registered as `probe`: streams in both directions
+//! and a method that always fails, for what the example services cannot show.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use registry::Registry;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::in_process::InProcessNode;
+
+pub mod proto {
+    tonic::include_proto!("probe.v1");
+}
+
+use proto::Note;
+use proto::probe_service_server::{ProbeService, ProbeServiceServer};
+
+const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe_descriptor.bin"));
+
+struct Probe;
+
+#[tonic::async_trait]
+impl ProbeService for Probe {
+    async fn echo(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+
+    async fn collect(&self, request: Request<Streaming<Note>>) -> Result<Response<Note>, Status> {
+        let mut notes = request.into_inner();
+        let mut texts = Vec::new();
+        while let Some(note) = notes.message().await? {
+            texts.push(note.text);
+        }
+        Ok(Response::new(Note {
+            text: texts.join(" "),
+        }))
+    }
+
+    type ChatStream = Pin<Box<dyn Stream<Item = Result<Note, Status>> + Send>>;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<Note>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let replies = request.into_inner().map(|note| {
+            note.map(|n| Note {
+                text: format!("re: {}", n.text),
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn fail(&self, _request: Request<Note>) -> Result<Response<Note>, Status> {
+        Err(Status::internal("the probe always fails here"))
+    }
+}
+
+/// One probe node.
+pub async fn start(registry: Arc<dyn Registry>) -> InProcessNode {
+    let routes = tonic::service::Routes::new(ProbeServiceServer::new(Probe));
+    let mut spec = node::NodeSpec::new("probe", "1.0.0", routes);
+    spec.grpc_services = vec!["probe.v1.ProbeService".to_owned()];
+    spec.descriptor_sets = vec![DESCRIPTOR_SET];
+    InProcessNode::start(spec, registry).await
+}
