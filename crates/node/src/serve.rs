@@ -39,6 +39,11 @@ pub struct NodeSpec {
     /// Refuse calls without a valid call credential when `security.call_key` is set.
     /// The gateway turns this off: its callers are outside the cluster.
     pub require_call_credential: bool,
+    /// Whether the node can do its work right now, as grpc.health.v1 reports it for
+    /// `grpc_services`: a service sends `false` while, say, its store is unreachable,
+    /// and the gateway's active checks take the node out of rotation until `true`.
+    /// Without it the node reports SERVING from start to shutdown.
+    pub readiness: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub struct HttpServer {
@@ -57,6 +62,31 @@ impl NodeSpec {
             http: None,
             metadata: BTreeMap::new(),
             require_call_credential: true,
+            readiness: None,
+        }
+    }
+}
+
+/// Mirrors `readiness` into grpc.health.v1 for `services` until it is dropped or
+/// `stop` says the node is leaving.
+async fn report_readiness(
+    mut readiness: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    services: Vec<String>,
+    stop: CancellationToken,
+) {
+    loop {
+        let status = if *readiness.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in &services {
+            health.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = readiness.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -206,6 +236,14 @@ pub async fn run_node(
     let membership = tokio::spawn(
         membership::log_membership(registry.clone(), instance, watching.clone()).in_current_span(),
     );
+    let readiness = spec.readiness.map(|readiness| {
+        tokio::spawn(report_readiness(
+            readiness,
+            health.clone(),
+            spec.grpc_services.clone(),
+            watching.clone(),
+        ))
+    });
 
     // Run until asked to stop, or until a server fails on its own.
     let failed = tokio::select! {
@@ -215,6 +253,9 @@ pub async fn run_node(
 
     // Leave first, so that nobody sends new work while we drain.
     watching.cancel();
+    if let Some(readiness) = readiness {
+        let _ = readiness.await;
+    }
     if let Err(error) = registration.deregister().await {
         tracing::warn!(%error, "deregistering failed; the entry expires with its lease");
     }

@@ -57,11 +57,15 @@ impl ProbeService for Probe {
     }
 }
 
-/// One probe node.
-pub async fn start(registry: Arc<dyn Registry>) -> InProcessNode {
+/// One probe node; `readiness`, when given, drives what its health checks answer.
+pub async fn start(
+    registry: Arc<dyn Registry>,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
+) -> InProcessNode {
     let routes = tonic::service::Routes::new(ProbeServiceServer::new(Probe));
     let mut spec = node::NodeSpec::new("probe", "1.0.0", routes);
     spec.grpc_services = vec!["probe.v1.ProbeService".to_owned()];
     spec.descriptor_sets = vec![DESCRIPTOR_SET];
+    spec.readiness = readiness;
     InProcessNode::start(spec, registry).await
 }

@@ -1011,11 +1011,12 @@ async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_r
 async fn probe_behind_a_gateway(
     etcd: &Etcd,
     config: &Path,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> (tests::in_process::InProcessNode, Gateway, HttpClient) {
     let gateway = start_gateway(etcd, 1, config).await;
     let registry: std::sync::Arc<dyn registry::Registry> =
         std::sync::Arc::new(etcd.registry("go-ms").await);
-    let probe = tests::probe::start(registry).await;
+    let probe = tests::probe::start(registry, readiness).await;
     let client = HttpClient::default();
     wait_for_nodes(
         &client,
@@ -1033,7 +1034,8 @@ async fn client_and_bidirectional_streams_pass_through_the_rpc_port() {
     use tests::probe::proto::probe_service_client::ProbeServiceClient;
 
     let etcd = require!(Etcd::start().await);
-    let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &gateway_config("streams")).await;
+    let (probe, gateway, client) =
+        probe_behind_a_gateway(&etcd, &gateway_config("streams"), None).await;
     let mut probes = ProbeServiceClient::new(grpc_channel(&gateway.rpc).await);
     let note = |text: &str| Note { text: text.into() };
 
@@ -1091,7 +1093,7 @@ async fn a_failing_service_opens_its_circuit_and_a_good_probe_closes_it() {
         "[routes.probe]\n\
          circuit_breaker = { error_rate = 0.5, min_calls = 4, window = \"60s\", open_for = \"2s\" }\n",
     );
-    let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &config).await;
+    let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &config, None).await;
     let base = format!("http://{}/api/probe", gateway.http);
     let (echo_url, hi) = (format!("{base}/Echo"), json!({"text": "hi"}));
     let echo = || client.post(&echo_url, &hi);
@@ -1139,5 +1141,61 @@ async fn a_failing_service_opens_its_circuit_and_a_good_probe_closes_it() {
     for _ in 0..3 {
         assert_eq!(echo().await.unwrap().status, 200);
     }
+    probe.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_failing_its_health_checks_leaves_rotation_until_they_pass() {
+    let etcd = require!(Etcd::start().await);
+    let config = gateway_config_with("health", "[gateway]\nhealth_interval = \"200ms\"\n");
+    let (ready, readiness) = tokio::sync::watch::channel(true);
+    let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &config, Some(readiness)).await;
+    let echo_url = format!("http://{}/api/probe/Echo", gateway.http);
+    let hi = json!({"text": "hi"});
+    // Polls until Echo answers `status`, which the health checks bring about.
+    let until = |status: u16| {
+        let (client, echo_url, hi) = (&client, &echo_url, &hi);
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let reply = client.post(echo_url, hi).await.unwrap();
+                if reply.status == status {
+                    return reply;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Echo never answered {status}: {} {}",
+                    reply.status,
+                    reply.text
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until(200).await;
+
+    // The node says it cannot work: its checks fail and the gateway stops sending to it.
+    ready.send(false).unwrap();
+    let out = until(503).await;
+    assert!(
+        out.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no healthy node"),
+        "{}",
+        out.text
+    );
+    gateway
+        .node
+        .wait_for("node out of rotation", PATIENCE)
+        .await;
+
+    // Ready again: back in rotation.
+    ready.send(true).unwrap();
+    until(200).await;
+    gateway
+        .node
+        .wait_for("node back in rotation", PATIENCE)
+        .await;
     probe.stop().await;
 }
