@@ -31,6 +31,11 @@ pub struct SecurityConfig {
     /// How far a signed call's clock may be from ours.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Mutual TLS between nodes: services accept only connections whose client presents
+    /// a certificate of this CA, and every node presents `cert` when it calls one. The
+    /// gateway's own ports stay open to outside callers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<TlsConfig>,
 }
 
 impl Default for SecurityConfig {
@@ -38,6 +43,7 @@ impl Default for SecurityConfig {
         Self {
             call_key: String::new(),
             max_clock_skew: Duration::from_secs(60),
+            mtls: None,
         }
     }
 }
@@ -104,7 +110,7 @@ impl RegistryConfig {
     }
 }
 
-/// PEM files for talking TLS to etcd.
+/// PEM files for TLS: to etcd (`registry.tls`), between nodes (`security.mtls`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -170,6 +176,16 @@ impl crate::Validate for NodeConfig {
         }
         if let Err(e) = registry::validate_name("namespace", &registry.namespace) {
             return bad("registry.namespace", e.to_string());
+        }
+        if let Some(mtls) = &self.security.mtls {
+            for (name, file) in [("ca", &mtls.ca), ("cert", &mtls.cert), ("key", &mtls.key)] {
+                if file.is_none() {
+                    return bad(
+                        "security.mtls",
+                        format!("has no {name}: mutual TLS takes ca, cert and key together"),
+                    );
+                }
+            }
         }
         if registry.backend == Backend::Etcd
             && let Err(registry::RegistryError::InvalidInput { reason, .. }) = registry.endpoints()

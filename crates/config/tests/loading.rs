@@ -162,6 +162,17 @@ fn values_that_parse_but_cannot_work_are_refused() {
         jail.set_env("MS_ADVERTISE_HOST", "10.0.0.1:80");
         let message = err(load::<UserLike>(None, &Flags::new()));
         assert!(message.contains("advertise_host"), "{message}");
+        jail.set_env("MS_ADVERTISE_HOST", "127.0.0.1");
+
+        jail.create_file(
+            "c.toml",
+            "[security.mtls]\nca = \"ca.pem\"\nkey = \"node.key\"\n",
+        )?;
+        let message = err(load::<UserLike>(Some("c.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("security.mtls") && message.contains("has no cert"),
+            "{message}"
+        );
         Ok(())
     });
 }

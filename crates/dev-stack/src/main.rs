@@ -97,12 +97,13 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let mut service_config = loaded.node.clone();
     service_config.rpc_port = 0;
 
+    let credentials = node::credentials::ClusterCredentials::from_config(&loaded.node.security)?;
     let mut nodes = JoinSet::new();
     let http = node::serve::bind(gateway_config.http_port).await?;
     let (gateway, _routes) = gateway::node_spec(
         registry.clone(),
         &loaded.service.gateway,
-        node::credentials::CallKey::new(&loaded.node.security.call_key),
+        credentials.clone(),
         http,
         shutdown.clone(),
     );
@@ -128,8 +129,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         );
     }
     for n in 1..=loaded.service.stack.orders {
-        let key = node::credentials::CallKey::new(&loaded.node.security.call_key);
-        let channel = node::client::service_channel(registry.clone(), "user", key)
+        let channel = node::client::service_channel(registry.clone(), "user", credentials.clone())
             .await
             .map_err(|source| NodeError::Registry {
                 backend: registry.describe(),

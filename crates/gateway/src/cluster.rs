@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use node::client::ServiceChannel;
-use node::credentials::{CallKey, Signed};
+use node::credentials::{ClusterCredentials, Signed};
 use registry::{Change, Instance, Registry, Scope};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 /// One node the gateway can send calls to.
 pub struct NodeHandle {
@@ -159,14 +158,16 @@ impl NodeHandle {
                 for_how_long: Duration::ZERO,
             },
             health_interval: Duration::ZERO,
-            call_key: CallKey::default(),
+            credentials: ClusterCredentials::default(),
         };
         NodeHandle::new(instance, &options).expect("a valid test address")
     }
 
     fn new(instance: Instance, options: &ViewOptions) -> Option<NodeHandle> {
         let health_interval = options.health_interval;
-        let endpoint = Endpoint::from_shared(format!("http://{}", instance.address))
+        let endpoint = options
+            .credentials
+            .endpoint(&instance.address)
             .map_err(|error| {
                 tracing::warn!(address = %instance.address, %error, "skipping a node with an unusable address")
             })
@@ -175,7 +176,7 @@ impl NodeHandle {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = Signed::new(endpoint.connect_lazy(), options.call_key.clone());
+        let channel = Signed::new(endpoint.connect_lazy(), options.credentials.key.clone());
         let healthy = Arc::new(AtomicBool::new(true));
         let checker = (!health_interval.is_zero()).then(|| {
             // The node's own API when it names one; "" asks about the server as a whole.
@@ -219,8 +220,8 @@ pub struct ViewOptions {
     pub ejection: Ejection,
     /// Zero turns active health checks off.
     pub health_interval: Duration,
-    /// Signs every call the gateway makes to a node.
-    pub call_key: CallKey,
+    /// What every call the gateway makes to a node carries: signature, client certificate.
+    pub credentials: ClusterCredentials,
 }
 
 impl ClusterView {

@@ -32,7 +32,7 @@ use crate::settings::GatewaySettings;
 pub fn node_spec(
     registry: Arc<dyn Registry>,
     settings: &GatewaySettings,
-    call_key: node::credentials::CallKey,
+    credentials: node::credentials::ClusterCredentials,
     http_listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> (node::NodeSpec, LiveRoutes) {
@@ -42,7 +42,7 @@ pub fn node_spec(
             for_how_long: settings.gateway.eject_for,
         },
         health_interval: settings.gateway.health_interval,
-        call_key,
+        credentials,
     };
     let view = cluster::ClusterView::follow(registry, options, stop);
     let routes = LiveRoutes::new(settings.routes.clone());

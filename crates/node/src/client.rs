@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use registry::{Change, Instance, Registry, RegistryError, Scope};
 
-use crate::credentials::{CallKey, Signed};
+use crate::credentials::{ClusterCredentials, Signed};
 use tonic::transport::channel::Change as Discovered;
 use tonic::transport::{Channel, Endpoint};
 
@@ -13,22 +13,24 @@ use tonic::transport::{Channel, Endpoint};
 pub type ServiceChannel = Signed<Channel>;
 
 /// A load-balanced channel to every node of `service`, following joins and leaves for as
-/// long as the channel (or a clone of it) is alive. Calls are signed with `key`.
+/// long as the channel (or a clone of it) is alive. Calls carry `credentials`: signed
+/// with the call key, over mutual TLS when it is configured.
 pub async fn service_channel(
     registry: Arc<dyn Registry>,
     service: &str,
-    key: CallKey,
+    credentials: ClusterCredentials,
 ) -> Result<ServiceChannel, RegistryError> {
     let (snapshot, mut watch) = registry.discover(&Scope::service(service)).await?;
     let (channel, nodes) = Channel::balance_channel::<String>(64);
     for instance in &snapshot.instances {
-        insert(&nodes, instance).await;
+        insert(&nodes, instance, &credentials).await;
     }
     let service = service.to_owned();
+    let key = credentials.key.clone();
     tokio::spawn(async move {
         while let Some(event) = watch.next().await {
             let sent = match event.change {
-                Change::Joined(i) | Change::Updated(i) => insert(&nodes, &i).await,
+                Change::Joined(i) | Change::Updated(i) => insert(&nodes, &i, &credentials).await,
                 Change::Left(i) => nodes.send(Discovered::Remove(i.id.clone())).await.is_ok(),
             };
             if !sent {
@@ -44,8 +46,9 @@ pub async fn service_channel(
 async fn insert(
     nodes: &tokio::sync::mpsc::Sender<Discovered<String, Endpoint>>,
     instance: &Instance,
+    credentials: &ClusterCredentials,
 ) -> bool {
-    let endpoint = match Endpoint::from_shared(format!("http://{}", instance.address)) {
+    let endpoint = match credentials.endpoint(&instance.address) {
         Ok(endpoint) => endpoint.connect_timeout(Duration::from_secs(2)),
         Err(error) => {
             tracing::warn!(address = %instance.address, %error, "skipping a node with an unusable address");

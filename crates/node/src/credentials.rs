@@ -10,6 +10,79 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tower::{Layer, Service};
 
+/// What a node presents and checks on calls inside the cluster: a signature under the
+/// call key and, with `security.mtls`, mutual TLS.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterCredentials {
+    pub key: CallKey,
+    pub tls: Option<MutualTls>,
+}
+
+/// Both sides of mutual TLS between nodes, read once from `security.mtls`.
+#[derive(Clone)]
+pub struct MutualTls {
+    server: tonic::transport::ServerTlsConfig,
+    client: tonic::transport::ClientTlsConfig,
+}
+
+impl std::fmt::Debug for MutualTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MutualTls")
+    }
+}
+
+impl ClusterCredentials {
+    /// Reads the key and the PEM files; an unreadable file is an error naming its key.
+    pub fn from_config(security: &config::SecurityConfig) -> Result<Self, crate::NodeError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+        let key = CallKey::new(&security.call_key);
+        let Some(mtls) = &security.mtls else {
+            return Ok(Self { key, tls: None });
+        };
+        let read = |name: &str, path: &Option<std::path::PathBuf>| {
+            let key = format!("security.mtls.{name}");
+            let path = path.as_ref().ok_or_else(|| crate::NodeError::Tls {
+                key: key.clone(),
+                cause: "missing: mutual TLS takes ca, cert and key together".into(),
+            })?;
+            std::fs::read(path).map_err(|e| crate::NodeError::Tls {
+                key,
+                cause: format!("cannot read {}: {e}", path.display()),
+            })
+        };
+        let ca = Certificate::from_pem(read("ca", &mtls.ca)?);
+        let identity = Identity::from_pem(read("cert", &mtls.cert)?, read("key", &mtls.key)?);
+        Ok(Self {
+            key,
+            tls: Some(MutualTls {
+                server: ServerTlsConfig::new()
+                    .identity(identity.clone())
+                    .client_ca_root(ca.clone()),
+                client: ClientTlsConfig::new().ca_certificate(ca).identity(identity),
+            }),
+        })
+    }
+
+    /// Where to reach a node at `address` (`host:port`): `https` and this node's client
+    /// certificate under mutual TLS, plain `http` otherwise.
+    pub fn endpoint(&self, address: &str) -> Result<tonic::transport::Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| e.to_string())?;
+        match &self.tls {
+            Some(tls) => endpoint
+                .tls_config(tls.client.clone())
+                .map_err(|e| e.to_string()),
+            None => Ok(endpoint),
+        }
+    }
+
+    /// The server side: what a service requires of whoever connects to it.
+    pub fn server_tls(&self) -> Option<tonic::transport::ServerTlsConfig> {
+        self.tls.as_ref().map(|tls| tls.server.clone())
+    }
+}
+
 pub const TIMESTAMP_HEADER: &str = "x-ms-call-ts";
 pub const SIGNATURE_HEADER: &str = "x-ms-call-sig";
 

@@ -25,4 +25,8 @@ pub enum NodeError {
 
     #[error("{what} failed: {cause}")]
     Serve { what: &'static str, cause: String },
+
+    /// A TLS setting that cannot be used; `key` is the configuration key.
+    #[error("{key}: {cause}")]
+    Tls { key: String, cause: String },
 }

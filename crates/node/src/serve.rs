@@ -17,7 +17,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::advertise::{join_host_port, resolve_host};
-use crate::credentials::{CallKey, RequireCredentialLayer};
+use crate::credentials::{ClusterCredentials, RequireCredentialLayer};
 use crate::{NodeError, membership};
 
 /// What a node is and what it serves.
@@ -148,12 +148,20 @@ pub async fn run_node(
     let drain = CancellationToken::new();
     let mut servers = JoinSet::new();
     let rpc_drain = drain.clone();
-    let key = if spec.require_call_credential {
-        CallKey::new(&config.security.call_key)
+    // The gateway's callers come from outside: neither signature nor client certificate.
+    let cluster = if spec.require_call_credential {
+        ClusterCredentials::from_config(&config.security)?
     } else {
-        CallKey::default()
+        ClusterCredentials::default()
     };
-    let credentials = RequireCredentialLayer::new(key, config.security.max_clock_skew);
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = cluster.server_tls() {
+        server = server.tls_config(tls).map_err(|e| NodeError::Tls {
+            key: "security.mtls".to_owned(),
+            cause: e.to_string(),
+        })?;
+    }
+    let credentials = RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew);
     let service_name = spec.service.clone();
     // One span per call, so that whatever a handler logs says which call it was in.
     let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
@@ -173,7 +181,7 @@ pub async fn run_node(
         });
     servers.spawn(
         async move {
-            tonic::transport::Server::builder()
+            server
                 .layer(calls)
                 .layer(credentials)
                 .add_routes(routes)

@@ -234,3 +234,148 @@ async fn every_service_node_serves_health_and_reflection() {
         );
     }
 }
+
+/// PEM files of the mutual-TLS test cluster (see testdata/mtls/README.md).
+fn mtls_file(name: &str) -> String {
+    format!("{}/testdata/mtls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn tls_channel(address: &str, identity: Option<(&str, &str)>) -> Result<Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |name: &str| std::fs::read(mtls_file(name)).expect("test PEM file");
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("cluster-ca.pem")));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert), read(key)));
+    }
+    Channel::from_shared(format!("https://{address}"))
+        .expect("uri")
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_services_answer_only_callers_with_a_cluster_certificate() {
+    let etcd = require!(Etcd::start().await);
+    let (ca, cert, key) = (
+        mtls_file("cluster-ca.pem"),
+        mtls_file("node.pem"),
+        mtls_file("node.key"),
+    );
+    let mtls = [
+        ("MS_ADVERTISE_HOST", "127.0.0.1"),
+        ("MS_SECURITY__MTLS__CA", ca.as_str()),
+        ("MS_SECURITY__MTLS__CERT", cert.as_str()),
+        ("MS_SECURITY__MTLS__KEY", key.as_str()),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        mtls.iter().chain(extra).copied().collect()
+    };
+    let args = |rest: &[&str]| -> Vec<String> {
+        ["--rpc-port", "0", "--etcd-addr", &etcd.etcd_addr()]
+            .iter()
+            .chain(rest)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let user_args = args(&[]);
+    let user = Node::start(
+        "user",
+        "user-mtls",
+        &user_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &with(&[("MS_USER__TOKEN_SECRET", SECRET)]),
+    );
+    let order_args = args(&[]);
+    let order = Node::start(
+        "order",
+        "order-mtls",
+        &order_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &with(&[]),
+    );
+    let gateway_args = args(&["--http-port", "0"]);
+    let gateway = Node::start(
+        "gateway",
+        "gateway-mtls",
+        &gateway_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &with(&[]),
+    );
+    let user_address = user.listening("rpc").await;
+    order.listening("rpc").await;
+    let http = gateway.listening("http").await;
+
+    // Through the gateway, and from order to user: every hop inside is mutual TLS.
+    let client = tests::http::HttpClient::default();
+    let body = serde_json::json!({"username": "tlsuser", "password": "tls-password"});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = client
+            .post(&format!("http://{http}/api/user/Register"), &body)
+            .await;
+        match reply {
+            Ok(reply) if reply.status == 200 => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "Register through the gateway never answered 200: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let order_body = serde_json::json!({"username": "tlsuser", "item": "book"});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = client
+            .post(&format!("http://{http}/api/order/Create"), &order_body)
+            .await;
+        match reply {
+            Ok(reply) if reply.status == 200 => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "Create through the gateway never answered 200: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Directly: only a client with a certificate of the cluster's CA gets an answer.
+    let exists = || ExistsRequest {
+        username: "tlsuser".into(),
+    };
+    let plain = match Channel::from_shared(format!("http://{user_address}"))
+        .expect("uri")
+        .connect()
+        .await
+    {
+        Ok(channel) => UserServiceClient::new(channel)
+            .exists(exists())
+            .await
+            .map(|_| ())
+            .map_err(|s| s.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(plain.is_err(), "plaintext call answered");
+    for identity in [None, Some(("outsider.pem", "outsider.key"))] {
+        let refused = match tls_channel(&user_address, identity).await {
+            Ok(channel) => UserServiceClient::new(channel)
+                .exists(exists())
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string()),
+            Err(e) => Err(e),
+        };
+        assert!(refused.is_err(), "TLS call with {identity:?} answered");
+    }
+    let trusted = tls_channel(&user_address, Some(("node.pem", "node.key")))
+        .await
+        .expect("TLS with the cluster's certificate connects");
+    assert!(
+        UserServiceClient::new(trusted)
+            .exists(exists())
+            .await
+            .expect("a call with the cluster's certificate is answered")
+            .into_inner()
+            .exists
+    );
+}

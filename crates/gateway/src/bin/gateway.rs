@@ -69,11 +69,11 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let http = node::serve::bind(loaded.node.http_port).await?;
     let shutdown = CancellationToken::new();
     node::shutdown::cancel_on_signal(shutdown.clone());
-    let key = node::credentials::CallKey::new(&loaded.node.security.call_key);
+    let credentials = node::credentials::ClusterCredentials::from_config(&loaded.node.security)?;
     let (spec, live_routes) = gateway::node_spec(
         registry.clone(),
         &loaded.service,
-        key,
+        credentials,
         http,
         shutdown.clone(),
     );

@@ -29,8 +29,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     };
     let connected = node::backend::connect(&loaded.node).await?;
     let registry = connected.registry();
-    let key = node::credentials::CallKey::new(&loaded.node.security.call_key);
-    let users = node::client::service_channel(registry.clone(), "user", key)
+    let credentials = node::credentials::ClusterCredentials::from_config(&loaded.node.security)?;
+    let users = node::client::service_channel(registry.clone(), "user", credentials)
         .await
         .map_err(|source| NodeError::Registry {
             backend: registry.describe(),
