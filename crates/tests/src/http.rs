@@ -80,6 +80,29 @@ impl HttpClient {
             .await
     }
 
+    /// Repeats a JSON POST until it answers `status` (the cluster settling: discovery,
+    /// health checks); the last reply when it did, a panic after `patience`.
+    pub async fn post_until(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        status: u16,
+        patience: std::time::Duration,
+    ) -> Reply {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let reply = self.post(url, body).await;
+            match reply {
+                Ok(reply) if reply.status == status => return reply,
+                other => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "POST {url} never answered {status} within {patience:?}; last: {other:?}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// A JSON POST with an `Authorization` header.
     pub async fn post_authorized(
         &self,

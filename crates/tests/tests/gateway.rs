@@ -1152,26 +1152,8 @@ async fn a_node_failing_its_health_checks_leaves_rotation_until_they_pass() {
     let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &config, Some(readiness)).await;
     let echo_url = format!("http://{}/api/probe/Echo", gateway.http);
     let hi = json!({"text": "hi"});
-    // Polls until Echo answers `status`, which the health checks bring about.
-    let until = |status: u16| {
-        let (client, echo_url, hi) = (&client, &echo_url, &hi);
-        async move {
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                let reply = client.post(echo_url, hi).await.unwrap();
-                if reply.status == status {
-                    return reply;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "Echo never answered {status}: {} {}",
-                    reply.status,
-                    reply.text
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    // Echo until it answers `status`, which the health checks bring about.
+    let until = |status: u16| client.post_until(&echo_url, &hi, status, PATIENCE);
     until(200).await;
 
     // The node says it cannot work: its checks fail and the gateway stops sending to it.

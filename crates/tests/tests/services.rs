@@ -308,36 +308,25 @@ async fn with_mutual_tls_services_answer_only_callers_with_a_cluster_certificate
 
     // Through the gateway, and from order to user: every hop inside is mutual TLS.
     let client = tests::http::HttpClient::default();
-    let body = serde_json::json!({"username": "tlsuser", "password": "tls-password"});
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = client
-            .post(&format!("http://{http}/api/user/Register"), &body)
-            .await;
-        match reply {
-            Ok(reply) if reply.status == 200 => break,
-            other => assert!(
-                tokio::time::Instant::now() < deadline,
-                "Register through the gateway never answered 200: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let patience = Duration::from_secs(60);
+    let account = serde_json::json!({"username": "tlsuser", "password": "tls-password"});
+    client
+        .post_until(
+            &format!("http://{http}/api/user/Register"),
+            &account,
+            200,
+            patience,
+        )
+        .await;
     let order_body = serde_json::json!({"username": "tlsuser", "item": "book"});
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = client
-            .post(&format!("http://{http}/api/order/Create"), &order_body)
-            .await;
-        match reply {
-            Ok(reply) if reply.status == 200 => break,
-            other => assert!(
-                tokio::time::Instant::now() < deadline,
-                "Create through the gateway never answered 200: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    client
+        .post_until(
+            &format!("http://{http}/api/order/Create"),
+            &order_body,
+            200,
+            patience,
+        )
+        .await;
 
     // Directly: only a client with a certificate of the cluster's CA gets an answer.
     let exists = || ExistsRequest {
