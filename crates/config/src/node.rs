@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,21 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+impl TlsConfig {
+    /// `(ca, cert, key)` when all three are set, as mutual TLS needs; otherwise why not.
+    pub fn mutual_files(&self) -> Result<(&Path, &Path, &Path), String> {
+        fn need<'a>(name: &str, file: &'a Option<PathBuf>) -> Result<&'a Path, String> {
+            file.as_deref()
+                .ok_or_else(|| format!("has no {name}: mutual TLS takes ca, cert and key together"))
+        }
+        Ok((
+            need("ca", &self.ca)?,
+            need("cert", &self.cert)?,
+            need("key", &self.key)?,
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -177,15 +192,8 @@ impl crate::Validate for NodeConfig {
         if let Err(e) = registry::validate_name("namespace", &registry.namespace) {
             return bad("registry.namespace", e.to_string());
         }
-        if let Some(mtls) = &self.security.mtls {
-            for (name, file) in [("ca", &mtls.ca), ("cert", &mtls.cert), ("key", &mtls.key)] {
-                if file.is_none() {
-                    return bad(
-                        "security.mtls",
-                        format!("has no {name}: mutual TLS takes ca, cert and key together"),
-                    );
-                }
-            }
+        if let Some(Err(reason)) = self.security.mtls.as_ref().map(TlsConfig::mutual_files) {
+            return bad("security.mtls", reason);
         }
         if registry.backend == Backend::Etcd
             && let Err(registry::RegistryError::InvalidInput { reason, .. }) = registry.endpoints()

@@ -211,14 +211,18 @@ async fn call(
         authorization.as_deref(),
     )?;
     metadata.push((REQUEST_ID.to_owned(), id.to_owned()));
-    let admission = match &guards.breaker {
-        Some((_, breaker)) => Some(lock(breaker).admit().map_err(|wait| {
-            Failure::new(
-                Code::Unavailable,
-                format!("circuit open for {service:?}: its calls keep failing"),
-            )
-            .retry_after(wait)
-        })?),
+    // The breaker, when the route has one, with how it let this call through.
+    let breaker = match &guards.breaker {
+        Some((_, breaker)) => {
+            let admission = lock(breaker).admit().map_err(|wait| {
+                Failure::new(
+                    Code::Unavailable,
+                    format!("circuit open for {service:?}: its calls keep failing"),
+                )
+                .retry_after(wait)
+            })?;
+            Some((breaker, admission))
+        }
         None => None,
     };
     let outcome = async {
@@ -314,7 +318,7 @@ async fn call(
         }
     }
     .await;
-    if let (Some((_, breaker)), Some(admission)) = (&guards.breaker, admission) {
+    if let Some((breaker, admission)) = breaker {
         let failed = outcome
             .as_ref()
             .err()
@@ -602,7 +606,6 @@ fn is_server_failure(code: Code) -> bool {
     )
 }
 
-/// The call never reached the node: nothing ran there, so another node may take it.
 /// `0.10.2` after `0.9.7`: numeric parts compare as numbers, the rest as text.
 fn version_order(version: &str) -> Vec<(u64, &str)> {
     version
@@ -611,6 +614,7 @@ fn version_order(version: &str) -> Vec<(u64, &str)> {
         .collect()
 }
 
+/// The call never reached the node: nothing ran there, so another node may take it.
 fn is_connect_failure(status: &tonic::Status) -> bool {
     if status.code() != Code::Unavailable {
         return false;

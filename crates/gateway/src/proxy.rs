@@ -52,20 +52,16 @@ async fn forward_to_a_node(
     method: &str,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
+    let serving = api.view.nodes_serving(grpc_service);
     // The route of the registry service whose nodes serve this gRPC service guards the
     // call here as on /api: its JWT check and its rate limit.
-    let service = api
-        .view
-        .nodes_serving(grpc_service)
-        .first()
-        .map(|node| node.instance.service.clone());
-    if let Some(service) = service {
-        let route = api.routes.route(&service);
+    if let Some(service) = serving.first().map(|node| node.instance.service.as_str()) {
+        let route = api.routes.route(service);
         let authorization = parts
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match admit(api, &service, &route, method, authorization) {
+        match admit(api, service, &route, method, authorization) {
             Ok(admitted) => {
                 for (name, value) in admitted.claims {
                     if let (Ok(name), Ok(value)) = (
@@ -83,11 +79,10 @@ async fn forward_to_a_node(
     let round_robin = std::sync::atomic::AtomicUsize::new(0);
     let mut tried = Vec::new();
     loop {
-        let candidates: Vec<_> = api
-            .view
-            .nodes_serving(grpc_service)
-            .into_iter()
+        let candidates: Vec<_> = serving
+            .iter()
             .filter(|n| !api.view.is_set_aside(n) && !tried.contains(&n.instance.id))
+            .cloned()
             .collect();
         let Some(node) = balance::pick(&candidates, Default::default(), &round_robin, method)
         else {

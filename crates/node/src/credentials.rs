@@ -39,19 +39,18 @@ impl ClusterCredentials {
         let Some(mtls) = &security.mtls else {
             return Ok(Self { key, tls: None });
         };
-        let read = |name: &str, path: &Option<std::path::PathBuf>| {
-            let key = format!("security.mtls.{name}");
-            let path = path.as_ref().ok_or_else(|| crate::NodeError::Tls {
-                key: key.clone(),
-                cause: "missing: mutual TLS takes ca, cert and key together".into(),
-            })?;
+        let (ca, cert, key_file) = mtls.mutual_files().map_err(|cause| crate::NodeError::Tls {
+            key: "security.mtls".to_owned(),
+            cause,
+        })?;
+        let read = |name: &str, path: &std::path::Path| {
             std::fs::read(path).map_err(|e| crate::NodeError::Tls {
-                key,
+                key: format!("security.mtls.{name}"),
                 cause: format!("cannot read {}: {e}", path.display()),
             })
         };
-        let ca = Certificate::from_pem(read("ca", &mtls.ca)?);
-        let identity = Identity::from_pem(read("cert", &mtls.cert)?, read("key", &mtls.key)?);
+        let ca = Certificate::from_pem(read("ca", ca)?);
+        let identity = Identity::from_pem(read("cert", cert)?, read("key", key_file)?);
         Ok(Self {
             key,
             tls: Some(MutualTls {
