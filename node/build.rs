@@ -12,7 +12,7 @@ fn main() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=MS_GIT_COMMIT={commit}");
-    for path in ["../../.git/HEAD", "../../.git/refs/heads"] {
+    for path in ["../.git/HEAD", "../.git/refs/heads"] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

@@ -131,7 +131,7 @@ async fn print_config_shows_the_effective_layers() {
 
 #[tokio::test]
 async fn every_checked_in_config_loads() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
     for (binary, file) in [
         ("gateway", "gateway.toml"),
         ("user", "user.toml"),
