@@ -35,6 +35,13 @@ impl Flags {
         self
     }
 
+    /// Adds every entry of `other`, which wins where both set a key.
+    pub fn extend(&mut self, other: &Flags) -> &mut Self {
+        self.entries
+            .extend(other.entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
     fn as_json(&self) -> serde_json::Value {
         let mut root = serde_json::Map::new();
         for (key, (_, value)) in &self.entries {

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use config::NoSections;
+use node::backend::Connected;
 use node::cli::CommonArgs;
-use node::{NodeError, NodeSpec};
-use registry::Registry;
+use node::{Launch, NodeError, Service};
 use registry_memory::MemoryRegistry;
 use serde::{Deserialize, Serialize};
-use services::user::{MemoryUserStore, UserSection, UserStore};
+use services::user::{MemoryUserStore, UserSection, UserSettings, UserStore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -87,8 +88,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let Some(loaded) = node::cli::load_config_with::<StackSettings>(&cli.common, &flags)? else {
         return Ok(());
     };
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
+    let backend = Connected::Memory(MemoryRegistry::new());
+    let accounts: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
     let shutdown = CancellationToken::new();
     node::shutdown::cancel_on_signal(shutdown.clone());
 
@@ -96,60 +97,46 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let gateway_config = loaded.node.clone();
     let mut service_config = loaded.node.clone();
     service_config.rpc_port = 0;
-
-    let credentials = node::credentials::ClusterCredentials::from_config(&loaded.node.security)?;
-    let mut nodes = JoinSet::new();
-    let http = node::serve::bind(gateway_config.http_port).await?;
-    let (gateway, _routes) = gateway::node_spec(
-        registry.clone(),
-        &loaded.service.gateway,
-        credentials.clone(),
-        http,
-        shutdown.clone(),
-    );
-    spawn(
-        &mut nodes,
-        "gateway",
-        1,
-        gateway,
-        gateway_config,
-        &registry,
-        &shutdown,
-    );
-    for n in 1..=loaded.service.stack.users {
-        let spec = services::user::node_spec(&loaded.service.user, users.clone());
-        spawn(
-            &mut nodes,
-            "user",
-            n,
-            spec,
-            service_config.clone(),
-            &registry,
-            &shutdown,
+    // One development secret for every user node, so that a token one node issues is
+    // accepted by the others (a real deployment sets user.token_secret).
+    let mut users = UserSettings {
+        user: loaded.service.user.clone(),
+    };
+    if users.user.token_secret.is_empty() {
+        users.user.token_secret = format!(
+            "dev-stack-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
         );
     }
+
+    let mut stack = Stack {
+        nodes: JoinSet::new(),
+        backend,
+        shutdown: shutdown.clone(),
+    };
+    stack.spawn(
+        1,
+        gateway::service(),
+        gateway_config,
+        loaded.service.gateway.clone(),
+    );
+    for n in 1..=loaded.service.stack.users {
+        let user = services::user::service_with_store(accounts.clone());
+        stack.spawn(n, user, service_config.clone(), users.clone());
+    }
     for n in 1..=loaded.service.stack.orders {
-        let channel = node::client::service_channel(registry.clone(), "user", credentials.clone())
-            .await
-            .map_err(|source| NodeError::Registry {
-                backend: registry.describe(),
-                source,
-            })?;
-        let spec = services::order::node_spec(channel);
-        spawn(
-            &mut nodes,
-            "order",
+        stack.spawn(
             n,
-            spec,
+            services::order::service(),
             service_config.clone(),
-            &registry,
-            &shutdown,
+            NoSections {},
         );
     }
 
     // One node failing takes the stack down: a half stack would only confuse.
     let mut first_error = None;
-    while let Some(ended) = nodes.join_next().await {
+    while let Some(ended) = stack.nodes.join_next().await {
         let error = match ended {
             Ok(Ok(())) => continue,
             Ok(Err(error)) => error,
@@ -164,19 +151,28 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     first_error.map_or(Ok(()), Err)
 }
 
-fn spawn(
-    nodes: &mut JoinSet<Result<(), NodeError>>,
-    service: &'static str,
-    n: usize,
-    spec: NodeSpec,
-    config: config::NodeConfig,
-    registry: &Arc<dyn Registry>,
-    shutdown: &CancellationToken,
-) {
-    let registry = registry.clone();
-    let shutdown = shutdown.clone();
-    let span = tracing::info_span!("node", %service, n);
-    nodes.spawn(
-        async move { node::run_node(spec, &config, registry, shutdown).await }.instrument(span),
-    );
+/// The nodes of the stack, on one backend, stopped together.
+struct Stack {
+    nodes: JoinSet<Result<(), NodeError>>,
+    backend: Connected,
+    shutdown: CancellationToken,
+}
+
+impl Stack {
+    fn spawn<S: Send + 'static>(
+        &mut self,
+        n: usize,
+        service: Service<S>,
+        config: config::NodeConfig,
+        settings: S,
+    ) {
+        let span = tracing::info_span!("node", service = %service.name(), n);
+        let launch = Launch {
+            config,
+            settings,
+            backend: self.backend.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        self.nodes.spawn(service.serve(launch).instrument(span));
+    }
 }

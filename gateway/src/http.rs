@@ -14,6 +14,7 @@ use crate::api::{self, Api};
 pub fn router(api: Arc<Api>) -> Router {
     let cors = cors(&api.settings.cors_allow_origins);
     let router = Router::new()
+        .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
         .route("/cluster", get(cluster))
         .route("/routes", get(routes))
@@ -49,6 +50,30 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static(api::SERVED_BY),
             ]),
     )
+}
+
+/// `GET /`: where to go from here, with the services the gateway routes to right now.
+async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
+    let services: std::collections::BTreeSet<String> = api
+        .view
+        .nodes()
+        .iter()
+        .map(|node| node.instance.service.clone())
+        .filter(|service| service != "gateway")
+        .collect();
+    let calls: Vec<String> = services
+        .iter()
+        .map(|service| format!("/api/{service}/{{method}}"))
+        .collect();
+    Json(json!({
+        "gateway": "rust-ms",
+        "api": "POST /api/{service}/{method} with a JSON body (GET with query parameters for simple reads); an unknown method answers 404 listing the service's methods",
+        "services": calls,
+        "cluster": "/cluster: the live nodes, by service",
+        "routes": "/routes: the route table in force",
+        "health": "/healthz",
+        "grpc": "native gRPC on the gateway's rpc port, passed through to the service's nodes",
+    }))
 }
 
 /// `GET /cluster`: the live nodes the gateway routes to, by service.

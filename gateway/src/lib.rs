@@ -20,46 +20,56 @@ pub mod status;
 
 use std::sync::Arc;
 
-use registry::Registry;
-use tokio_util::sync::CancellationToken;
+use node::backend::Connected;
+use node::{Context, Serve, Service};
 
 use crate::api::Api;
 use crate::live_routes::LiveRoutes;
 use crate::settings::GatewaySettings;
 
-/// The gateway node: HTTP API and gRPC pass-through over a live view of the cluster.
-/// The returned [`LiveRoutes`] can be fed from etcd.
-pub fn node_spec(
-    registry: Arc<dyn Registry>,
-    settings: &GatewaySettings,
-    credentials: node::credentials::ClusterCredentials,
-    http_listener: tokio::net::TcpListener,
-    stop: CancellationToken,
-) -> (node::NodeSpec, LiveRoutes) {
+/// The gateway node: registered as `gateway`, HTTP on `http_port` (`/api`, `/cluster`,
+/// `/routes`), native gRPC passed through on `rpc_port`, over a live view of the cluster.
+/// On etcd it follows the route table stored there (`gateway routes push`).
+pub fn service() -> Service<GatewaySettings> {
+    Service::new("gateway", env!("CARGO_PKG_VERSION"))
+        .about("The rust-ms API gateway")
+        .settings::<GatewaySettings>()
+        .setup(|context| async move { Ok(serve(context).await?) })
+}
+
+async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeError> {
+    let http = context.listen(context.config().http_port).await?;
+    let settings = context.settings();
     let options = cluster::ViewOptions {
         ejection: cluster::Ejection {
             after_failures: settings.gateway.eject_after_failures,
             for_how_long: settings.gateway.eject_for,
         },
         health_interval: settings.gateway.health_interval,
-        credentials,
+        credentials: context.credentials().clone(),
     };
-    let view = cluster::ClusterView::follow(registry, options, stop);
+    let view = cluster::ClusterView::follow(context.registry(), options, context.shutdown());
     let routes = LiveRoutes::new(settings.routes.clone());
-    let api = Arc::new(Api::new(view, routes.clone(), settings.gateway.clone()));
+    match context.backend() {
+        #[cfg(feature = "etcd")]
+        Connected::Etcd(etcd) => {
+            tokio::spawn(live_routes::etcd::follow(
+                etcd.client(),
+                etcd.namespace().to_owned(),
+                routes.clone(),
+                context.shutdown(),
+            ));
+        }
+        // The memory registry has no shared store: the configured routes are the table.
+        Connected::Memory(_) => {}
+    }
+    let api = Arc::new(Api::new(view, routes, settings.gateway.clone()));
     let passthrough = axum::Router::new()
         .fallback(proxy::forward)
         .with_state(api.clone());
-    let mut spec = node::NodeSpec::new(
-        "gateway",
-        env!("CARGO_PKG_VERSION"),
-        tonic::service::Routes::from(passthrough),
-    );
-    // Callers of the gateway come from outside; the gateway signs what it sends on.
-    spec.require_call_credential = false;
-    spec.http = Some(node::HttpServer {
-        listener: http_listener,
-        router: http::router(api),
-    });
-    (spec, routes)
+    Ok(Serve::new()
+        .fallback(passthrough)
+        .http(http, http::router(api))
+        // Callers of the gateway come from outside; the gateway signs what it sends on.
+        .open_to_callers_outside_the_cluster())
 }

@@ -53,22 +53,23 @@ impl CommonArgs {
 /// Parses the command line; help and version print and exit 0, a bad flag prints one line
 /// and exits 2.
 pub fn parse<T: Parser>() -> Result<T, ExitCode> {
-    match T::try_parse() {
-        Ok(parsed) => Ok(parsed),
-        Err(error) => {
-            use clap::error::ErrorKind;
-            match error.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = error.print();
-                    Err(ExitCode::SUCCESS)
-                }
-                _ => {
-                    let rendered = error.render().to_string();
-                    let first = rendered.lines().next().unwrap_or("bad command line");
-                    eprintln!("{first}");
-                    Err(ExitCode::from(2))
-                }
-            }
+    T::try_parse().map_err(exit_for)
+}
+
+/// What a command-line error means for the process: help and version are printed (exit
+/// 0); anything else is one line on stderr and exit 2.
+pub fn exit_for(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad command line");
+            eprintln!("{first}");
+            ExitCode::from(2)
         }
     }
 }

@@ -26,6 +26,14 @@ pub enum NodeError {
     #[error("{what} failed: {cause}")]
     Serve { what: &'static str, cause: String },
 
+    /// The service's own setup (stores, clients) failed.
+    #[error("{service}: {source}")]
+    Setup {
+        service: String,
+        #[source]
+        source: crate::service::BoxError,
+    },
+
     /// A TLS setting that cannot be used; `key` is the configuration key.
     #[error("{key}: {cause}")]
     Tls { key: String, cause: String },

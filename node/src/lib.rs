@@ -11,10 +11,12 @@ mod error;
 pub mod logging;
 pub mod membership;
 pub mod serve;
+pub mod service;
 pub mod shutdown;
 
 pub use error::NodeError;
 pub use serve::{HttpServer, NodeSpec, run_node};
+pub use service::{BoxError, Context, Launch, Serve, Service};
 
 /// The header that carries one request's id from the gateway through every node it reaches.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -22,6 +24,15 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// JWT claims the gateway verified travel to services as metadata under this prefix
 /// (`sub` → `x-jwt-sub`); the gateway never passes a caller's own such headers on.
 pub const CLAIM_HEADER_PREFIX: &str = "x-jwt-";
+
+/// `rust-ms 0.1.0, commit abc123def456`: the framework a service's `--version` names
+/// after the service's own version.
+pub const FRAMEWORK: &str = concat!(
+    "rust-ms ",
+    env!("CARGO_PKG_VERSION"),
+    ", commit ",
+    env!("MS_GIT_COMMIT")
+);
 
 /// `0.1.0 (commit abc123def456)`: what `--version` prints after the binary's name.
 pub const VERSION: &str = concat!(

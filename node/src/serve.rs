@@ -131,19 +131,25 @@ pub async fn run_node(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in &spec.descriptor_sets {
-        reflection = reflection.register_encoded_file_descriptor_set(set);
-    }
-    let reflection = reflection.build_v1().map_err(|e| NodeError::Serve {
+    // Reflection in both protocol versions: many tools still speak only v1alpha.
+    let reflection = || {
+        spec.descriptor_sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let reflection_failed = |e: tonic_reflection::server::Error| NodeError::Serve {
         what: "building gRPC reflection",
         cause: e.to_string(),
-    })?;
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_failed)?;
     let routes = spec
         .routes
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
 
     let drain = CancellationToken::new();
     let mut servers = JoinSet::new();

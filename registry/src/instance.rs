@@ -8,8 +8,13 @@ use crate::{RegistryError, validate_address, validate_name};
 /// One running node of one service, as every other node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
+    /// In a registry, taken from the key: a value written by another program need not
+    /// repeat it.
+    #[serde(default)]
     pub service: String,
-    /// Stable for the life of the process; unique within the service.
+    /// Stable for the life of the process; unique within the service. Like `service`,
+    /// taken from the key.
+    #[serde(default)]
     pub id: String,
     /// `host:port` other nodes dial.
     pub address: String,

@@ -3,9 +3,15 @@
 //! [`Registry`] is the whole contract: register an instance, take a snapshot of what is
 //! registered, and watch what changes after that snapshot. Backends live in their own
 //! crates (`registry-etcd`, `registry-memory`) and prove they keep the contract by passing
-//! the [`conformance`] suite.
+//! the conformance suite (the `conformance` feature, for backends' tests only).
+//!
+//! Three audiences read this crate: services and the gateway use [`Registry`] to register
+//! and to discover ([`Registry::discover`], [`Membership`]); a backend author implements
+//! [`Registry`] with the plumbing exported here for them ([`Leaser`] and [`Registered`] for
+//! keepalive, [`WatchSender`] for watches); and a backend's tests run `conformance_suite!`.
 
 mod backoff;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod endpoints;
 mod error;

@@ -5,6 +5,32 @@ use crate::{Registered, Registration, RegistryError, Scope, Snapshot, Watch};
 /// Where nodes register themselves and discover each other.
 ///
 /// The trait is object safe: nodes hold an `Arc<dyn Registry>` chosen from configuration.
+///
+/// ```
+/// use std::sync::Arc;
+/// use registry::{Change, Instance, Registration, Registry, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), registry::RegistryError> {
+/// // Any backend: etcd in production, memory in tests and the dev stack.
+/// let registry: Arc<dyn Registry> = Arc::new(registry_memory::MemoryRegistry::new());
+///
+/// // A follower lists what is there, then hears every change after that.
+/// let (snapshot, mut watch) = registry.discover(&Scope::service("user")).await?;
+/// assert!(snapshot.instances.is_empty());
+///
+/// // A node registers itself; the handle keeps it alive until it deregisters.
+/// let node = Registration::new(Instance::new("user", "127.0.0.1:9010"));
+/// let registered = registry.register(node).await?;
+/// let event = watch.next().await.expect("the watch is open");
+/// assert!(matches!(&event.change, Change::Joined(i) if i.address == "127.0.0.1:9010"));
+///
+/// registered.deregister().await?;
+/// let event = watch.next().await.expect("the watch is open");
+/// assert!(matches!(&event.change, Change::Left(_)));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Registry: Send + Sync {
     /// Registers an instance and keeps it alive in the background until the returned

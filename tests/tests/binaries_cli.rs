@@ -39,7 +39,7 @@ async fn version_prints_the_name_the_version_and_the_commit() {
             line.starts_with(&format!("{binary} {}", env!("CARGO_PKG_VERSION"))),
             "{line}"
         );
-        assert!(line.contains("(commit "), "{line}");
+        assert!(line.contains("commit "), "{line}");
     }
 }
 

@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gateway::settings::GatewaySettings;
 use node::NodeError;
 use node::backend::Connected;
 use node::cli::CommonArgs;
-use tokio_util::sync::CancellationToken;
 
 /// The rust-ms API gateway.
 #[derive(Debug, Parser)]
@@ -47,49 +45,20 @@ enum RoutesAction {
 }
 
 fn main() -> ExitCode {
-    match node::cli::parse::<Cli>() {
-        Ok(cli) => node::cli::run("gateway", run(cli)),
-        Err(code) => code,
-    }
-}
-
-async fn run(cli: Cli) -> Result<(), NodeError> {
-    let mut flags = cli.common.flags();
-    if let Some(port) = cli.http_port {
-        flags.set("http_port", "--http-port", port);
-    }
-    let Some(loaded) = node::cli::load_config_with::<GatewaySettings>(&cli.common, &flags)? else {
-        return Ok(());
+    let cli = match node::cli::parse::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
-    let connected = node::backend::connect(&loaded.node).await?;
-    if let Some(Command::Routes { action }) = cli.command {
-        return routes_command(&connected, action).await;
+    let mut gateway = gateway::service();
+    if let Some(port) = cli.http_port {
+        gateway = gateway.flag("http_port", "--http-port", port);
     }
-    let registry = connected.registry();
-    let http = node::serve::bind(loaded.node.http_port).await?;
-    let shutdown = CancellationToken::new();
-    node::shutdown::cancel_on_signal(shutdown.clone());
-    let credentials = node::credentials::ClusterCredentials::from_config(&loaded.node.security)?;
-    let (spec, live_routes) = gateway::node_spec(
-        registry.clone(),
-        &loaded.service,
-        credentials,
-        http,
-        shutdown.clone(),
-    );
-    match &connected {
-        #[cfg(feature = "etcd")]
-        Connected::Etcd(etcd) => {
-            tokio::spawn(gateway::live_routes::etcd::follow(
-                etcd.client(),
-                etcd.namespace().to_owned(),
-                live_routes,
-                shutdown.clone(),
-            ));
-        }
-        Connected::Memory(_) => drop(live_routes),
+    match cli.command {
+        None => gateway.run_with_args(cli.common),
+        Some(Command::Routes { action }) => gateway.run_command(cli.common, |context| async move {
+            Ok(routes_command(context.backend(), action).await?)
+        }),
     }
-    node::run_node(spec, &loaded.node, registry, shutdown).await
 }
 
 #[cfg(feature = "etcd")]

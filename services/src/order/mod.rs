@@ -1,6 +1,6 @@
 //! The `order` service: `order.v1.OrderService`, which checks users through `user`.
 
-use node::client::ServiceChannel;
+use rust_ms::{Serve, Service, ServiceChannel};
 use tonic::{Code, Request, Response, Status};
 
 use crate::proto::order::v1::order_service_server::{OrderService as OrderApi, OrderServiceServer};
@@ -17,7 +17,7 @@ pub struct OrderService {
 }
 
 impl OrderService {
-    /// `users` is a channel to the user service, as `node::client::service_channel` builds.
+    /// `users` is a channel to the user service, as `Context::client` builds.
     pub fn new(users: ServiceChannel) -> Self {
         Self {
             users: UserServiceClient::new(users),
@@ -35,13 +35,13 @@ impl OrderApi for OrderService {
         &self,
         request: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
-        let subject_header = format!("{}sub", node::CLAIM_HEADER_PREFIX);
+        let subject_header = format!("{}sub", rust_ms::CLAIM_HEADER_PREFIX);
         let subject = request
             .metadata()
             .get(subject_header.as_str())
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let request_id = request.metadata().get(node::REQUEST_ID_HEADER).cloned();
+        let request_id = request.metadata().get(rust_ms::REQUEST_ID_HEADER).cloned();
         let CreateRequest { username, item } = request.into_inner();
         if let Some(subject) = subject
             && subject != username
@@ -58,7 +58,7 @@ impl OrderApi for OrderService {
         });
         // The same request id through every hop, for whoever reads the logs.
         if let Some(id) = request_id {
-            lookup.metadata_mut().insert(node::REQUEST_ID_HEADER, id);
+            lookup.metadata_mut().insert(rust_ms::REQUEST_ID_HEADER, id);
         }
         let exists = self
             .users
@@ -79,17 +79,19 @@ impl OrderApi for OrderService {
                 id: uuid::Uuid::new_v4().to_string(),
                 username,
                 item,
-                created_at_ms: registry::unix_millis_now() as i64,
+                created_at_ms: rust_ms::registry::unix_millis_now() as i64,
             }),
         }))
     }
 }
 
-/// The `order` node, calling `user` through `users`.
-pub fn node_spec(users: ServiceChannel) -> node::NodeSpec {
-    let routes = tonic::service::Routes::new(OrderService::new(users).into_server());
-    let mut spec = node::NodeSpec::new("order", env!("CARGO_PKG_VERSION"), routes);
-    spec.grpc_services = vec![GRPC_SERVICE.to_owned()];
-    spec.descriptor_sets = vec![crate::ORDER_DESCRIPTOR_SET];
-    spec
+/// The `order` service, calling `user` over a channel balanced across its nodes.
+pub fn service() -> Service {
+    Service::new("order", env!("CARGO_PKG_VERSION"))
+        .about("The rust-ms example order service, which calls user")
+        .descriptors(crate::ORDER_DESCRIPTOR_SET)
+        .setup(|context| async move {
+            let users = context.client("user").await?;
+            Ok(Serve::new().add(OrderService::new(users).into_server()))
+        })
 }

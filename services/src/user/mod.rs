@@ -19,10 +19,39 @@ pub const GRPC_SERVICE: &str = "user.v1.UserService";
 
 use std::sync::Arc;
 
-use tonic::service::Routes;
+use rust_ms::{Connected, Serve, Service};
 
-/// The `user` node: its gRPC service over `store`, configured by `[user]`.
-pub fn node_spec(section: &UserSection, store: Arc<dyn UserStore>) -> node::NodeSpec {
+/// The `user` service, its accounts on the store every node of it shares: etcd beside the
+/// registry, or one process's memory on the memory backend.
+pub fn service() -> Service<UserSettings> {
+    build(|backend| match backend {
+        Connected::Memory(_) => Arc::new(MemoryUserStore::new()),
+        #[cfg(feature = "etcd")]
+        Connected::Etcd(etcd) => Arc::new(EtcdUserStore::new(etcd.client(), etcd.namespace())),
+    })
+}
+
+/// The `user` service on a store the caller shares between its nodes (the dev stack runs
+/// three in one process).
+pub fn service_with_store(store: Arc<dyn UserStore>) -> Service<UserSettings> {
+    build(move |_| store)
+}
+
+fn build(
+    store: impl FnOnce(&Connected) -> Arc<dyn UserStore> + Send + 'static,
+) -> Service<UserSettings> {
+    Service::new("user", env!("CARGO_PKG_VERSION"))
+        .about("The rust-ms example account service")
+        .settings::<UserSettings>()
+        .descriptors(crate::USER_DESCRIPTOR_SET)
+        .setup(|context| async move {
+            let store = store(context.backend());
+            Ok(serve(&context.settings().user, store))
+        })
+}
+
+/// `user.v1.UserService` over `store`, configured by `[user]`.
+fn serve(section: &UserSection, store: Arc<dyn UserStore>) -> Serve {
     let secret = if section.token_secret.is_empty() {
         tracing::warn!(
             "user.token_secret is not set: this node signs tokens with a secret of its own, which no other node accepts"
@@ -40,12 +69,5 @@ pub fn node_spec(section: &UserSection, store: Arc<dyn UserStore>) -> node::Node
         TokenIssuer::new(secret.as_bytes(), section.token_ttl),
         section.min_password_len,
     );
-    let mut spec = node::NodeSpec::new(
-        "user",
-        env!("CARGO_PKG_VERSION"),
-        Routes::new(service.into_server()),
-    );
-    spec.grpc_services = vec![GRPC_SERVICE.to_owned()];
-    spec.descriptor_sets = vec![crate::USER_DESCRIPTOR_SET];
-    spec
+    Serve::new().add(service.into_server())
 }

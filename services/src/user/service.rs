@@ -94,7 +94,7 @@ impl crate::proto::user::v1::user_service_server::UserService for UserService {
             id: uuid::Uuid::new_v4().to_string(),
             username,
             password_hash: hash_password(password).await?,
-            created_at_ms: registry::unix_millis_now(),
+            created_at_ms: rust_ms::registry::unix_millis_now(),
         };
         let id = record.id.clone();
         self.store.insert(record).await.map_err(store_status)?;

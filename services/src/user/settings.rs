@@ -32,7 +32,7 @@ impl Default for UserSection {
     }
 }
 
-impl config::Validate for UserSettings {
+impl rust_ms::Validate for UserSettings {
     fn validate(&self) -> Result<(), (String, String)> {
         if self.user.min_password_len < 4 {
             return Err(("user.min_password_len".into(), "must be at least 4".into()));

@@ -32,7 +32,7 @@ impl TokenIssuer {
     }
 
     pub fn issue(&self, username: &str) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = registry::unix_millis_now() / 1000;
+        let now = rust_ms::registry::unix_millis_now() / 1000;
         let claims = Claims {
             sub: username.to_owned(),
             iss: ISSUER.to_owned(),

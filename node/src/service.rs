@@ -1,0 +1,488 @@
+//! The builder a service's `main` is written with: name, version, what it serves, its own
+//! configuration section, and `run()`. Everything else a node does — flags and figment
+//! layers, logging, the registry backend, gRPC with health and reflection, registration,
+//! membership, signals and drain — happens inside.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, FromArgMatches};
+use config::{Flags, NoSections, NodeConfig, Validate};
+use registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
+
+use crate::backend::Connected;
+use crate::cli::CommonArgs;
+use crate::client::ServiceChannel;
+use crate::credentials::ClusterCredentials;
+use crate::{HttpServer, NodeError, NodeSpec};
+
+/// Any error a service's setup may return; it stops start-up with one line.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type Setup<S> = Box<dyn FnOnce(Context<S>) -> BoxFuture<Result<Serve, BoxError>> + Send>;
+
+/// A rust-ms service: what it is called, what it serves, and how it starts.
+///
+/// ```no_run
+/// # mod greeter { pub const DESCRIPTORS: &[u8] = &[]; }
+/// use rust_ms_node::Service;
+///
+/// fn main() -> std::process::ExitCode {
+///     Service::new("greeter", "1.0.0")
+///         .descriptors(greeter::DESCRIPTORS)
+///         // .add(GreeterServer::new(Greeter)) for each tonic service
+///         .run()
+/// }
+/// ```
+pub struct Service<S = NoSections> {
+    name: String,
+    version: String,
+    about: Option<String>,
+    serve: Serve,
+    setup: Option<Setup<S>>,
+    flags: Flags,
+}
+
+impl Service<NoSections> {
+    /// A service registered as `name` (`user`, `order`) at `version`.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            about: None,
+            serve: Serve::new(),
+            setup: None,
+            flags: Flags::new(),
+        }
+    }
+
+    /// The service's own configuration sections, typed: `T` is read from the same layers
+    /// as the shared keys (file, `MS_` variables), and an unknown key or a bad value in it
+    /// stops start-up with the same one-line error that names the key and its source.
+    pub fn settings<T>(self) -> Service<T>
+    where
+        T: Send + 'static,
+    {
+        let setup = self.setup.map(|setup| -> Setup<T> {
+            Box::new(move |context: Context<T>| setup(context.map_settings(|_| NoSections {})))
+        });
+        Service {
+            name: self.name,
+            version: self.version,
+            about: self.about,
+            serve: self.serve,
+            setup,
+            flags: self.flags,
+        }
+    }
+}
+
+impl<S: Send + 'static> Service<S> {
+    /// One line for `--help`.
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+
+    /// Serves a tonic service (a generated `...Server`); its name goes to health checks and
+    /// to the registry, so that callers and the gateway find it.
+    pub fn add<Svc>(mut self, service: Svc) -> Self
+    where
+        Svc: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Svc::Response: axum::response::IntoResponse,
+        Svc::Future: Send + 'static,
+    {
+        self.serve = self.serve.add(service);
+        self
+    }
+
+    /// An encoded `FileDescriptorSet` describing the services, served by gRPC reflection
+    /// (`rust_ms::include_descriptors!()` after `rust_ms_build::compile_protos`).
+    pub fn descriptors(mut self, set: &'static [u8]) -> Self {
+        self.serve = self.serve.descriptors(set);
+        self
+    }
+
+    /// Work done once the configuration is loaded and the registry connected, before the
+    /// node serves: open stores, build clients of other services (`context.client("user")`),
+    /// and return what to serve beside what [`Service::add`] gave.
+    pub fn setup<F, Fut>(mut self, setup: F) -> Self
+    where
+        F: FnOnce(Context<S>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Serve, BoxError>> + Send + 'static,
+    {
+        self.setup = Some(Box::new(move |context| Box::pin(setup(context))));
+        self
+    }
+
+    /// A value for a dotted configuration key, set by a flag of the binary's own
+    /// (`flag` is how errors name it): the strongest layer.
+    pub fn flag(mut self, key: &str, flag: &str, value: impl Serialize) -> Self {
+        self.flags.set(key, flag, value);
+        self
+    }
+
+    /// The name the service registers under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Serves inside a running program, on a backend and configuration the caller holds
+    /// (the dev stack, tests), until `launch.shutdown` is cancelled; then leaves and drains.
+    pub async fn serve(self, launch: Launch<S>) -> Result<(), NodeError> {
+        let Launch {
+            config,
+            settings,
+            backend,
+            shutdown,
+        } = launch;
+        let registry = backend.registry();
+        let mut serve = self.serve;
+        if let Some(setup) = self.setup {
+            let credentials = ClusterCredentials::from_config(&config.security)?;
+            let context = Context {
+                settings,
+                config: config.clone(),
+                backend,
+                credentials,
+                shutdown: shutdown.clone(),
+            };
+            let added = setup(context).await.map_err(|source| NodeError::Setup {
+                service: self.name.clone(),
+                source,
+            })?;
+            serve = serve.merge(added);
+        }
+        let spec = serve.into_spec(self.name, self.version)?;
+        crate::run_node(spec, &config, registry, shutdown).await
+    }
+}
+
+impl<S> Service<S>
+where
+    S: DeserializeOwned + Serialize + Default + Validate + Send + 'static,
+{
+    /// The whole life of the binary: parses the command line (`--config`, `--rpc-port`,
+    /// `--etcd-addr`, `--registry`, `--advertise-host`, `--print-config`, `--version`,
+    /// GO-MS's spellings too), loads the configuration, installs logging, connects the
+    /// registry, serves until SIGINT or SIGTERM, then deregisters and drains. A failure
+    /// is one line on stderr and a non-zero exit.
+    pub fn run(self) -> ExitCode {
+        let version = format!("{} ({})", self.version, crate::FRAMEWORK);
+        let mut command = clap::Command::new(self.name.clone()).version(version);
+        if let Some(about) = &self.about {
+            command = command.about(about.clone());
+        }
+        let parsed = CommonArgs::augment_args(command)
+            .try_get_matches()
+            .and_then(|matches| CommonArgs::from_arg_matches(&matches));
+        match parsed {
+            Ok(args) => self.run_with_args(args),
+            Err(error) => crate::cli::exit_for(error),
+        }
+    }
+
+    /// [`Service::run`] for a binary that parsed its own command line around
+    /// [`CommonArgs`] (extra flags go in through [`Service::flag`]).
+    pub fn run_with_args(self, args: CommonArgs) -> ExitCode {
+        let name = self.name.clone();
+        crate::cli::run(&name, async move {
+            let Some(launch) = Launch::from_args(&args, &self.flags).await? else {
+                return Ok(());
+            };
+            self.serve(launch).await
+        })
+    }
+
+    /// Runs a one-shot command of the binary (`gateway routes show`) on the same
+    /// configuration and registry backend the service would use, instead of serving.
+    pub fn run_command<F, Fut>(self, args: CommonArgs, command: F) -> ExitCode
+    where
+        F: FnOnce(Context<S>) -> Fut,
+        Fut: Future<Output = Result<(), BoxError>>,
+    {
+        let name = self.name.clone();
+        crate::cli::run(&name, async move {
+            let Some(launch) = Launch::from_args(&args, &self.flags).await? else {
+                return Ok(());
+            };
+            let context = Context {
+                credentials: ClusterCredentials::from_config(&launch.config.security)?,
+                settings: launch.settings,
+                config: launch.config,
+                backend: launch.backend,
+                shutdown: launch.shutdown,
+            };
+            command(context).await.map_err(|source| NodeError::Setup {
+                service: self.name.clone(),
+                source,
+            })
+        })
+    }
+}
+
+/// What a node runs on: its configuration, its service's settings, the registry backend,
+/// and the token that stops it.
+pub struct Launch<S = NoSections> {
+    pub config: NodeConfig,
+    pub settings: S,
+    pub backend: Connected,
+    pub shutdown: CancellationToken,
+}
+
+impl<S> Launch<S>
+where
+    S: DeserializeOwned + Serialize + Default + Validate,
+{
+    /// Loads the configuration the command line names (`None` after `--print-config`),
+    /// connects the configured backend, and cancels the token on SIGINT or SIGTERM.
+    pub async fn from_args(args: &CommonArgs, extra: &Flags) -> Result<Option<Self>, NodeError> {
+        let mut flags = args.flags();
+        flags.extend(extra);
+        let Some(loaded) = crate::cli::load_config_with::<S>(args, &flags)? else {
+            return Ok(None);
+        };
+        let backend = crate::backend::connect(&loaded.node).await?;
+        let shutdown = CancellationToken::new();
+        crate::shutdown::cancel_on_signal(shutdown.clone());
+        Ok(Some(Self {
+            config: loaded.node,
+            settings: loaded.service,
+            backend,
+            shutdown,
+        }))
+    }
+}
+
+/// What a service's setup sees: its settings, the node's configuration, the registry, and
+/// a way to call other services by name.
+pub struct Context<S = NoSections> {
+    settings: S,
+    config: NodeConfig,
+    backend: Connected,
+    credentials: ClusterCredentials,
+    shutdown: CancellationToken,
+}
+
+impl<S> Context<S> {
+    /// The service's own configuration sections.
+    pub fn settings(&self) -> &S {
+        &self.settings
+    }
+
+    /// The keys every node shares (ports, registry, log, security).
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The registry, for discovery beyond [`Context::client`].
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        self.backend.registry()
+    }
+
+    /// The backend itself, for the rare part that needs more than the trait (a store kept
+    /// in the same etcd).
+    pub fn backend(&self) -> &Connected {
+        &self.backend
+    }
+
+    /// Cancelled when the node is asked to stop; background work of the service ends with it.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// A channel to every node of `service`, balanced, following joins and leaves, its
+    /// calls carrying this cluster's credentials. Wrap it in the generated client:
+    /// `UserServiceClient::new(context.client("user").await?)`.
+    pub async fn client(&self, service: &str) -> Result<ServiceChannel, NodeError> {
+        let registry = self.registry();
+        crate::client::service_channel(registry.clone(), service, self.credentials.clone())
+            .await
+            .map_err(|source| NodeError::Registry {
+                backend: registry.describe(),
+                source,
+            })
+    }
+
+    /// The cluster credentials (call key, mutual TLS) this node signs its calls with.
+    pub fn credentials(&self) -> &ClusterCredentials {
+        &self.credentials
+    }
+
+    /// Binds a TCP port on every interface, for an HTTP server beside gRPC.
+    pub async fn listen(&self, port: u16) -> Result<TcpListener, NodeError> {
+        crate::serve::bind(port).await
+    }
+
+    fn map_settings<T>(self, map: impl FnOnce(S) -> T) -> Context<T> {
+        Context {
+            settings: map(self.settings),
+            config: self.config,
+            backend: self.backend,
+            credentials: self.credentials,
+            shutdown: self.shutdown,
+        }
+    }
+}
+
+/// What a node serves: tonic services, the descriptors reflection shows, and optionally
+/// an HTTP server beside them.
+#[derive(Default)]
+pub struct Serve {
+    routes: RoutesBuilder,
+    fallback: Option<axum::Router>,
+    grpc_services: Vec<String>,
+    descriptor_sets: Vec<&'static [u8]>,
+    http: Option<HttpServer>,
+    metadata: BTreeMap<String, String>,
+    open_to_outside: bool,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Services added more than once, reported when the node starts.
+    duplicates: Vec<String>,
+}
+
+impl Serve {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves a tonic service; see [`Service::add`].
+    pub fn add<Svc>(mut self, service: Svc) -> Self
+    where
+        Svc: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Svc::Response: axum::response::IntoResponse,
+        Svc::Future: Send + 'static,
+    {
+        // Routing the same path twice would panic deep in axum: refuse it at start-up.
+        if self.grpc_services.iter().any(|name| name == Svc::NAME) {
+            self.duplicates.push(Svc::NAME.to_owned());
+            return self;
+        }
+        self.grpc_services.push(Svc::NAME.to_owned());
+        self.routes.add_service(service);
+        self
+    }
+
+    /// See [`Service::descriptors`].
+    pub fn descriptors(mut self, set: &'static [u8]) -> Self {
+        self.descriptor_sets.push(set);
+        self
+    }
+
+    /// Answers every gRPC path no added service claims (the gateway's pass-through).
+    pub fn fallback(mut self, router: axum::Router) -> Self {
+        self.fallback = Some(router);
+        self
+    }
+
+    /// An HTTP server on `listener` beside gRPC; its address is registered as metadata
+    /// `http`.
+    pub fn http(mut self, listener: TcpListener, router: axum::Router) -> Self {
+        self.http = Some(HttpServer { listener, router });
+        self
+    }
+
+    /// Extra metadata registered with the node.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether the node can do its work right now: `false` makes grpc.health.v1 answer
+    /// NOT_SERVING for its services (the gateway then sends it nothing) until `true`.
+    pub fn readiness(mut self, readiness: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// Accepts calls without the cluster's call credential: for a node whose callers are
+    /// outside the cluster (the gateway).
+    pub fn open_to_callers_outside_the_cluster(mut self) -> Self {
+        self.open_to_outside = true;
+        self
+    }
+
+    fn merge(mut self, other: Serve) -> Serve {
+        let Serve {
+            routes,
+            fallback,
+            grpc_services,
+            descriptor_sets,
+            http,
+            metadata,
+            open_to_outside,
+            readiness,
+            duplicates,
+        } = other;
+        self.duplicates.extend(duplicates);
+        self.duplicates.extend(
+            grpc_services
+                .iter()
+                .filter(|name| self.grpc_services.contains(name))
+                .cloned(),
+        );
+        if !self.duplicates.is_empty() {
+            return self;
+        }
+        let mut merged = self.routes.routes().into_axum_router();
+        merged = merged.merge(without_fallback(routes.routes()));
+        self.routes = RoutesBuilder::from(merged);
+        self.fallback = fallback.or(self.fallback);
+        self.grpc_services.extend(grpc_services);
+        self.descriptor_sets.extend(descriptor_sets);
+        self.http = http.or(self.http);
+        self.metadata.extend(metadata);
+        self.open_to_outside |= open_to_outside;
+        self.readiness = readiness.or(self.readiness);
+        self
+    }
+
+    fn into_spec(self, service: String, version: String) -> Result<NodeSpec, NodeError> {
+        if !self.duplicates.is_empty() {
+            return Err(NodeError::Unsupported(format!(
+                "{service} serves {} more than once",
+                self.duplicates.join(", ")
+            )));
+        }
+        let mut router = self.routes.routes().into_axum_router();
+        if let Some(fallback) = self.fallback {
+            router = router.fallback_service(fallback);
+        }
+        let mut spec = NodeSpec::new(service, version, Routes::from(router));
+        spec.grpc_services = self.grpc_services;
+        spec.descriptor_sets = self.descriptor_sets;
+        spec.http = self.http;
+        spec.metadata = self.metadata;
+        spec.require_call_credential = !self.open_to_outside;
+        spec.readiness = self.readiness;
+        Ok(spec)
+    }
+}
+
+/// The routes of `routes` without tonic's UNIMPLEMENTED fallback, so that two sets of
+/// routes can be merged (axum refuses to merge two fallbacks).
+fn without_fallback(routes: Routes) -> axum::Router {
+    routes.into_axum_router().reset_fallback()
+}

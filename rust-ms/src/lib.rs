@@ -1,0 +1,101 @@
+//! rust-ms: services that register themselves in a registry (etcd in production, memory
+//! in tests and the dev stack), find each other by name, and sit behind the rust-ms API
+//! gateway, which turns `POST /api/{service}/{method}` into their gRPC calls by reflection.
+//!
+//! A service is a [`Service`]: its name, its version, its tonic services, and `run()`.
+//! The builder does the rest: flags (`--config`, `--rpc-port`, `--etcd-addr`, GO-MS's
+//! spellings too), configuration layered from defaults, a TOML file, `MS_` variables and
+//! flags, logging, the registry backend, gRPC with health and reflection (v1 and v1alpha),
+//! registration with a lease kept alive, membership logs, and on SIGTERM: deregister,
+//! drain, exit.
+//!
+//! ```no_run
+//! # mod pb { pub const DESCRIPTORS: &[u8] = &[]; }
+//! use rust_ms::Service;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Service::new("greeter", env!("CARGO_PKG_VERSION"))
+//!         .descriptors(pb::DESCRIPTORS) // rust_ms::include_descriptors!() in a real crate
+//!         // .add(GreeterServer::new(Greeter)) for each generated tonic server
+//!         .run()
+//! }
+//! ```
+//!
+//! A service that calls another one, or has settings of its own, does it in
+//! [`Service::setup`], which sees a [`Context`]: `context.client("user")` is a channel
+//! balanced over every node of `user`, following joins and leaves.
+//!
+//! The same builder runs inside another program (the dev stack, tests) with
+//! [`Service::serve`]:
+//!
+//! ```
+//! use rust_ms::registry::{Registry, Scope};
+//! use rust_ms::{Connected, Launch, NodeConfig, Service};
+//! // `rust_ms::memory::MemoryRegistry` with the `memory` feature.
+//! use registry_memory::MemoryRegistry;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = MemoryRegistry::new();
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let config = NodeConfig {
+//!     rpc_port: 0,
+//!     advertise_host: "127.0.0.1".into(),
+//!     ..NodeConfig::default()
+//! };
+//! let node = tokio::spawn(Service::new("greeter", "1.0.0").serve(Launch {
+//!     config,
+//!     settings: Default::default(),
+//!     backend: Connected::Memory(registry.clone()),
+//!     shutdown: shutdown.clone(),
+//! }));
+//!
+//! // The node registers itself; every other node can now find it.
+//! let greeters = loop {
+//!     let found = registry.snapshot(&Scope::service("greeter")).await?;
+//!     if !found.instances.is_empty() {
+//!         break found.instances;
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! };
+//! assert!(greeters[0].address.starts_with("127.0.0.1:"));
+//!
+//! // Stopping it deregisters it first.
+//! shutdown.cancel();
+//! node.await??;
+//! assert!(registry.snapshot(&Scope::service("greeter")).await?.instances.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Features: `etcd` (default) builds the etcd backend; `memory` exports the in-memory
+//! registry's type for tests. A node can always run on `registry.backend = "memory"`.
+
+pub use config::{ConfigError, NoSections, NodeConfig, Validate};
+pub use node::backend::Connected;
+pub use node::client::ServiceChannel;
+pub use node::credentials::ClusterCredentials;
+pub use node::{
+    BoxError, CLAIM_HEADER_PREFIX, Context, Launch, NodeError as Error, REQUEST_ID_HEADER, Serve,
+    Service,
+};
+/// The registry contract: instances, snapshots, watches.
+pub use registry;
+pub use tonic;
+
+/// The etcd backend, for the parts that need more than the [`registry::Registry`] trait.
+#[cfg(feature = "etcd")]
+pub use registry_etcd as etcd;
+
+/// The in-memory backend, for tests.
+#[cfg(feature = "memory")]
+pub use registry_memory as memory;
+
+/// The encoded `FileDescriptorSet` that `rust_ms_build::compile_protos` wrote in this
+/// crate's build script, for [`Service::descriptors`].
+#[macro_export]
+macro_rules! include_descriptors {
+    () => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/rust_ms_descriptors.bin"))
+    };
+}
