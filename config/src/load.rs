@@ -137,8 +137,11 @@ impl<S: Serialize> Loaded<S> {
 
 /// Checks a loaded value beyond its types.
 pub trait Validate {
-    /// `Err((dotted key, reason))` for the first value that cannot be used.
-    fn validate(&self) -> Result<(), (String, String)>;
+    /// `Err((dotted key, reason))` for the first value that cannot be used. Types alone
+    /// are checked when this is left as it is.
+    fn validate(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
 }
 
 /// Loads a node's configuration (the shared keys and the sections `S` adds) from the

@@ -1,7 +1,7 @@
 //! The real binaries as child processes: start them, read their logs as they come, stop
 //! them gently (SIGTERM) or not (SIGKILL).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,8 +29,8 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// The environment a node starts with: none of the caller's `MS_` variables leak in.
-fn clean_command(name: &str) -> Command {
-    let mut command = Command::new(binary(name));
+fn clean_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
     for (key, _) in std::env::vars() {
         if key.starts_with("MS_") || key == "RUST_LOG" {
             command.env_remove(key);
@@ -54,7 +54,7 @@ pub async fn run_to_end(
     env: &[(&str, &str)],
     patience: Duration,
 ) -> Output {
-    let mut command = clean_command(name);
+    let mut command = clean_command(&binary(name));
     command
         .args(args)
         .envs(env.iter().copied())
@@ -82,7 +82,12 @@ pub struct Node {
 
 impl Node {
     pub fn start(binary_name: &str, label: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut command = clean_command(binary_name);
+        Self::start_program(&binary(binary_name), label, args, env)
+    }
+
+    /// [`Node::start`] for a program outside the workspace (a scaffolded service).
+    pub fn start_program(program: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut command = clean_command(program);
         command
             .args(args)
             .envs(env.iter().copied())

@@ -1,0 +1,144 @@
+//! `rust-ms new`: the crate it writes builds against this workspace by path, passes its
+//! own test, registers on real etcd, and its method answers through the gateway's `/api`
+//! with no gateway configuration at all (the gateway learns it by reflection).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tests::etcd::Etcd;
+use tests::http::HttpClient;
+use tests::process::Node;
+use tests::require;
+
+const BUILD_PATIENCE: Duration = Duration::from_secs(900);
+const STARTUP: Duration = Duration::from_secs(60);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .to_owned()
+}
+
+/// Runs `cargo ARGS` in `dir` on the workspace's target folder (its dependencies are
+/// built there already) and lock file versions; panics with cargo's output on failure.
+async fn cargo(dir: &Path, args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = tokio::process::Command::new(cargo);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target").join("scaffold"),
+        )
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(BUILD_PATIENCE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("cargo {args:?} still running after {BUILD_PATIENCE:?}"))
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo {args:?} failed in {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_gateway() {
+    let etcd = require!(Etcd::start().await);
+    let dir = std::env::temp_dir().join(format!("rust-ms-scaffold-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = workspace_root();
+    let written = tests::process::run_to_end(
+        "rust-ms",
+        &[
+            "new",
+            "greeter",
+            "--dir",
+            dir.to_str().expect("a UTF-8 temp path"),
+            "--rust-ms-path",
+            root.to_str().expect("a UTF-8 workspace path"),
+        ],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(written.code, Some(0), "{}", written.stderr);
+    assert!(dir.join("proto/greeter/v1/greeter.proto").is_file());
+    // The workspace's versions, so that its compiled dependencies serve again.
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
+
+    cargo(&dir, &["test", "--offline", "--quiet"]).await;
+    cargo(&dir, &["build", "--offline", "--quiet", "--bin", "greeter"]).await;
+    let greeter_binary = root.join("target/scaffold/debug/greeter");
+
+    let etcd_addr = etcd.etcd_addr();
+    let gateway = Node::start(
+        "gateway",
+        "gateway",
+        &[
+            "--http-port",
+            "0",
+            "--rpc-port",
+            "0",
+            "--etcd-addr",
+            &etcd_addr,
+        ],
+        &[("MS_ADVERTISE_HOST", "127.0.0.1")],
+    );
+    let config = dir.join("config/greeter.toml");
+    let greeter = Node::start_program(
+        &greeter_binary,
+        "greeter",
+        &[
+            "--config",
+            config.to_str().expect("a UTF-8 config path"),
+            "--etcd-addr",
+            &etcd_addr,
+            "--advertise-host",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    let greeter_address = greeter.listening("rpc").await;
+    let http = gateway.listening("http").await;
+    gateway
+        .wait_for(
+            &format!("Server [greeter] cluster [{greeter_address}] join"),
+            STARTUP,
+        )
+        .await;
+
+    let client = HttpClient::default();
+    let reply = client
+        .post_until(
+            &format!("http://{http}/api/greeter/Hello"),
+            &serde_json::json!({ "name": "Ada" }),
+            200,
+            STARTUP,
+        )
+        .await;
+    assert_eq!(reply.body["message"], "Hello, Ada!");
+    assert_eq!(reply.header("x-served-by"), Some(greeter_address.as_str()));
+
+    // The service's own validation reaches the caller as a 400 with its message.
+    let refused = client
+        .post(
+            &format!("http://{http}/api/greeter/Hello"),
+            &serde_json::json!({ "name": "" }),
+        )
+        .await
+        .expect("a reply");
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.text.contains("name must not be empty"),
+        "{}",
+        refused.text
+    );
+
+    greeter.sigterm().await;
+    gateway.sigterm().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
