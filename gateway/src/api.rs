@@ -47,6 +47,14 @@ pub struct Api {
 }
 
 impl Api {
+    /// What `node`'s service offers at its version, by reflection, cached.
+    pub async fn schema_of(
+        &self,
+        node: &crate::cluster::NodeHandle,
+    ) -> Result<Arc<crate::schema::Schema>, String> {
+        self.schemas.of(node).await
+    }
+
     pub fn new(view: ClusterView, routes: LiveRoutes, settings: GatewaySection) -> Self {
         let percent = settings.retry_budget_percent.clamp(0.0, 1000.0) / 100.0;
         Self {

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod http;
 pub mod live_routes;
 pub mod proxy;
+pub mod reflection;
 pub mod resilience;
 pub mod schema;
 pub mod settings;
@@ -65,10 +66,17 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
     }
     let api = Arc::new(Api::new(view, routes, settings.gateway.clone()));
     let passthrough = axum::Router::new()
+        .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
+        .route(
+            reflection::V1ALPHA_PATH,
+            axum::routing::any(reflection::v1alpha),
+        )
         .fallback(proxy::forward)
         .with_state(api.clone());
     Ok(Serve::new()
         .fallback(passthrough)
+        // Reflection on the rpc port describes the whole cluster, not the gateway alone.
+        .own_reflection()
         .http(http, http::router(api))
         // Callers of the gateway come from outside; the gateway signs what it sends on.
         .open_to_callers_outside_the_cluster())

@@ -24,6 +24,8 @@ const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Schema {
     methods: BTreeMap<String, MethodDescriptor>,
+    /// The files the service's API is described in, dependencies included, by name.
+    files: BTreeMap<String, FileDescriptorProto>,
 }
 
 impl Schema {
@@ -33,6 +35,11 @@ impl Schema {
 
     pub fn method_names(&self) -> Vec<&str> {
         self.methods.keys().map(String::as_str).collect()
+    }
+
+    /// The descriptor files of the service's API, dependencies included.
+    pub fn files(&self) -> impl Iterator<Item = &FileDescriptorProto> {
+        self.files.values()
     }
 }
 
@@ -136,7 +143,7 @@ async fn read_schema(channel: Channel, offered: Option<Vec<String>>) -> Result<S
         }
     }
     let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(files.into_values())
+    pool.add_file_descriptor_protos(files.values().cloned())
         .map_err(|e| format!("reflection: {e}"))?;
     let mut methods = BTreeMap::new();
     for service in &services {
@@ -146,5 +153,5 @@ async fn read_schema(channel: Channel, offered: Option<Vec<String>>) -> Result<S
             }
         }
     }
-    Ok(Schema { methods })
+    Ok(Schema { methods, files })
 }

@@ -44,6 +44,9 @@ pub struct NodeSpec {
     /// and the gateway's active checks take the node out of rotation until `true`.
     /// Without it the node reports SERVING from start to shutdown.
     pub readiness: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Whether the node serves gRPC reflection of `descriptor_sets` (v1 and v1alpha).
+    /// The gateway answers reflection itself, for the whole cluster.
+    pub reflection: bool,
 }
 
 pub struct HttpServer {
@@ -63,6 +66,7 @@ impl NodeSpec {
             metadata: BTreeMap::new(),
             require_call_credential: true,
             readiness: None,
+            reflection: true,
         }
     }
 }
@@ -143,13 +147,12 @@ pub async fn run_node(
         what: "building gRPC reflection",
         cause: e.to_string(),
     };
-    let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_failed)?;
-    let routes = spec
-        .routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let mut routes = spec.routes.add_service(health_service);
+    if spec.reflection {
+        routes = routes
+            .add_service(reflection().build_v1().map_err(reflection_failed)?)
+            .add_service(reflection().build_v1alpha().map_err(reflection_failed)?);
+    }
 
     let drain = CancellationToken::new();
     let mut servers = JoinSet::new();

@@ -353,6 +353,7 @@ pub struct Serve {
     http: Option<HttpServer>,
     metadata: BTreeMap<String, String>,
     open_to_outside: bool,
+    own_reflection: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
     /// Services added more than once, reported when the node starts.
     duplicates: Vec<String>,
@@ -424,6 +425,13 @@ impl Serve {
         self
     }
 
+    /// The node answers gRPC reflection itself (through [`Serve::fallback`] or a service
+    /// of its own) instead of from its descriptor sets: the gateway's cluster-wide view.
+    pub fn own_reflection(mut self) -> Self {
+        self.own_reflection = true;
+        self
+    }
+
     fn merge(mut self, other: Serve) -> Serve {
         let Serve {
             routes,
@@ -433,6 +441,7 @@ impl Serve {
             http,
             metadata,
             open_to_outside,
+            own_reflection,
             readiness,
             duplicates,
         } = other;
@@ -455,6 +464,7 @@ impl Serve {
         self.http = http.or(self.http);
         self.metadata.extend(metadata);
         self.open_to_outside |= open_to_outside;
+        self.own_reflection |= own_reflection;
         self.readiness = readiness.or(self.readiness);
         self
     }
@@ -477,6 +487,7 @@ impl Serve {
         spec.metadata = self.metadata;
         spec.require_call_credential = !self.open_to_outside;
         spec.readiness = self.readiness;
+        spec.reflection = !self.own_reflection;
         Ok(spec)
     }
 }
