@@ -42,7 +42,7 @@ type Setup<S> = Box<dyn FnOnce(Context<S>) -> BoxFuture<Result<Serve, BoxError>>
 /// fn main() -> std::process::ExitCode {
 ///     Service::new("greeter", "1.0.0")
 ///         .descriptors(greeter::DESCRIPTORS)
-///         // .add(GreeterServer::new(Greeter)) for each tonic service
+///         // .add_service(GreeterServer::new(Greeter)) for each tonic service
 ///         .run()
 /// }
 /// ```
@@ -98,7 +98,7 @@ impl<S: Send + 'static> Service<S> {
 
     /// Serves a tonic service (a generated `...Server`); its name goes to health checks and
     /// to the registry, so that callers and the gateway find it.
-    pub fn add<Svc>(mut self, service: Svc) -> Self
+    pub fn add_service<Svc>(mut self, service: Svc) -> Self
     where
         Svc: tower::Service<http::Request<Body>, Error = Infallible>
             + NamedService
@@ -109,7 +109,7 @@ impl<S: Send + 'static> Service<S> {
         Svc::Response: axum::response::IntoResponse,
         Svc::Future: Send + 'static,
     {
-        self.serve = self.serve.add(service);
+        self.serve = self.serve.add_service(service);
         self
     }
 
@@ -122,7 +122,7 @@ impl<S: Send + 'static> Service<S> {
 
     /// Work done once the configuration is loaded and the registry connected, before the
     /// node serves: open stores, build clients of other services (`context.client("user")`),
-    /// and return what to serve beside what [`Service::add`] gave.
+    /// and return what to serve beside what [`Service::add_service`] gave.
     pub fn setup<F, Fut>(mut self, setup: F) -> Self
     where
         F: FnOnce(Context<S>) -> Fut + Send + 'static,
@@ -364,8 +364,8 @@ impl Serve {
         Self::default()
     }
 
-    /// Serves a tonic service; see [`Service::add`].
-    pub fn add<Svc>(mut self, service: Svc) -> Self
+    /// Serves a tonic service; see [`Service::add_service`].
+    pub fn add_service<Svc>(mut self, service: Svc) -> Self
     where
         Svc: tower::Service<http::Request<Body>, Error = Infallible>
             + NamedService

@@ -16,7 +16,7 @@
 //! fn main() -> std::process::ExitCode {
 //!     Service::new("greeter", env!("CARGO_PKG_VERSION"))
 //!         .descriptors(pb::DESCRIPTORS) // rust_ms::include_descriptors!() in a real crate
-//!         // .add(GreeterServer::new(Greeter)) for each generated tonic server
+//!         // .add_service(GreeterServer::new(Greeter)) for each generated tonic server
 //!         .run()
 //! }
 //! ```

@@ -28,6 +28,6 @@ impl Greeter for Hello {
 fn main() -> std::process::ExitCode {
     Service::new("greeter", env!("CARGO_PKG_VERSION"))
         .descriptors(rust_ms::include_descriptors!())
-        .add(GreeterServer::new(Hello))
+        .add_service(GreeterServer::new(Hello))
         .run()
 }

@@ -92,6 +92,6 @@ pub fn service() -> Service {
         .descriptors(crate::ORDER_DESCRIPTOR_SET)
         .setup(|context| async move {
             let users = context.client("user").await?;
-            Ok(Serve::new().add(OrderService::new(users).into_server()))
+            Ok(Serve::new().add_service(OrderService::new(users).into_server()))
         })
 }

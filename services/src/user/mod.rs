@@ -69,5 +69,5 @@ fn serve(section: &UserSection, store: Arc<dyn UserStore>) -> Serve {
         TokenIssuer::new(secret.as_bytes(), section.token_ttl),
         section.min_password_len,
     );
-    Serve::new().add(service.into_server())
+    Serve::new().add_service(service.into_server())
 }
