@@ -8,6 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# etcd-client's build script runs $PROTOC when it is set: a PROTOC that names no program
+# (a machine set up without protoc) must not hide the one just installed.
+if [ -n "${PROTOC:-}" ] && [ ! -x "${PROTOC}" ]; then
+  echo "test.sh: PROTOC=${PROTOC} is not a program; using $(command -v protoc)" >&2
+  export PROTOC="$(command -v protoc)"
+fi
 if [ -z "${MS_TEST_ETCD_ENDPOINTS:-}" ] && [ -z "${MS_ETCD_IMAGE:-}" ]; then
   if docker info >/dev/null 2>&1; then
     docker image inspect rust-ms/etcd:local >/dev/null 2>&1 || scripts/build-etcd-image.sh rust-ms/etcd:local

@@ -71,8 +71,6 @@
 //! Features: `etcd` (default) builds the etcd backend; `memory` exports the in-memory
 //! registry's type for tests. A node can always run on `registry.backend = "memory"`.
 
-pub mod scaffold;
-
 pub use config::{ConfigError, NoSections, NodeConfig, Validate};
 pub use node::backend::Connected;
 pub use node::client::ServiceChannel;

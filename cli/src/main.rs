@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rust_ms::scaffold::{self, RustMsSource};
+mod scaffold;
+
+use scaffold::RustMsSource;
 
 /// Tools for rust-ms services.
 #[derive(Debug, Parser)]
@@ -33,7 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => return node_exit(error),
+        Err(error) => return exit_for(error),
     };
     match cli.command {
         Command::New {
@@ -74,6 +76,17 @@ fn main() -> ExitCode {
 }
 
 /// Help and version exit 0; a bad command line is one line and exit 2.
-fn node_exit(error: clap::Error) -> ExitCode {
-    node::cli::exit_for(error)
+fn exit_for(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("bad command line"));
+            ExitCode::from(2)
+        }
+    }
 }
