@@ -37,7 +37,7 @@ type Setup<S> = Box<dyn FnOnce(Context<S>) -> BoxFuture<Result<Serve, BoxError>>
 ///
 /// ```no_run
 /// # mod greeter { pub const DESCRIPTORS: &[u8] = &[]; }
-/// use rust_ms_node::Service;
+/// use node::Service;
 ///
 /// fn main() -> std::process::ExitCode {
 ///     Service::new("greeter", "1.0.0")

@@ -1,7 +1,10 @@
 //! The README's first command: the whole stack in one process, with no etcd at all.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use serde_json::json;
+use tests::http::HttpClient;
 use tests::process::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -53,7 +56,66 @@ async fn dev_stack_runs_gateway_three_users_two_orders_on_the_memory_registry() 
         !stack.lines().iter().any(|l| l.contains("etcd")),
         "the dev stack never touches etcd"
     );
+    let warnings: Vec<String> = stack
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "the dev stack starts without warnings: {warnings:?}"
+    );
+
+    // `GET /` says where to go, naming the services behind the gateway.
+    let index = http_get(&http, "/").await;
+    assert!(index.starts_with("HTTP/1.0 200"), "{index}");
+    for wanted in [
+        "/api/user/{method}",
+        "/api/order/{method}",
+        "/cluster",
+        "/routes",
+    ] {
+        assert!(index.contains(wanted), "{wanted} missing from {index}");
+    }
+
+    same_token_from_every_user_node(&http).await;
 
     stack.sigterm().await;
     assert_eq!(stack.exit_code(Duration::from_secs(30)).await, Some(0));
+}
+
+/// The user nodes sign with one development secret: two logins of the same user in the
+/// same second, answered by different nodes, carry the same HS256 signature (a node with
+/// a secret of its own signs differently, and the other nodes would not accept its tokens).
+async fn same_token_from_every_user_node(http: &str) {
+    let client = HttpClient::default();
+    let account = json!({ "username": "dev-ada", "password": "secret-password" });
+    let register = format!("http://{http}/api/user/Register");
+    client
+        .post_until(&register, &account, 200, Duration::from_secs(30))
+        .await;
+    // node → (header and payload, signature) of a token it issued
+    let mut seen: HashMap<String, (String, String)> = HashMap::new();
+    for _ in 0..300 {
+        let reply = client
+            .post(&format!("http://{http}/api/user/Login"), &account)
+            .await
+            .expect("a reply");
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let node = reply.header("x-served-by").expect("x-served-by").to_owned();
+        let token = reply.body["token"].as_str().expect("a token").to_owned();
+        let (signed, signature) = token.rsplit_once('.').expect("a JWT");
+        let twin = seen
+            .iter()
+            .find(|(other, (claims, _))| **other != node && claims == signed);
+        if let Some((other, (_, other_signature))) = twin {
+            assert_eq!(
+                signature, other_signature,
+                "{node} and {other} signed the same claims differently"
+            );
+            return;
+        }
+        seen.insert(node, (signed.to_owned(), signature.to_owned()));
+    }
+    panic!("300 logins never gave two nodes the same claims to sign: {seen:?}");
 }
