@@ -1,5 +1,6 @@
-//! `POST /api/{service}/{method}` (and `GET` with query parameters): JSON in, the gRPC call
-//! on a node of the service, JSON out.
+//! `/api/{service}/{method}`: which calls are taken (POST always, GET for methods safe to
+//! repeat, nothing else), then the call pipeline around a unary gRPC call, with JSON
+//! transcoded in and out.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -7,32 +8,30 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
 use http::uri::PathAndQuery;
-use prost_reflect::{
-    DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor, SerializeOptions,
-};
+use prost_reflect::prost_types::method_options::IdempotencyLevel;
+use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::Code;
-use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::budget::TpsBudget;
 use tracing::Instrument;
 
-use crate::auth::{JwtVerifier, claim_header};
-use crate::balance;
+use crate::admit::admit;
+use crate::auth::JwtVerifier;
+use crate::classify::Attempt;
 use crate::cluster::{ClusterView, InFlight, NodeHandle};
 use crate::codec::DynamicCodec;
+use crate::failure::{Failure, REQUEST_ID, json_reply};
 use crate::live_routes::LiveRoutes;
-use crate::resilience::{Guards, GuardsByService};
+use crate::pipeline::{self, Call, Tried};
+use crate::resilience::GuardsByService;
 use crate::schema::Schemas;
 use crate::settings::{GatewaySection, Route};
-use crate::status::{error_body, http_status};
-
-pub const REQUEST_ID: &str = node::REQUEST_ID_HEADER;
-pub const SERVED_BY: &str = "x-served-by";
+use crate::transcode;
 
 /// Everything a call through the gateway needs, shared by all requests.
 pub struct Api {
@@ -40,21 +39,13 @@ pub struct Api {
     pub routes: LiveRoutes,
     pub settings: GatewaySection,
     schemas: Schemas,
-    retries: TpsBudget,
-    round_robin: AtomicUsize,
-    guards: GuardsByService,
-    jwt: JwtVerifier,
+    pub(crate) retries: TpsBudget,
+    pub(crate) round_robin: AtomicUsize,
+    pub(crate) guards: GuardsByService,
+    pub(crate) jwt: JwtVerifier,
 }
 
 impl Api {
-    /// What `node`'s service offers at its version, by reflection, cached.
-    pub async fn schema_of(
-        &self,
-        node: &crate::cluster::NodeHandle,
-    ) -> Result<Arc<crate::schema::Schema>, String> {
-        self.schemas.of(node).await
-    }
-
     pub fn new(view: ClusterView, routes: LiveRoutes, settings: GatewaySection) -> Self {
         let percent = settings.retry_budget_percent.clamp(0.0, 1000.0) / 100.0;
         Self {
@@ -73,48 +64,11 @@ impl Api {
             settings,
         }
     }
-}
 
-/// A reply the gateway could not get from a service: status, gRPC code, message.
-pub(crate) struct Failure {
-    pub(crate) code: Code,
-    pub(crate) message: String,
-    status: StatusCode,
-    served_by: Option<String>,
-    pub(crate) retry_after: Option<Duration>,
-}
-
-impl Failure {
-    fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            status: http_status(code),
-            code,
-            message: message.into(),
-            served_by: None,
-            retry_after: None,
-        }
+    /// What `node`'s service offers at its version, by reflection, cached.
+    pub async fn schema_of(&self, node: &NodeHandle) -> Result<Arc<crate::schema::Schema>, String> {
+        self.schemas.of(node).await
     }
-
-    fn retry_after(mut self, wait: Duration) -> Self {
-        self.retry_after = Some(wait);
-        self
-    }
-
-    fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = status;
-        self
-    }
-}
-
-fn reply(status: StatusCode, body: &Value, request_id: &str, served_by: &str) -> Response {
-    let mut response = (status, axum::Json(body)).into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [(REQUEST_ID, request_id), (SERVED_BY, served_by)] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
-    response
 }
 
 /// The request id: the caller's `x-request-id` when it gave a usable one, else a new one.
@@ -138,27 +92,58 @@ pub async fn handle(
         .instrument(span.clone())
         .await
     {
-        Ok((body, node)) => reply(StatusCode::OK, &body, &id, &node),
+        Ok((body, node)) => json_reply(StatusCode::OK, &body, &id, &node),
         Err(failure) => {
             tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
-            let served_by = failure.served_by.as_deref().unwrap_or("gateway");
-            let body = error_body(failure.code, &failure.message);
-            let mut response = reply(failure.status, &body, &id, served_by);
-            if let Some(wait) = failure.retry_after {
-                // Whole seconds, rounded up: never tell a client to come back too early.
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-            }
-            if failure.status == StatusCode::PAYLOAD_TOO_LARGE {
-                // The rest of the body was never read: the connection cannot carry another request.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            response
+            failure.into_http(&id)
         }
+    }
+}
+
+/// Whether a method may be repeated and read with GET: a route's word first (its
+/// per-method `idempotent`, then its `idempotent` list), else the proto's own
+/// `idempotency_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodPolicy {
+    /// Retried on another node after a failure in transit.
+    pub idempotent: bool,
+    /// Callable with GET and query parameters.
+    pub get: bool,
+}
+
+impl MethodPolicy {
+    pub fn of(route: &Route, method: &MethodDescriptor) -> Self {
+        let level = method
+            .method_descriptor_proto()
+            .options
+            .as_ref()
+            .map(|options| options.idempotency_level())
+            .unwrap_or(IdempotencyLevel::IdempotencyUnknown);
+        let by_route = route
+            .methods
+            .get(method.name())
+            .and_then(|m| m.idempotent)
+            .or_else(|| {
+                route
+                    .idempotent
+                    .iter()
+                    .any(|m| m == method.name())
+                    .then_some(true)
+            });
+        match by_route {
+            Some(idempotent) => Self {
+                idempotent,
+                get: idempotent,
+            },
+            None => Self {
+                idempotent: level != IdempotencyLevel::IdempotencyUnknown,
+                get: level == IdempotencyLevel::NoSideEffects,
+            },
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        if self.get { "GET, POST" } else { "POST" }
     }
 }
 
@@ -169,11 +154,12 @@ async fn call(
     request: Request,
     id: &str,
 ) -> Result<(Value, String), Failure> {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    if service == "gateway" {
+        return Err(Failure::new(
+            Code::NotFound,
+            "the gateway is not a service with methods: /api/{service}/{method} calls the services behind it (GET / lists them)",
+        ));
+    }
     let nodes = api.view.nodes_of(service);
     if nodes.is_empty() {
         return Err(Failure::new(
@@ -181,25 +167,45 @@ async fn call(
             format!("unknown service {service:?}: no node of it is registered"),
         ));
     }
-    let healthy: Vec<Arc<NodeHandle>> = nodes
-        .iter()
-        .filter(|n| !api.view.is_set_aside(n))
-        .cloned()
-        .collect();
-    if healthy.is_empty() {
+    let readable = crate::balance::candidates(&api.view, nodes, &[]);
+    if readable.is_empty() {
         return Err(Failure::new(
             Code::Unavailable,
             format!("no healthy node of {service:?}"),
         ));
     }
-    let (method, versions) = find_method(api, service, method_name, &healthy).await?;
+    let (method, versions) = find_method(api, service, method_name, &readable).await?;
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(Failure::new(
             Code::Unimplemented,
             format!("{method_name} streams; call it over gRPC on the gateway's rpc port"),
         ));
     }
-    let input = read_input(api, request, &method.input()).await?;
+    let route = api.routes.route(service);
+    let policy = MethodPolicy::of(&route, &method);
+    match *request.method() {
+        Method::POST => {}
+        Method::GET if policy.get => {}
+        Method::GET => {
+            return Err(Failure::method_not_allowed(
+                policy.allow(),
+                format!("{method_name} may change something: call it with POST and a JSON body"),
+            ));
+        }
+        ref other => {
+            return Err(Failure::method_not_allowed(
+                policy.allow(),
+                format!("{other} does not call methods; use {}", policy.allow()),
+            ));
+        }
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let input =
+        transcode::read_input(request, &method.input(), api.settings.max_body_bytes).await?;
     let path = PathAndQuery::from_str(&format!(
         "/{}/{}",
         method.parent_service().full_name(),
@@ -207,181 +213,72 @@ async fn call(
     ))
     .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
 
-    let route = api.routes.route(service);
-    let Admitted {
-        claims: mut metadata,
-        guards,
-    } = admit(
+    let admitted = admit(
         api,
         service,
         &route,
         method.name(),
         authorization.as_deref(),
     )?;
+    let ticket = admitted.pass_breaker(service)?;
+    let mut metadata = admitted.claims.clone();
     metadata.push((REQUEST_ID.to_owned(), id.to_owned()));
-    // The breaker, when the route has one, with how it let this call through.
-    let breaker = match &guards.breaker {
-        Some((_, breaker)) => {
-            let admission = lock(breaker).admit().map_err(|wait| {
-                Failure::new(
-                    Code::Unavailable,
-                    format!("circuit open for {service:?}: its calls keep failing"),
-                )
-                .retry_after(wait)
-            })?;
-            Some((breaker, admission))
-        }
-        None => None,
+    let deadline = Instant::now() + route.timeout_of(method.name());
+    let call = Call {
+        service,
+        method: method.name(),
+        route: &route,
+        idempotent: policy.idempotent,
+        deadline: Some(deadline),
     };
-    let outcome = async {
-        let timeout = route.timeout_of(method.name());
-        let idempotent = route.is_idempotent(method.name());
-        let deadline = Instant::now() + timeout;
-        api.retries.deposit();
-        let mut tried: Vec<String> = Vec::new();
-        loop {
-            let candidates: Vec<Arc<NodeHandle>> = api
-                .view
-                .nodes_of(service)
-                .into_iter()
-                .filter(|n| !api.view.is_set_aside(n) && !tried.contains(&n.instance.id))
-                // In a rolling upgrade only the versions that have the method can serve it.
-                .filter(|n| versions.contains(&n.instance.version))
-                .collect();
-            let Some(node) =
-                balance::pick(&candidates, route.balance, &api.round_robin, method.name())
-            else {
-                return Err(Failure::new(
-                    Code::Unavailable,
-                    format!("no healthy node of {service:?} left to try"),
-                ));
-            };
-            let started = Instant::now();
-            let in_flight = InFlight::start(&node);
-            let outcome = tokio::time::timeout_at(
-                deadline,
-                unary(
-                    &node,
-                    path.clone(),
-                    input.clone(),
-                    method.output(),
-                    deadline,
-                    &metadata,
-                ),
-            )
-            .await;
-            drop(in_flight);
-            let address = node.instance.address.clone();
-            let status = match outcome {
-                Err(_) => {
-                    api.view
-                        .record(&node, method.name(), started.elapsed(), false);
-                    let mut failure = Failure::new(
-                        Code::DeadlineExceeded,
-                        format!("{service}/{method_name} took longer than {timeout:?}"),
-                    );
-                    failure.served_by = Some(address);
-                    return Err(failure);
-                }
-                Ok(Ok(message)) => {
-                    api.view
-                        .record(&node, method.name(), started.elapsed(), false);
-                    let options = SerializeOptions::new().skip_default_fields(false);
-                    let body = message
-                        .serialize_with_options(serde_json::value::Serializer, &options)
-                        .map_err(|e| {
-                            Failure::new(Code::Internal, format!("encoding the reply as JSON: {e}"))
-                        })?;
-                    return Ok((body, address));
-                }
-                Ok(Err(status)) if Instant::now() >= deadline => {
-                    // The client-side deadline fired inside tonic ("Timeout expired").
-                    let mut failure = Failure::new(
-                        Code::DeadlineExceeded,
-                        format!(
-                            "{service}/{method_name} took longer than {timeout:?}: {}",
-                            status.message()
-                        ),
-                    );
-                    failure.served_by = Some(address);
-                    return Err(failure);
-                }
-                Ok(Err(status)) => status,
-            };
-            let connect_failure = is_connect_failure(&status);
-            let transport_failure = connect_failure || is_transport_failure(&status);
-            api.view
-                .record(&node, method.name(), started.elapsed(), transport_failure);
-            // Never sent: always safe to try elsewhere. Lost on the way: only if idempotent.
-            let retry = Instant::now() < deadline
-                && (connect_failure || (transport_failure && idempotent && api.retries.withdraw()));
-            if retry {
-                tracing::debug!(%address, message = status.message(), "retrying on another node");
-                tried.push(node.instance.id.clone());
-                continue;
-            }
-            let mut failure = Failure::new(status.code(), status.message());
-            failure.served_by = Some(address);
-            return Err(failure);
+    // In a rolling upgrade only the versions that have the method can serve it.
+    let nodes = || {
+        let mut nodes = api.view.nodes_of(service);
+        nodes.retain(|n| versions.contains(&n.instance.version));
+        nodes
+    };
+    let output = method.output();
+    let outcome = pipeline::run(api, &call, nodes, |node| {
+        let (path, input, output, metadata) =
+            (path.clone(), input.clone(), output.clone(), &metadata);
+        async move {
+            let _in_flight = InFlight::start(&node);
+            unary(&node, path, input, output, deadline, metadata)
+                .await
+                .map_err(|status| attempt_failed(&node, &status))
         }
-    }
-    .await;
-    if let Some((breaker, admission)) = breaker {
-        let failed = outcome
-            .as_ref()
-            .err()
-            .is_some_and(|f| is_server_failure(f.code));
-        lock(breaker).record(admission, failed);
-    }
-    outcome
-}
-
-/// A call let through: the claims to forward as metadata, and the service's guards.
-pub(crate) struct Admitted {
-    pub(crate) claims: Vec<(String, String)>,
-    pub(crate) guards: Arc<Guards>,
-}
-
-/// What every call to `service` passes first, on `/api` and on the rpc port alike: the
-/// route's JWT check (its forwarded claims returned as metadata) and its rate limit.
-pub(crate) fn admit(
-    api: &Api,
-    service: &str,
-    route: &Route,
-    method: &str,
-    authorization: Option<&str>,
-) -> Result<Admitted, Failure> {
-    let mut claims_metadata = Vec::new();
-    if route.requires_jwt(method) {
-        let claims = api
-            .jwt
-            .verify(authorization)
-            .map_err(|reason| Failure::new(Code::Unauthenticated, reason))?;
-        for claim in &route.forward_claims {
-            let value = match claims.get(claim) {
-                Some(Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => continue,
-            };
-            claims_metadata.push((claim_header(claim), value));
-        }
-    }
-    let guards = api
-        .guards
-        .of(service, route.rate_limit, route.circuit_breaker);
-    if let Some((_, bucket)) = &guards.limit
-        && let Err(wait) = lock(bucket).take()
-    {
-        return Err(Failure::new(
-            Code::ResourceExhausted,
-            format!("rate limit of {service:?} exceeded"),
-        )
-        .retry_after(wait));
-    }
-    Ok(Admitted {
-        claims: claims_metadata,
-        guards,
     })
+    .await;
+    ticket.settle(&outcome);
+    let (message, node) = outcome?;
+    Ok((transcode::to_json(&message)?, node.instance.address.clone()))
+}
+
+/// Classify: what a failed unary attempt says, and what the caller is told.
+fn attempt_failed(node: &NodeHandle, status: &tonic::Status) -> Tried {
+    let attempt = Attempt::of_status(status);
+    let failure = match attempt {
+        Attempt::Answered => Failure::new(status.code(), status.message()),
+        Attempt::Refused => Failure::new(
+            Code::Internal,
+            format!(
+                "the reply of {} could not be read by the gateway: {}",
+                node.instance.address,
+                status.message()
+            ),
+        )
+        .with_status(StatusCode::BAD_GATEWAY),
+        Attempt::TimedOut => Failure::new(Code::DeadlineExceeded, status.message()),
+        Attempt::NotSent | Attempt::Lost => Failure::new(
+            Code::Unavailable,
+            format!(
+                "node {} failed: {}",
+                node.instance.address,
+                status.message()
+            ),
+        ),
+    };
+    Tried::new(attempt, failure)
 }
 
 /// The method as the newest running version of `service` describes it (older nodes skip
@@ -435,141 +332,6 @@ async fn find_method(
         )),
     }
 }
-
-async fn read_input(
-    api: &Api,
-    request: Request,
-    input: &MessageDescriptor,
-) -> Result<DynamicMessage, Failure> {
-    let json = if request.method() == Method::GET {
-        query_to_json(request.uri().query().unwrap_or(""), input)?
-    } else {
-        let too_large = || {
-            Failure::new(
-                Code::ResourceExhausted,
-                format!("body larger than {} bytes", api.settings.max_body_bytes),
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-        };
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > api.settings.max_body_bytes) {
-            return Err(too_large());
-        }
-        let body: Bytes = axum::body::to_bytes(request.into_body(), api.settings.max_body_bytes)
-            .await
-            .map_err(|_| too_large())?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                Failure::new(Code::InvalidArgument, format!("malformed JSON body: {e}"))
-            })?
-        }
-    };
-    to_message(json, input)
-}
-
-/// Decodes JSON into the request message; on failure names the field at fault.
-fn to_message(json: Value, input: &MessageDescriptor) -> Result<DynamicMessage, Failure> {
-    let options = DeserializeOptions::new().deny_unknown_fields(true);
-    match DynamicMessage::deserialize_with_options(input.clone(), &json, &options) {
-        Ok(message) => Ok(message),
-        Err(error) => {
-            let Value::Object(fields) = &json else {
-                return Err(Failure::new(
-                    Code::InvalidArgument,
-                    format!("the body must be a JSON object: {error}"),
-                ));
-            };
-            // Try the fields one by one to find the one that does not fit.
-            let culprit = fields.iter().find(|(name, value)| {
-                let single =
-                    Value::Object([((*name).clone(), (*value).clone())].into_iter().collect());
-                DynamicMessage::deserialize_with_options(input.clone(), &single, &options).is_err()
-            });
-            let message = match culprit {
-                Some((name, _)) => format!("field {name:?}: {error}"),
-                None => error.to_string(),
-            };
-            Err(Failure::new(Code::InvalidArgument, message))
-        }
-    }
-}
-
-/// Query parameters as JSON for a message of scalar fields, typed by the descriptor.
-fn query_to_json(query: &str, input: &MessageDescriptor) -> Result<Value, Failure> {
-    let mut object = serde_json::Map::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(raw_key);
-        let value = percent_decode(raw_value);
-        let field = input
-            .get_field_by_json_name(&key)
-            .or_else(|| input.get_field_by_name(&key))
-            .ok_or_else(|| {
-                Failure::new(
-                    Code::InvalidArgument,
-                    format!("field {key:?}: no such field in {}", input.full_name()),
-                )
-            })?;
-        if field.is_list() || field.is_map() || matches!(field.kind(), Kind::Message(_)) {
-            return Err(Failure::new(
-                Code::InvalidArgument,
-                format!("field {key:?}: GET takes scalar fields only; use POST with a JSON body"),
-            ));
-        }
-        let typed = match field.kind() {
-            Kind::Bool => match value.as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ => {
-                    return Err(Failure::new(
-                        Code::InvalidArgument,
-                        format!("field {key:?}: {value:?} is not true or false"),
-                    ));
-                }
-            },
-            Kind::String | Kind::Bytes | Kind::Enum(_) => Value::String(value),
-            // Numbers travel as strings, which protobuf's JSON mapping accepts for every numeric type.
-            _ => Value::String(value),
-        };
-        object.insert(key, typed);
-    }
-    Ok(Value::Object(object))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
-        match (escaped, bytes[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, other) => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn unary(
     node: &NodeHandle,
     path: PathAndQuery,
@@ -596,24 +358,6 @@ async fn unary(
         .await
         .map(tonic::Response::into_inner)
 }
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Failures that say the service is in trouble (what a circuit breaker counts), as opposed
-/// to a caller's mistake.
-fn is_server_failure(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Internal
-            | Code::Unknown
-            | Code::DataLoss
-    )
-}
-
 /// `0.10.2` after `0.9.7`: numeric parts compare as numbers, the rest as text.
 fn version_order(version: &str) -> Vec<(u64, &str)> {
     version
@@ -621,44 +365,6 @@ fn version_order(version: &str) -> Vec<(u64, &str)> {
         .map(|part| (part.parse().unwrap_or(0), part))
         .collect()
 }
-
-/// The call never reached the node: nothing ran there, so another node may take it.
-fn is_connect_failure(status: &tonic::Status) -> bool {
-    if status.code() != Code::Unavailable {
-        return false;
-    }
-    std::error::Error::source(status).is_some_and(is_connect_error)
-        || status.message().contains("connect error")
-}
-
-/// Whether an error, or one of its causes, is a failure to open the connection: the
-/// request never left, so any node may take it.
-pub fn is_connect_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        let text = error.to_string();
-        if text.contains("connect") && !text.contains("connection reset") {
-            return true;
-        }
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && matches!(io.kind(), std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
-/// The call failed in transport (connection reset, closed, refused) rather than with a
-/// status the service chose: statuses a server sends carry no underlying error.
-fn is_transport_failure(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
-    ) && std::error::Error::source(status).is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,13 +374,5 @@ mod tests {
         let mut versions = vec!["0.10.0", "0.9.1", "1.0.0", "0.9.0"];
         versions.sort_by_key(|v| version_order(v));
         assert_eq!(versions, ["0.9.0", "0.9.1", "0.10.0", "1.0.0"]);
-    }
-
-    #[test]
-    fn percent_decoding_handles_escapes_plus_and_stray_percent() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%C3%A9"), "é");
     }
 }

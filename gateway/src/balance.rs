@@ -5,11 +5,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng;
 
-use crate::cluster::NodeHandle;
+use crate::cluster::{ClusterView, NodeHandle};
 use crate::settings::Balance;
 
-/// Picks among `candidates` (healthy, not yet tried for this call) for a call of
-/// `method`, or `None` if there are none.
+/// The nodes that may take the next attempt of a call: not tried for it yet, passing
+/// their health checks, with a weight above 0. Nodes set aside after transport failures
+/// count only when every other node is set aside too: a node that failed a moment ago
+/// is a better bet than no answer at all.
+pub fn candidates(
+    view: &ClusterView,
+    nodes: Vec<Arc<NodeHandle>>,
+    tried: &[String],
+) -> Vec<Arc<NodeHandle>> {
+    let (rested, set_aside): (Vec<_>, Vec<_>) = nodes
+        .into_iter()
+        .filter(|n| !tried.contains(&n.instance.id) && view.is_healthy(n) && weight(n) > 0)
+        .partition(|n| !view.is_ejected(n));
+    if rested.is_empty() { set_aside } else { rested }
+}
+
+/// Picks among [`candidates`] for a call of `method`, or `None` if there are none.
 pub fn pick(
     candidates: &[Arc<NodeHandle>],
     balance: Balance,
@@ -49,7 +64,8 @@ pub fn pick(
     }
 }
 
-/// A node's `weight` metadata; 1 when absent or unreadable, 0 takes it out of rotation.
+/// A node's `weight` metadata; 1 when absent or unreadable, 0 takes it out of rotation
+/// (under every balancer: a way to drain a node).
 fn weight(node: &NodeHandle) -> u64 {
     node.instance
         .metadata

@@ -156,6 +156,7 @@ impl NodeHandle {
             ejection: Ejection {
                 after_failures: 0,
                 for_how_long: Duration::ZERO,
+                max_ejected_percent: 0,
             },
             health_interval: Duration::ZERO,
             credentials: ClusterCredentials::default(),
@@ -309,11 +310,30 @@ impl ClusterView {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether the node is out of rotation: set aside after transport failures, or
-    /// failing its active health check.
+    /// Whether the node's last active health check passed (true until one fails).
+    pub fn is_healthy(&self, node: &NodeHandle) -> bool {
+        node.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is set aside for a while after transport failures.
+    pub fn is_ejected(&self, node: &NodeHandle) -> bool {
+        node.stats.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// Whether the node is out of rotation for either reason.
     pub fn is_set_aside(&self, node: &NodeHandle) -> bool {
-        !node.healthy.load(Ordering::Relaxed)
-            || node.stats.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
+        !self.is_healthy(node) || self.is_ejected(node)
+    }
+
+    /// How many more nodes of `service` may be set aside: at most
+    /// `max_ejected_percent` of them (at least one), so that transport failures caused
+    /// by the calls themselves can never empty a service.
+    fn may_eject_another(&self, service: &str) -> bool {
+        let nodes = self.nodes_of(service);
+        let ejected = nodes.iter().filter(|n| self.is_ejected(n)).count();
+        let percent = usize::from(self.options.ejection.max_ejected_percent.min(100));
+        let limit = (nodes.len() * percent / 100).max(1);
+        ejected < limit
     }
 
     /// Records a call's outcome: its latency into the method's average, transport
@@ -335,8 +355,13 @@ impl ClusterView {
         let Ejection {
             after_failures,
             for_how_long,
+            ..
         } = self.options.ejection;
-        if after_failures > 0 && failures >= after_failures {
+        if after_failures > 0
+            && failures >= after_failures
+            && !self.is_ejected(node)
+            && self.may_eject_another(&node.instance.service)
+        {
             let until = self.now_ms() + for_how_long.as_millis() as u64;
             stats.ejected_until_ms.store(until, Ordering::Relaxed);
             stats.consecutive_failures.store(0, Ordering::Relaxed);
@@ -350,10 +375,15 @@ impl ClusterView {
     }
 }
 
+/// At most half of a service's nodes (and at least one) are set aside at once.
+pub const MAX_EJECTED_PERCENT: u8 = 50;
+
 /// Passive ejection: after this many consecutive transport failures a node gets no
 /// traffic for a while.
 #[derive(Debug, Clone, Copy)]
 pub struct Ejection {
     pub after_failures: u32,
     pub for_how_long: Duration,
+    /// The largest share of a service's nodes set aside at once (at least one node).
+    pub max_ejected_percent: u8,
 }

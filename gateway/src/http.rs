@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{self, Api};
+use crate::failure;
 
 pub fn router(api: Arc<Api>) -> Router {
     let cors = cors(&api.settings.cors_allow_origins);
@@ -43,11 +44,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                HeaderName::from_static(api::REQUEST_ID),
+                HeaderName::from_static(failure::REQUEST_ID),
             ])
             .expose_headers([
-                HeaderName::from_static(api::REQUEST_ID),
-                HeaderName::from_static(api::SERVED_BY),
+                HeaderName::from_static(failure::REQUEST_ID),
+                HeaderName::from_static(failure::SERVED_BY),
             ]),
     )
 }

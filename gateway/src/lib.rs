@@ -5,19 +5,24 @@
 //! rpc port passes native gRPC through to the service's nodes. [`cluster::ClusterView`]
 //! keeps the live nodes from the registry, one HTTP/2 channel each.
 
+pub mod admit;
 pub mod api;
 pub mod auth;
 pub mod balance;
+pub mod classify;
 pub mod cluster;
 pub mod codec;
+pub mod failure;
 pub mod http;
 pub mod live_routes;
+pub mod pipeline;
 pub mod proxy;
 pub mod reflection;
 pub mod resilience;
 pub mod schema;
 pub mod settings;
 pub mod status;
+pub mod transcode;
 
 use std::sync::Arc;
 
@@ -45,6 +50,7 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         ejection: cluster::Ejection {
             after_failures: settings.gateway.eject_after_failures,
             for_how_long: settings.gateway.eject_for,
+            max_ejected_percent: cluster::MAX_EJECTED_PERCENT,
         },
         health_interval: settings.gateway.health_interval,
         credentials: context.credentials().clone(),

@@ -5,20 +5,22 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::api::{Api, Failure, REQUEST_ID, SERVED_BY, admit, is_connect_error, request_id};
-use crate::balance;
+use crate::admit::admit;
+use crate::api::{Api, request_id};
+use crate::classify::Attempt;
 use crate::cluster::InFlight;
+use crate::failure::{Failure, REQUEST_ID, SERVED_BY};
+use crate::pipeline::{self, Call, Tried};
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
     let id = request_id(request.headers());
@@ -40,9 +42,31 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
     let (grpc_service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
     let (grpc_service, method) = (grpc_service.to_owned(), method.to_owned());
     let span = tracing::info_span!("rpc", %grpc_service, %method, request_id = %id);
-    forward_to_a_node(&api, request, &grpc_service, &method)
+    match forward_to_a_node(&api, request, &grpc_service, &method)
         .instrument(span)
         .await
+    {
+        Ok(response) => response,
+        Err(failure) => failure.into_grpc(),
+    }
+}
+
+/// The registry service whose nodes take calls of `grpc_service`: when several expose it,
+/// the one named like the gRPC package (`user` for `user.v1.UserService`), else the one
+/// with the most nodes, then by name — always the same one, so that one route applies.
+fn owner(api: &Api, grpc_service: &str) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for node in api.view.nodes_serving(grpc_service) {
+        *counts.entry(node.instance.service.clone()).or_default() += 1;
+    }
+    let package = grpc_service.split('.').next().unwrap_or_default();
+    if counts.contains_key(package) {
+        return Some(package.to_owned());
+    }
+    counts
+        .into_iter()
+        .max_by(|(a, na), (b, nb)| na.cmp(nb).then_with(|| b.cmp(a)))
+        .map(|(service, _)| service)
 }
 
 async fn forward_to_a_node(
@@ -50,100 +74,81 @@ async fn forward_to_a_node(
     request: Request,
     grpc_service: &str,
     method: &str,
-) -> Response {
+) -> Result<Response, Failure> {
     let (mut parts, body) = request.into_parts();
-    let serving = api.view.nodes_serving(grpc_service);
-    // The route of the registry service whose nodes serve this gRPC service guards the
-    // call here as on /api: its JWT check and its rate limit.
-    if let Some(service) = serving.first().map(|node| node.instance.service.as_str()) {
-        let route = api.routes.route(service);
-        let authorization = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match admit(api, service, &route, method, authorization) {
-            Ok(admitted) => {
-                for (name, value) in admitted.claims {
-                    if let (Ok(name), Ok(value)) = (
-                        http::HeaderName::from_bytes(name.as_bytes()),
-                        http::HeaderValue::from_str(&value),
-                    ) {
-                        parts.headers.insert(name, value);
-                    }
-                }
-            }
-            Err(failure) => return refused(failure),
+    let service = owner(api, grpc_service).ok_or_else(|| {
+        Failure::new(
+            tonic::Code::Unimplemented,
+            format!("no node serves {grpc_service:?}"),
+        )
+    })?;
+    // The route of the service guards the call here as on /api: its JWT check and its
+    // rate limit, and it chooses the balancer.
+    let route = api.routes.route(&service);
+    let authorization = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let admitted = admit(api, &service, &route, method, authorization)?;
+    for (name, value) in admitted.claims {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            parts.headers.insert(name, value);
         }
     }
     let body = Reclaimable::new(body);
-    let round_robin = std::sync::atomic::AtomicUsize::new(0);
-    let mut tried = Vec::new();
-    loop {
-        let candidates: Vec<_> = serving
-            .iter()
-            .filter(|n| !api.view.is_set_aside(n) && !tried.contains(&n.instance.id))
-            .cloned()
-            .collect();
-        let Some(node) = balance::pick(&candidates, Default::default(), &round_robin, method)
-        else {
-            let status = if tried.is_empty() {
-                tonic::Status::unimplemented(format!("no node serves {grpc_service:?}"))
-            } else {
-                tonic::Status::unavailable(format!(
-                    "no node of {grpc_service:?} could be reached ({} tried)",
-                    tried.len()
-                ))
-            };
-            return status.into_http::<Body>().into_response();
-        };
+    // Streams cannot be replayed: only a call none of whose bytes left goes elsewhere.
+    // Deadlines are the caller's own `grpc-timeout`.
+    let call = Call {
+        service: &service,
+        method,
+        route: &route,
+        idempotent: false,
+        deadline: None,
+    };
+    let nodes = || {
+        let mut nodes = api.view.nodes_serving(grpc_service);
+        nodes.retain(|n| n.instance.service == service);
+        nodes
+    };
+    let (mut response, node) = pipeline::run(api, &call, nodes, |node| {
         let mut outgoing = http::Request::new(tonic::body::Body::new(body.clone()));
         *outgoing.method_mut() = parts.method.clone();
         *outgoing.uri_mut() = parts.uri.clone();
         *outgoing.version_mut() = parts.version;
         *outgoing.headers_mut() = parts.headers.clone();
-        let in_flight = InFlight::start(&node);
-        let started = Instant::now();
-        let answered = node.channel.clone().oneshot(outgoing).await;
-        api.view
-            .record(&node, method, started.elapsed(), answered.is_err());
-        let mut response = match answered {
-            // A stream is in flight until its last message: the body keeps the count.
-            Ok(response) => response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
-                    let _counted = &in_flight;
-                    frame
-                }))
-            }),
-            // Nothing of the call left the gateway: another node can take it whole.
-            Err(error) if is_connect_error(&error) && !body.was_read() => {
-                tracing::debug!(address = %node.instance.address, %error, "retrying on another node");
-                tried.push(node.instance.id.clone());
-                continue;
+        let body = body.clone();
+        async move {
+            let in_flight = InFlight::start(&node);
+            match node.channel.clone().oneshot(outgoing).await {
+                // A stream is in flight until its last message: the body keeps the count.
+                Ok(response) => Ok(response.map(|reply| {
+                    Body::new(reply.map_frame(move |frame| {
+                        let _counted = &in_flight;
+                        frame
+                    }))
+                })),
+                Err(error) => {
+                    let mut attempt = Attempt::of_error(&error);
+                    if attempt == Attempt::NotSent && body.was_read() {
+                        attempt = Attempt::Lost;
+                    }
+                    let failure = Failure::new(
+                        tonic::Code::Unavailable,
+                        format!("node {}: {error}", node.instance.address),
+                    );
+                    Err(Tried::new(attempt, failure))
+                }
             }
-            Err(error) => {
-                tonic::Status::unavailable(format!("node {}: {error}", node.instance.address))
-                    .into_http::<Body>()
-            }
-        };
-        if let Ok(value) = node.instance.address.parse() {
-            response.headers_mut().insert(SERVED_BY, value);
         }
-        return response;
+    })
+    .await?;
+    if let Ok(value) = node.instance.address.parse() {
+        response.headers_mut().insert(SERVED_BY, value);
     }
-}
-
-fn refused(failure: Failure) -> Response {
-    let message = match failure.retry_after {
-        Some(wait) => format!(
-            "{}; retry in {} ms",
-            failure.message,
-            wait.as_millis().max(1)
-        ),
-        None => failure.message,
-    };
-    tonic::Status::new(failure.code, message)
-        .into_http::<Body>()
-        .into_response()
+    Ok(response)
 }
 
 /// A request body that the proxy can send again when a call failed before any of it

@@ -1,0 +1,137 @@
+//! A call the gateway could not complete, and how it is told: as JSON with the HTTP status
+//! grpc-gateway gives its gRPC code on `/api`, as a gRPC status on the rpc port.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tonic::Code;
+
+use crate::status::{error_body, http_status};
+
+/// Set on every reply: the request's id, and the node that answered.
+pub const REQUEST_ID: &str = node::REQUEST_ID_HEADER;
+pub const SERVED_BY: &str = "x-served-by";
+
+/// A reply the gateway could not get from a service: status, gRPC code, message.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: Code,
+    pub message: String,
+    pub status: StatusCode,
+    /// The node whose answer this is; `None` when the gateway itself refused the call.
+    pub served_by: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// HTTP methods the resource takes, for a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Failure {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            status: http_status(code),
+            code,
+            message: message.into(),
+            served_by: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn served_by(mut self, address: impl Into<String>) -> Self {
+        self.served_by = Some(address.into());
+        self
+    }
+
+    /// 405 naming what the resource takes.
+    pub fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
+        let mut failure = Self::new(Code::Unimplemented, message);
+        failure.status = StatusCode::METHOD_NOT_ALLOWED;
+        failure.allow = Some(allow);
+        failure
+    }
+
+    /// The `/api` reply: `{"code", "message"}` with the mapped HTTP status.
+    pub fn into_http(self, request_id: &str) -> Response {
+        let served_by = self.served_by.as_deref().unwrap_or("gateway");
+        let body = error_body(self.code, &self.message);
+        let mut response = json_reply(self.status, &body, request_id, served_by);
+        let headers = response.headers_mut();
+        if let Some(wait) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE || self.status == StatusCode::BAD_REQUEST {
+            // The body may not have been read to its end: the connection cannot carry
+            // another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// The rpc port's reply: a gRPC status (trailers-only), the wait in its message.
+    pub fn into_grpc(self) -> Response {
+        let message = match self.retry_after {
+            Some(wait) => format!("{}; retry in {} ms", self.message, wait.as_millis().max(1)),
+            None => self.message,
+        };
+        let mut response = tonic::Status::new(self.code, message)
+            .into_http::<Body>()
+            .into_response();
+        if let Some(address) = self.served_by.and_then(|a| a.parse().ok()) {
+            response.headers_mut().insert(SERVED_BY, address);
+        }
+        response
+    }
+}
+
+/// Whole seconds, rounded up: never tell a client to come back too early.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// A JSON reply carrying the request id and the node that answered.
+pub fn json_reply(status: StatusCode, body: &Value, request_id: &str, served_by: &str) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [(REQUEST_ID, request_id), (SERVED_BY, served_by)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn a_405_names_what_the_resource_allows() {
+        let response = Failure::method_not_allowed("POST", "no").into_http("id");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+    }
+}

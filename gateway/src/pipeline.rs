@@ -1,0 +1,138 @@
+//! The one path every call through the gateway takes, on `/api` and on the rpc port:
+//! admit → pick a node with the route's balancer → call → classify the outcome → retry
+//! policy → record. Each stage is a named piece; the two front doors differ only in the
+//! call itself (`/api` sends a decoded message, the rpc port passes bytes) and in how
+//! they read and write the outside world around it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tonic::Code;
+use tower::retry::budget::Budget as _;
+
+use crate::api::Api;
+use crate::balance;
+use crate::classify::Attempt;
+use crate::cluster::NodeHandle;
+use crate::failure::Failure;
+use crate::settings::Route;
+
+/// What the pipeline needs to know about one call.
+pub struct Call<'a> {
+    /// The registry service whose nodes may take it.
+    pub service: &'a str,
+    /// The method's simple name (`Exists`), for latency statistics and the route.
+    pub method: &'a str,
+    pub route: &'a Route,
+    /// Whether a call that may have run may run again elsewhere.
+    pub idempotent: bool,
+    /// When the call gives up (`None`: the caller's own deadline, on the rpc port).
+    pub deadline: Option<Instant>,
+}
+
+/// An attempt that brought no reply: what it says about the call and the node, and what
+/// the caller is told if no other attempt follows.
+pub struct Tried {
+    pub attempt: Attempt,
+    pub failure: Failure,
+}
+
+impl Tried {
+    pub fn new(attempt: Attempt, failure: Failure) -> Self {
+        Self { attempt, failure }
+    }
+}
+
+/// Runs `call`: picks a node among `nodes()` (read again before each attempt, so that
+/// joins and leaves count), calls `attempt` on it, and retries on another node as the
+/// policy allows. Returns the reply and the node that gave it.
+pub async fn run<T, F, Fut>(
+    api: &Api,
+    call: &Call<'_>,
+    nodes: impl Fn() -> Vec<Arc<NodeHandle>>,
+    mut attempt: F,
+) -> Result<(T, Arc<NodeHandle>), Failure>
+where
+    F: FnMut(Arc<NodeHandle>) -> Fut,
+    Fut: Future<Output = Result<T, Tried>>,
+{
+    api.retries.deposit();
+    let mut tried: Vec<String> = Vec::new();
+    loop {
+        let candidates = balance::candidates(&api.view, nodes(), &tried);
+        let Some(node) = balance::pick(
+            &candidates,
+            call.route.balance,
+            &api.round_robin,
+            call.method,
+        ) else {
+            return Err(no_node_left(call.service, tried.len()));
+        };
+        let started = Instant::now();
+        let outcome = match call.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempt(node.clone()))
+                .await
+                .unwrap_or_else(|_| Err(timed_out(call))),
+            None => attempt(node.clone()).await,
+        };
+        let attempt_class = outcome.as_ref().err().map(|tried| tried.attempt);
+        record(api, &node, call.method, started, attempt_class);
+        let Err(Tried { attempt, failure }) = outcome else {
+            return outcome.map(|reply| (reply, node)).map_err(|t| t.failure);
+        };
+        let failure = failure.served_by(node.instance.address.clone());
+        if should_retry(api, call, attempt) {
+            tracing::debug!(address = %node.instance.address, ?attempt, message = %failure.message, "trying another node");
+            tried.push(node.instance.id.clone());
+            continue;
+        }
+        return Err(failure);
+    }
+}
+
+/// Record: the latency of a reply, or a failure toward setting the node aside.
+fn record(api: &Api, node: &NodeHandle, method: &str, started: Instant, failed: Option<Attempt>) {
+    let node_fault = failed.is_some_and(Attempt::is_node_fault);
+    api.view.record(node, method, started.elapsed(), node_fault);
+}
+
+/// Retry policy: a call that never left may go anywhere; one that may have run goes
+/// elsewhere only when it is idempotent and the retry budget allows; a service's own
+/// answer, a reply the gateway refused and a passed deadline are final.
+fn should_retry(api: &Api, call: &Call<'_>, attempt: Attempt) -> bool {
+    if call
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline)
+    {
+        return false;
+    }
+    match attempt {
+        Attempt::NotSent => true,
+        Attempt::Lost => call.idempotent && api.retries.withdraw(),
+        Attempt::Answered | Attempt::Refused | Attempt::TimedOut => false,
+    }
+}
+
+fn timed_out(call: &Call<'_>) -> Tried {
+    Tried::new(
+        Attempt::TimedOut,
+        Failure::new(
+            Code::DeadlineExceeded,
+            format!(
+                "{}/{} took longer than {:?}",
+                call.service,
+                call.method,
+                call.route.timeout_of(call.method)
+            ),
+        ),
+    )
+}
+
+fn no_node_left(service: &str, tried: usize) -> Failure {
+    let message = match tried {
+        0 => format!("no healthy node of {service:?}"),
+        n => format!("no healthy node of {service:?} left to try ({n} tried)"),
+    };
+    Failure::new(Code::Unavailable, message)
+}
