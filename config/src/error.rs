@@ -14,4 +14,11 @@ pub enum ConfigError {
     /// The configuration file itself cannot be read or parsed.
     #[error("invalid configuration: {path}: {message}")]
     File { path: String, message: String },
+    /// The loaded values cannot be serialized back, so they cannot be compared with what was
+    /// given to find unknown keys: a configuration type whose `Serialize` refuses values its
+    /// `Deserialize` accepts.
+    #[error(
+        "invalid configuration: cannot check for unknown keys, {what} do not serialize back: {message}"
+    )]
+    NotReadBack { what: String, message: String },
 }

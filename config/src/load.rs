@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::value::{Dict, Map};
+use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -15,11 +15,14 @@ const ENV_NESTING: &str = "__";
 /// Environment variables with the `MS_` prefix that belong to the test harness, not a node.
 const NOT_NODE_KEYS: &[&str] = &["etcd_image", "test_etcd_endpoints"];
 
+/// The one key of the table a TOML datetime is read as; not a key anyone wrote.
+const TOML_DATETIME: &str = "$__toml_private_datetime";
+
 /// Values given on the command line, the last and strongest layer.
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
-    /// Dotted key → (flag as typed, value).
-    entries: BTreeMap<String, (String, serde_json::Value)>,
+    /// Dotted key → (flag as typed, value or why it has none).
+    entries: BTreeMap<String, (String, Result<serde_json::Value, String>)>,
 }
 
 impl Flags {
@@ -29,7 +32,8 @@ impl Flags {
 
     /// Sets `key` (dotted, `registry.etcd_addr`) from the flag `flag` (`--etcd-addr`).
     pub fn set(&mut self, key: &str, flag: &str, value: impl Serialize) -> &mut Self {
-        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        // Kept, not turned into null (which would quietly unset the key): `load` refuses it.
+        let value = serde_json::to_value(value).map_err(|e| e.to_string());
         self.entries
             .insert(key.to_owned(), (flag.to_owned(), value));
         self
@@ -42,9 +46,23 @@ impl Flags {
         self
     }
 
+    /// The first flag whose value could not be serialized, as an error naming it.
+    fn unusable(&self) -> Option<ConfigError> {
+        self.entries.iter().find_map(|(key, (flag, value))| {
+            let reason = value.as_ref().err()?;
+            Some(ConfigError::Invalid {
+                key: key.clone(),
+                origin: format!("command-line flag {flag}"),
+                message: format!("the value cannot be used: {reason}"),
+            })
+        })
+    }
+
     fn as_json(&self) -> serde_json::Value {
         let mut root = serde_json::Map::new();
         for (key, (_, value)) in &self.entries {
+            // Refused by `load` before the layers are read.
+            let Ok(value) = value else { continue };
             let mut segments: Vec<&str> = key.split('.').collect();
             let Some(last) = segments.pop() else { continue };
             let mut table = &mut root;
@@ -150,6 +168,9 @@ pub fn load<S>(file: Option<&Path>, flags: &Flags) -> Result<Loaded<S>, ConfigEr
 where
     S: DeserializeOwned + Serialize + Default + Validate,
 {
+    if let Some(error) = flags.unusable() {
+        return Err(error);
+    }
     let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()))
         .merge(Serialized::defaults(S::default()));
     if let Some(path) = file {
@@ -172,14 +193,12 @@ where
     // Extracted apart so that figment can name the key of any error in either.
     let node: NodeConfig = figment.extract().map_err(|e| from_figment(file, e))?;
     let service: S = figment.extract().map_err(|e| from_figment(file, e))?;
-    let mut understood = serde_json::to_value(&node).unwrap_or_default();
-    if let (Some(all), serde_json::Value::Object(more)) = (
-        understood.as_object_mut(),
-        serde_json::to_value(&service).unwrap_or_default(),
-    ) {
-        all.extend(more);
-    }
-    refuse_unknown_keys(&figment, &understood)?;
+    // What was understood is what the values serialize back to; without it no key could be
+    // told apart from a typo, so failing to serialize is an error, not a skipped check.
+    let mut understood = read_back("the shared keys", serde_json::to_value(&node))?;
+    let more = read_back("the service's sections", serde_json::to_value(&service))?;
+    understood.extend(more);
+    refuse_unknown_keys(file, &figment, &understood)?;
     let loaded = Loaded {
         node,
         service,
@@ -193,6 +212,22 @@ where
         return Err(loaded.invalid(&key, message));
     }
     Ok(loaded)
+}
+
+/// A loaded value serialized back as a table, or why it cannot be.
+fn read_back(
+    what: &str,
+    value: Result<serde_json::Value, serde_json::Error>,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    let failed = |message: String| ConfigError::NotReadBack {
+        what: what.to_owned(),
+        message,
+    };
+    match value {
+        Ok(serde_json::Value::Object(table)) => Ok(table),
+        Ok(other) => Err(failed(format!("serialized as {other}, not a table"))),
+        Err(e) => Err(failed(e.to_string())),
+    }
 }
 
 fn from_figment(file: Option<&Path>, error: figment::Error) -> ConfigError {
@@ -218,10 +253,13 @@ fn from_figment(file: Option<&Path>, error: figment::Error) -> ConfigError {
 /// Every key given must be one the configuration type reads back: compare what came in with
 /// what the parsed value serializes to.
 fn refuse_unknown_keys(
+    file: Option<&Path>,
     figment: &Figment,
-    understood: &serde_json::Value,
+    understood: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), ConfigError> {
-    let given: serde_json::Value = figment.extract().unwrap_or(serde_json::Value::Null);
+    // Read as figment's own values, which hold whatever the layers hold (JSON cannot hold
+    // every number): not being able to read them is an error, never a skipped check.
+    let given: Dict = figment.extract().map_err(|e| from_figment(file, e))?;
     let mut unknown = Vec::new();
     unknown_paths(&given, understood, &mut Vec::new(), &mut unknown);
     match unknown.into_iter().next() {
@@ -238,16 +276,11 @@ fn refuse_unknown_keys(
 }
 
 fn unknown_paths(
-    given: &serde_json::Value,
-    understood: &serde_json::Value,
+    given: &Dict,
+    understood: &serde_json::Map<String, serde_json::Value>,
     path: &mut Vec<String>,
     out: &mut Vec<Vec<String>>,
 ) {
-    let (serde_json::Value::Object(given), serde_json::Value::Object(understood)) =
-        (given, understood)
-    else {
-        return;
-    };
     for (key, value) in given {
         path.push(key.clone());
         match understood.get(key) {
@@ -256,13 +289,22 @@ fn unknown_paths(
             None => {
                 let mut leaf = path.clone();
                 let mut value = value;
-                while let Some((inner, next)) = value.as_object().and_then(|o| o.iter().next()) {
+                while let Some((inner, next)) = value
+                    .as_dict()
+                    .and_then(|d| d.iter().next())
+                    .filter(|(inner, _)| *inner != TOML_DATETIME)
+                {
                     leaf.push(inner.clone());
                     value = next;
                 }
                 out.push(leaf);
             }
-            Some(known) => unknown_paths(value, known, path, out),
+            Some(serde_json::Value::Object(known)) => {
+                if let Value::Dict(_, value) = value {
+                    unknown_paths(value, known, path, out);
+                }
+            }
+            Some(_) => {}
         }
         path.pop();
     }

@@ -217,3 +217,98 @@ fn printed_config_loads_back_to_the_same_values() {
         Ok(())
     });
 }
+
+/// A service section with an optional path, which a null leaves unset without complaint.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct WithOptionalPath {
+    svc: OptionalPath,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct OptionalPath {
+    cert: Option<std::path::PathBuf>,
+}
+
+impl Validate for WithOptionalPath {}
+
+#[cfg(unix)]
+#[test]
+fn a_flag_whose_value_cannot_be_serialized_is_refused_naming_the_key_and_flag() {
+    use std::os::unix::ffi::OsStrExt;
+    Jail::expect_with(|_| {
+        // A path that is not UTF-8 has no JSON form; it used to become null: silently unset.
+        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/etc/\xffcert.pem"));
+        let mut flags = Flags::new();
+        flags.set("svc.cert", "--svc-cert", path);
+        let message = match load::<WithOptionalPath>(None, &flags) {
+            Ok(loaded) => panic!("accepted: {:?}", loaded.service),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.contains("svc.cert"), "{message}");
+        assert!(
+            message.contains("command-line flag --svc-cert"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+/// A service section whose `Serialize` refuses some values it deserializes.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct CannotReadBack {
+    svc: Picky,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Picky {
+    #[serde(serialize_with = "only_small")]
+    limit: u32,
+}
+
+fn only_small<S: serde::Serializer>(value: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    if *value > 100 {
+        return Err(serde::ser::Error::custom(
+            "limit over 100 cannot be written",
+        ));
+    }
+    serializer.serialize_u32(*value)
+}
+
+impl Validate for CannotReadBack {}
+
+#[test]
+fn sections_that_cannot_be_read_back_fail_loading_instead_of_skipping_the_unknown_key_check() {
+    Jail::expect_with(|jail| {
+        jail.create_file("svc.toml", "[svc]\nlimit = 200\nlimt = 3\n")?;
+        let error = load::<CannotReadBack>(Some("svc.toml".as_ref()), &Flags::new())
+            .map(|loaded| loaded.service)
+            .unwrap_err();
+        assert!(
+            matches!(error, ConfigError::NotReadBack { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("limit over 100 cannot be written"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn an_unknown_key_holding_a_datetime_is_named_as_written() {
+    Jail::expect_with(|jail| {
+        jail.create_file("user.toml", "[registry]\nstarted = 1979-05-27T07:32:00Z\n")?;
+        let message = err(load::<UserLike>(Some("user.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("unknown key registry.started (set in user.toml line 2)"),
+            "{message}"
+        );
+        Ok(())
+    });
+}

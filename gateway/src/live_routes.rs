@@ -70,7 +70,9 @@ impl LiveRoutes {
             });
             return;
         };
-        match crate::settings::parse_route_table(text) {
+        // Not parse_route_table: that reads an empty text as no routes, and an empty value
+        // (a bad write, a hand-made key) must not remove every gateway's routes.
+        match crate::settings::parse_stored_route_table(text) {
             Ok(routes) => {
                 tracing::info!(
                     revision,
@@ -84,7 +86,7 @@ impl LiveRoutes {
                 });
             }
             Err(error) => {
-                tracing::error!(revision, %error, "refusing the route table in etcd; keeping the last good one")
+                tracing::warn!(revision, %error, "refusing the route table in etcd; keeping the last good one")
             }
         }
     }
@@ -192,5 +194,30 @@ mod tests {
         live.apply_stored(None, 9);
         assert_eq!(live.in_force().source, "configuration");
         assert_eq!(live.route("user"), Route::default());
+    }
+
+    #[test]
+    fn an_empty_or_unparsable_stored_value_keeps_the_table_in_force() {
+        let live = LiveRoutes::new(RouteTable::new());
+        live.apply_stored(Some("[routes.user]\ntimeout = \"2s\"\n"), 7);
+        for (text, revision) in [
+            ("", 8),
+            ("\n", 9),
+            ("[routes.user", 10),
+            ("timeout = 1", 11),
+        ] {
+            live.apply_stored(Some(text), revision);
+            let in_force = live.in_force();
+            assert_eq!(
+                (in_force.source.as_str(), in_force.revision),
+                ("etcd", 7),
+                "{text:?}"
+            );
+            assert_eq!(
+                live.route("user").timeout,
+                Duration::from_secs(2),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -34,6 +34,10 @@ pub struct BreakerConfig {
     pub open_for: Duration,
 }
 
+/// The longest wait a refused call is told. Validation keeps rates at 0.001/s or more, so a
+/// token is at most 1000s away; this bounds whatever else the arithmetic meets.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 pub struct TokenBucket {
     config: RateLimit,
     tokens: f64,
@@ -60,9 +64,11 @@ impl TokenBucket {
             Ok(())
         } else {
             let missing = 1.0 - self.tokens;
-            Err(Duration::from_secs_f64(
-                missing / self.config.per_second.max(f64::MIN_POSITIVE),
-            ))
+            // try_: a tiny, zero, negative or NaN rate gives a wait no Duration holds, and
+            // from_secs_f64 would panic on it.
+            let wait =
+                Duration::try_from_secs_f64(missing / self.config.per_second).unwrap_or(MAX_WAIT);
+            Err(wait.min(MAX_WAIT))
         }
     }
 }
@@ -231,6 +237,33 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(bucket.take().is_ok());
         assert!(bucket.take().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_never_panics_and_caps_its_wait_for_extreme_rates() {
+        let rates = [
+            1e-30,
+            f64::MIN_POSITIVE,
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            0.001,
+        ];
+        let bursts = [1.0, 1.5, 0.0, f64::MAX, f64::INFINITY, f64::NAN];
+        for per_second in rates {
+            for burst in bursts {
+                let mut bucket = TokenBucket::new(RateLimit { per_second, burst });
+                for _ in 0..4 {
+                    if let Err(wait) = bucket.take() {
+                        assert!(wait <= MAX_WAIT, "{per_second}/s, burst {burst}: {wait:?}");
+                    }
+                    tokio::time::advance(Duration::from_millis(300)).await;
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

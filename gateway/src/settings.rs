@@ -136,6 +136,10 @@ impl Route {
     }
 }
 
+/// The slowest rate limit a route may have. Below it a refused caller would be told to come
+/// back in longer than any client waits, and the wait stops being a number a `Duration` holds.
+pub const MIN_RATE_PER_SECOND: f64 = 0.001;
+
 /// Checks a route table; `Err((key, reason))` for the first entry that cannot work.
 pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
     for (service, route) in routes {
@@ -148,13 +152,23 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
                 "must be more than 0s".into(),
             ));
         }
-        if let Some(limit) = route.rate_limit
-            && !(limit.per_second > 0.0 && limit.burst >= 1.0)
-        {
-            return Err((
-                format!("routes.{service}.rate_limit"),
-                "per_second must be more than 0 and burst at least 1".into(),
-            ));
+        if let Some(limit) = route.rate_limit {
+            // Written so that NaN fails too; infinity is refused as no limit at all.
+            if !(limit.per_second.is_finite() && limit.per_second >= MIN_RATE_PER_SECOND) {
+                return Err((
+                    format!("routes.{service}.rate_limit.per_second"),
+                    format!(
+                        "{} is not a finite number of at least {MIN_RATE_PER_SECOND}",
+                        limit.per_second
+                    ),
+                ));
+            }
+            if !(limit.burst.is_finite() && limit.burst >= 1.0) {
+                return Err((
+                    format!("routes.{service}.rate_limit.burst"),
+                    format!("{} is not a finite number of at least 1", limit.burst),
+                ));
+            }
         }
         if let Some(breaker) = route.circuit_breaker
             && !(breaker.error_rate > 0.0
@@ -220,12 +234,33 @@ pub fn parse_route_table(text: &str) -> Result<RouteTable, String> {
     Ok(parsed.routes)
 }
 
-pub fn render_route_table(routes: &RouteTable) -> String {
+/// The TOML `gateway routes push` stores, checked to read back as the same table: what
+/// every gateway will apply. Refused rather than stored when it does not (an empty or partial
+/// text would be applied by every gateway as a smaller table).
+pub fn render_route_table(routes: &RouteTable) -> Result<String, String> {
     #[derive(Serialize)]
     struct OnlyRoutes<'a> {
         routes: &'a RouteTable,
     }
-    toml::to_string(&OnlyRoutes { routes }).unwrap_or_default()
+    let text = toml::to_string(&OnlyRoutes { routes })
+        .map_err(|e| format!("cannot write the route table as TOML: {e}"))?;
+    match parse_stored_route_table(&text) {
+        Ok(read) if read == *routes => Ok(text),
+        Ok(_) => Err("the route table does not read back as written".into()),
+        Err(reason) => Err(format!("the route table would be refused: {reason}")),
+    }
+}
+
+/// Parses a table as `gateway routes push` stored it. Unlike a file given to push, it must
+/// have `[routes]`: an empty or truncated value is refused, not read as "no routes".
+pub fn parse_stored_route_table(text: &str) -> Result<RouteTable, String> {
+    #[derive(Deserialize)]
+    struct StoredRoutes {
+        routes: RouteTable,
+    }
+    let parsed: StoredRoutes = toml::from_str(text).map_err(|e| e.to_string())?;
+    validate_routes(&parsed.routes).map_err(|(key, reason)| format!("{key}: {reason}"))?;
+    Ok(parsed.routes)
 }
 
 #[cfg(test)]
@@ -244,9 +279,88 @@ mod tests {
         assert!(user.is_idempotent("Exists") && user.is_idempotent("Login"));
         assert!(!user.is_idempotent("Register"));
         assert_eq!(
-            parse_route_table(&render_route_table(&table)).unwrap(),
+            parse_route_table(&render_route_table(&table).unwrap()).unwrap(),
             table
         );
+    }
+
+    #[test]
+    fn rate_limits_too_slow_or_not_finite_are_refused_naming_the_key() {
+        for (limit, key) in [
+            (
+                "per_second = 1e-30, burst = 1",
+                "routes.user.rate_limit.per_second",
+            ),
+            (
+                "per_second = 0.0009, burst = 1",
+                "routes.user.rate_limit.per_second",
+            ),
+            (
+                "per_second = 0, burst = 1",
+                "routes.user.rate_limit.per_second",
+            ),
+            (
+                "per_second = -1, burst = 1",
+                "routes.user.rate_limit.per_second",
+            ),
+            (
+                "per_second = nan, burst = 1",
+                "routes.user.rate_limit.per_second",
+            ),
+            (
+                "per_second = inf, burst = 1",
+                "routes.user.rate_limit.per_second",
+            ),
+            (
+                "per_second = 1, burst = 0.5",
+                "routes.user.rate_limit.burst",
+            ),
+            (
+                "per_second = 1, burst = inf",
+                "routes.user.rate_limit.burst",
+            ),
+            (
+                "per_second = 1, burst = nan",
+                "routes.user.rate_limit.burst",
+            ),
+        ] {
+            let text = format!("[routes.user]\nrate_limit = {{ {limit} }}\n");
+            let message = parse_route_table(&text).unwrap_err();
+            assert!(
+                message.starts_with(&format!("{key}: ")),
+                "{limit}: {message}"
+            );
+        }
+        let slowest = "[routes.user]\nrate_limit = { per_second = 0.001, burst = 1 }\n";
+        assert!(parse_route_table(slowest).is_ok());
+    }
+
+    #[test]
+    fn a_table_that_would_not_read_back_is_not_rendered_for_storing() {
+        let mut table = RouteTable::new();
+        table.insert(
+            "user".into(),
+            Route {
+                timeout: Duration::ZERO,
+                ..Route::default()
+            },
+        );
+        let message = render_route_table(&table).unwrap_err();
+        assert!(message.contains("routes.user.timeout"), "{message}");
+    }
+
+    #[test]
+    fn an_empty_table_renders_to_a_stored_value_that_reads_back_empty() {
+        let text = render_route_table(&RouteTable::new()).unwrap();
+        assert_eq!(parse_stored_route_table(&text).unwrap(), RouteTable::new());
+    }
+
+    #[test]
+    fn a_stored_value_without_routes_is_refused() {
+        for text in ["", "  \n", "[gateway]\nmax_body_bytes = 1\n"] {
+            let message = parse_stored_route_table(text).unwrap_err();
+            assert!(message.contains("routes"), "{text:?}: {message}");
+        }
     }
 
     #[test]

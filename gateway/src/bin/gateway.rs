@@ -86,7 +86,14 @@ async fn routes_command(connected: &Connected, action: RoutesAction) -> Result<(
             let routes = gateway::settings::parse_route_table(&text).map_err(|reason| {
                 NodeError::Unsupported(format!("invalid route table {}: {reason}", file.display()))
             })?;
-            let stored = gateway::settings::render_route_table(&routes);
+            // Nothing is stored unless the text reads back as this table: every gateway
+            // applies what is stored.
+            let stored = gateway::settings::render_route_table(&routes).map_err(|reason| {
+                NodeError::Unsupported(format!(
+                    "route table {} not stored: {reason}",
+                    file.display()
+                ))
+            })?;
             client
                 .put(key.clone(), stored, None)
                 .await
