@@ -8,20 +8,27 @@ use rand::Rng;
 use crate::cluster::{ClusterView, NodeHandle};
 use crate::settings::Balance;
 
-/// The nodes that may take the next attempt of a call: not tried for it yet, passing
-/// their health checks, with a weight above 0. Nodes set aside after transport failures
-/// count only when every other node is set aside too: a node that failed a moment ago
-/// is a better bet than no answer at all.
+/// The nodes that may take the next attempt of a call: not tried for it yet, with a
+/// weight above 0, passing their health checks and not set aside after transport
+/// failures. When no such node is left, the set-aside ones, then those failing their
+/// checks: a node in trouble answers with its own words (a service whose store is down
+/// says so), which serves a caller better than "no healthy node".
 pub fn candidates(
     view: &ClusterView,
     nodes: Vec<Arc<NodeHandle>>,
     tried: &[String],
 ) -> Vec<Arc<NodeHandle>> {
-    let (rested, set_aside): (Vec<_>, Vec<_>) = nodes
+    let open: Vec<_> = nodes
         .into_iter()
-        .filter(|n| !tried.contains(&n.instance.id) && view.is_healthy(n) && weight(n) > 0)
-        .partition(|n| !view.is_ejected(n));
-    if rested.is_empty() { set_aside } else { rested }
+        .filter(|n| !tried.contains(&n.instance.id) && weight(n) > 0)
+        .collect();
+    let (healthy, failing): (Vec<_>, Vec<_>) = open.into_iter().partition(|n| view.is_healthy(n));
+    let (rested, set_aside): (Vec<_>, Vec<_>) =
+        healthy.into_iter().partition(|n| !view.is_ejected(n));
+    [rested, set_aside, failing]
+        .into_iter()
+        .find(|nodes| !nodes.is_empty())
+        .unwrap_or_default()
 }
 
 /// Picks among [`candidates`] for a call of `method`, or `None` if there are none.

@@ -3,8 +3,10 @@
 //! - [`user`]: accounts, on a store every node of the service shares.
 //! - [`order`]: orders, checking the user through a channel the framework builds from
 //!   discovery.
+//! - [`text`]: caller input inside messages, bounded.
 
 pub mod order;
+pub mod text;
 pub mod user;
 
 /// Generated protobuf and gRPC code.

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Stream, StreamExt};
 use registry::Registry;
@@ -19,11 +20,16 @@ use proto::probe_service_server::{ProbeService, ProbeServiceServer};
 
 const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe_descriptor.bin"));
 
-struct Probe;
+/// Counts the Echo calls it served, so a test can tell that no call ran twice.
+#[derive(Clone, Default)]
+struct Probe {
+    echoes: Arc<AtomicUsize>,
+}
 
 #[tonic::async_trait]
 impl ProbeService for Probe {
     async fn echo(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
+        self.echoes.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(request.into_inner()))
     }
 
@@ -55,6 +61,10 @@ impl ProbeService for Probe {
     async fn fail(&self, _request: Request<Note>) -> Result<Response<Note>, Status> {
         Err(Status::internal("the probe always fails here"))
     }
+
+    async fn shout(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
+        Err(Status::not_found(request.into_inner().text))
+    }
 }
 
 /// One probe node; `readiness`, when given, drives what its health checks answer.
@@ -62,10 +72,20 @@ pub async fn start(
     registry: Arc<dyn Registry>,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> InProcessNode {
-    let routes = tonic::service::Routes::new(ProbeServiceServer::new(Probe));
+    start_counting(registry, readiness).await.0
+}
+
+/// [`start`], and the number of Echo calls the node has served.
+pub async fn start_counting(
+    registry: Arc<dyn Registry>,
+    readiness: Option<tokio::sync::watch::Receiver<bool>>,
+) -> (InProcessNode, Arc<AtomicUsize>) {
+    let probe = Probe::default();
+    let echoes = probe.echoes.clone();
+    let routes = tonic::service::Routes::new(ProbeServiceServer::new(probe));
     let mut spec = node::NodeSpec::new("probe", "1.0.0", routes);
     spec.grpc_services = vec!["probe.v1.ProbeService".to_owned()];
     spec.descriptor_sets = vec![DESCRIPTOR_SET];
     spec.readiness = readiness;
-    InProcessNode::start(spec, registry).await
+    (InProcessNode::start(spec, registry).await, echoes)
 }

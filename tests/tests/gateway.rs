@@ -1150,34 +1150,47 @@ async fn a_node_failing_its_health_checks_leaves_rotation_until_they_pass() {
     let config = gateway_config_with("health", "[gateway]\nhealth_interval = \"200ms\"\n");
     let (ready, readiness) = tokio::sync::watch::channel(true);
     let (probe, gateway, client) = probe_behind_a_gateway(&etcd, &config, Some(readiness)).await;
+    let registry: std::sync::Arc<dyn registry::Registry> =
+        std::sync::Arc::new(etcd.registry("go-ms").await);
+    let steady = tests::probe::start(registry, None).await;
     let echo_url = format!("http://{}/api/probe/Echo", gateway.http);
     let hi = json!({"text": "hi"});
-    // Echo until it answers `status`, which the health checks bring about.
-    let until = |status: u16| client.post_until(&echo_url, &hi, status, PATIENCE);
-    until(200).await;
+    let served_by = |reply: &tests::http::Reply| reply.header("x-served-by").map(str::to_owned);
+    // Echo until the node with changing readiness answers one.
+    let until_served_by = |address: String| {
+        let (client, echo_url, hi) = (&client, &echo_url, &hi);
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let reply = client.post(echo_url, hi).await.expect("a reply");
+                if reply.status == 200 && served_by(&reply).as_deref() == Some(address.as_str()) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{address} never served a call");
+            }
+        }
+    };
+    until_served_by(probe.address.clone()).await;
 
     // The node says it cannot work: its checks fail and the gateway stops sending to it.
     ready.send(false).unwrap();
-    let out = until(503).await;
-    assert!(
-        out.body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no healthy node"),
-        "{}",
-        out.text
-    );
     gateway
         .node
         .wait_for("node out of rotation", PATIENCE)
         .await;
+    for _ in 0..30 {
+        let reply = client.post(&echo_url, &hi).await.expect("a reply");
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(served_by(&reply), Some(steady.address.clone()));
+    }
 
     // Ready again: back in rotation.
     ready.send(true).unwrap();
-    until(200).await;
     gateway
         .node
         .wait_for("node back in rotation", PATIENCE)
         .await;
+    until_served_by(probe.address.clone()).await;
     probe.stop().await;
+    steady.stop().await;
 }

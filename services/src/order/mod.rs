@@ -7,8 +7,12 @@ use crate::proto::order::v1::order_service_server::{OrderService as OrderApi, Or
 use crate::proto::order::v1::{CreateRequest, CreateResponse, Order};
 use crate::proto::user::v1::ExistsRequest;
 use crate::proto::user::v1::user_service_client::UserServiceClient;
+use crate::text::{clip, quote};
 
 pub const GRPC_SERVICE: &str = "order.v1.OrderService";
+
+/// The most of the user service's own message passed on: it is another node's text.
+const UPSTREAM_MESSAGE_MAX: usize = 200;
 
 /// Creates orders for users that exist, asking `user` over a discovered channel.
 #[derive(Clone)]
@@ -47,7 +51,9 @@ impl OrderApi for OrderService {
             && subject != username
         {
             return Err(Status::permission_denied(format!(
-                "the caller's token is for {subject:?}; it cannot order for {username:?}"
+                "the caller's token is for {}; it cannot order for {}",
+                quote(&subject),
+                quote(&username)
             )));
         }
         if item.trim().is_empty() {
@@ -67,12 +73,15 @@ impl OrderApi for OrderService {
             .await
             .map_err(|status| match status.code() {
                 Code::InvalidArgument => status,
-                _ => Status::unavailable(format!("user service: {}", status.message())),
+                _ => Status::unavailable(format!(
+                    "user service: {}",
+                    clip(status.message(), UPSTREAM_MESSAGE_MAX)
+                )),
             })?
             .into_inner()
             .exists;
         if !exists {
-            return Err(Status::not_found(format!("no user {username:?}")));
+            return Err(Status::not_found(format!("no user {}", quote(&username))));
         }
         Ok(Response::new(CreateResponse {
             order: Some(Order {
@@ -94,4 +103,78 @@ pub fn service() -> Service {
             let users = context.client("user").await?;
             Ok(Serve::new().add_service(OrderService::new(users).into_server()))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tonic::transport::Channel;
+    use tonic::transport::server::TcpIncoming;
+
+    use super::*;
+    use crate::user::{MemoryUserStore, TokenIssuer, UserService};
+
+    /// An order service whose user service is a real one on a local port.
+    async fn orders() -> OrderService {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let users = UserService::new(
+            Arc::new(MemoryUserStore::new()),
+            TokenIssuer::new(b"secret", Duration::from_secs(60)),
+            8,
+        );
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(users.into_server())
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        OrderService::new(ServiceChannel::new(
+            channel,
+            rust_ms::ClusterCredentials::default().key,
+        ))
+    }
+
+    fn create(username: &str, subject: Option<&str>) -> Request<CreateRequest> {
+        let mut request = Request::new(CreateRequest {
+            username: username.to_owned(),
+            item: "book".into(),
+        });
+        if let Some(subject) = subject {
+            let header = format!("{}sub", rust_ms::CLAIM_HEADER_PREFIX);
+            request.metadata_mut().insert(
+                tonic::metadata::MetadataKey::from_bytes(header.as_bytes()).unwrap(),
+                subject.parse().unwrap(),
+            );
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn a_20kb_username_gets_short_messages_from_create() {
+        let orders = orders().await;
+        let long = "a".repeat(20_000);
+
+        let status = orders.create(create(&long, None)).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(
+            status.message().len() < 300,
+            "{} bytes",
+            status.message().len()
+        );
+        assert!(status.message().contains("no user \"aaaa"), "{status:?}");
+
+        let status = orders.create(create(&long, Some("bob"))).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().len() < 300,
+            "{} bytes",
+            status.message().len()
+        );
+        assert!(status.message().contains("cannot order for"), "{status:?}");
+    }
 }

@@ -1,12 +1,13 @@
 //! The `user` service: `user.v1.UserService`.
 
+mod readiness;
 mod rules;
 mod service;
 mod settings;
 mod store;
 mod token;
 
-pub use rules::{validate_password, validate_username};
+pub use rules::{USERNAME_MAX_LEN, validate_password, validate_username};
 pub use service::UserService;
 pub use settings::{UserSection, UserSettings};
 #[cfg(feature = "etcd")]
@@ -20,6 +21,9 @@ pub const GRPC_SERVICE: &str = "user.v1.UserService";
 use std::sync::Arc;
 
 use rust_ms::{Connected, Serve, Service};
+use tracing::Instrument;
+
+use readiness::{PROBE_EVERY, StoreReadiness, probe_store};
 
 /// The `user` service, its accounts on the store every node of it shares: etcd beside the
 /// registry, or one process's memory on the memory backend.
@@ -46,12 +50,24 @@ fn build(
         .descriptors(crate::USER_DESCRIPTOR_SET)
         .setup(|context| async move {
             let store = store(context.backend());
-            Ok(serve(&context.settings().user, store))
+            // Without its store a node can only fail calls: it says so through
+            // grpc.health.v1, and the gateway routes around it until the store is back.
+            let (readiness, ready) = StoreReadiness::new();
+            tokio::spawn(
+                probe_store(
+                    store.clone(),
+                    readiness.clone(),
+                    PROBE_EVERY,
+                    context.shutdown(),
+                )
+                .in_current_span(),
+            );
+            Ok(serve(&context.settings().user, store, readiness).readiness(ready))
         })
 }
 
 /// `user.v1.UserService` over `store`, configured by `[user]`.
-fn serve(section: &UserSection, store: Arc<dyn UserStore>) -> Serve {
+fn serve(section: &UserSection, store: Arc<dyn UserStore>, readiness: StoreReadiness) -> Serve {
     let secret = if section.token_secret.is_empty() {
         tracing::warn!(
             "user.token_secret is not set: this node signs tokens with a secret of its own, which no other node accepts"
@@ -68,6 +84,7 @@ fn serve(section: &UserSection, store: Arc<dyn UserStore>) -> Serve {
         store,
         TokenIssuer::new(secret.as_bytes(), section.token_ttl),
         section.min_password_len,
-    );
+    )
+    .with_readiness(readiness);
     Serve::new().add_service(service.into_server())
 }

@@ -2,7 +2,15 @@
 
 pub const USERNAME_RULE: &str = "username must be 3 to 32 characters of lowercase letters, digits, '_', '-' or '.', starting with a letter";
 
+/// The longest username the rule allows, in bytes as in characters: every character it
+/// allows is ASCII.
+pub const USERNAME_MAX_LEN: usize = 32;
+
 pub fn validate_username(username: &str) -> Result<(), String> {
+    // Before any scan, and without echoing it: a name of 17 KB costs nothing to refuse.
+    if username.len() > USERNAME_MAX_LEN {
+        return Err(format!("{USERNAME_RULE}; got {} bytes", username.len()));
+    }
     let length_ok = (3..=32).contains(&username.chars().count());
     let starts_with_letter = username
         .chars()
@@ -14,7 +22,10 @@ pub fn validate_username(username: &str) -> Result<(), String> {
     if length_ok && starts_with_letter && charset_ok {
         Ok(())
     } else {
-        Err(format!("{USERNAME_RULE}; got {username:?}"))
+        Err(format!(
+            "{USERNAME_RULE}; got {}",
+            crate::text::quote(username)
+        ))
     }
 }
 
@@ -58,6 +69,14 @@ mod tests {
             let message = validate_username(bad).unwrap_err();
             assert!(message.contains("3 to 32 characters"), "{message}");
         }
+    }
+
+    #[test]
+    fn an_overlong_username_is_refused_with_a_short_message_that_names_the_rule() {
+        let message = validate_username(&"a".repeat(20_000)).unwrap_err();
+        assert!(message.len() < 300, "{} bytes", message.len());
+        assert!(message.contains("3 to 32 characters"), "{message}");
+        assert!(message.contains("20000 bytes"), "{message}");
     }
 
     #[test]

@@ -16,12 +16,19 @@ pub struct UserRecord {
     pub created_at_ms: u64,
 }
 
+/// What went wrong in a store. `Display` is for the node's log and carries the client's own
+/// words; callers get a message of the service's own (see `store_status`), which names the
+/// store, so that nobody takes a store outage for the node's or the network's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("username {0:?} is taken")]
+    #[error("username {} is taken", crate::text::quote(.0))]
     AlreadyExists(String),
-    #[error("user store unavailable: {0}")]
-    Unavailable(String),
+    /// The store did not answer: down, unreachable or too slow. Worth retrying.
+    #[error("the user store ({store}) cannot be reached: {cause}")]
+    Unavailable { store: &'static str, cause: String },
+    /// The store answered, but an account in it could not be written or read back.
+    #[error("the user store ({store}) holds an account record this node cannot use: {cause}")]
+    BadRecord { store: &'static str, cause: String },
 }
 
 #[async_trait]
@@ -31,6 +38,9 @@ pub trait UserStore: Send + Sync {
     async fn get(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     /// At most `limit` accounts whose username starts with `prefix`, in username order.
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
+    /// Whether the store can serve right now, as cheaply as it can tell; the node probes
+    /// this every second for its readiness.
+    async fn check(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +83,11 @@ impl UserStore for MemoryUserStore {
             .map(|(_, record)| record.clone())
             .collect())
     }
+
+    /// The map lives in this process: while the node runs, it is there.
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Accounts under `{namespace}/data/user/{username}`, created with a transaction so that
@@ -98,19 +113,33 @@ impl EtcdUserStore {
     }
 }
 
+/// How long one etcd request may take before the store counts as unreachable.
 #[cfg(feature = "etcd")]
 const ETCD_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+/// The readiness probe's bound: shorter than a request's, as it runs every second.
+#[cfg(feature = "etcd")]
+const ETCD_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+#[cfg(feature = "etcd")]
+const ETCD: &str = "etcd";
+/// Room enough for any client error; etcd's text is not ours to trust with the log's size.
+#[cfg(feature = "etcd")]
+const CAUSE_MAX: usize = 512;
 
 #[cfg(feature = "etcd")]
 async fn bounded<T>(
+    limit: std::time::Duration,
     request: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(ETCD_BOUND, request).await {
+    match tokio::time::timeout(limit, request).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "etcd did not answer within {ETCD_BOUND:?}"
-        ))),
+        Ok(Err(error)) => Err(StoreError::Unavailable {
+            store: ETCD,
+            cause: crate::text::clip(&error.to_string(), CAUSE_MAX).into_owned(),
+        }),
+        Err(_) => Err(StoreError::Unavailable {
+            store: ETCD,
+            cause: format!("etcd did not answer within {limit:?}"),
+        }),
     }
 }
 
@@ -120,13 +149,15 @@ impl UserStore for EtcdUserStore {
     async fn insert(&self, record: UserRecord) -> Result<(), StoreError> {
         use etcd_client::{Compare, CompareOp, Txn, TxnOp};
         let key = self.key(&record.username);
-        let value =
-            serde_json::to_string(&record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let value = serde_json::to_string(&record).map_err(|e| StoreError::BadRecord {
+            store: ETCD,
+            cause: format!("encoding: {e}"),
+        })?;
         let txn = Txn::new()
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
         let mut client = self.client.clone();
-        let response = bounded(client.txn(txn)).await?;
+        let response = bounded(ETCD_BOUND, client.txn(txn)).await?;
         if response.succeeded() {
             Ok(())
         } else {
@@ -136,7 +167,7 @@ impl UserStore for EtcdUserStore {
 
     async fn get(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut client = self.client.clone();
-        let response = bounded(client.get(self.key(username), None)).await?;
+        let response = bounded(ETCD_BOUND, client.get(self.key(username), None)).await?;
         match response.kvs().first() {
             None => Ok(None),
             Some(kv) => decode(kv.value()).map(Some),
@@ -153,15 +184,94 @@ impl UserStore for EtcdUserStore {
             .with_sort(SortTarget::Key, SortOrder::Ascend)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let mut client = self.client.clone();
-        let response = bounded(client.get(self.key(prefix), Some(options))).await?;
+        let response = bounded(ETCD_BOUND, client.get(self.key(prefix), Some(options))).await?;
         response.kvs().iter().map(|kv| decode(kv.value())).collect()
+    }
+
+    /// A count of one key: the cheapest read that still needs a working etcd cluster
+    /// (reads are linearizable, so a member without quorum fails it too).
+    async fn check(&self) -> Result<(), StoreError> {
+        use etcd_client::GetOptions;
+        let mut client = self.client.clone();
+        let options = GetOptions::new().with_count_only();
+        bounded(
+            ETCD_CHECK_BOUND,
+            client.get(self.prefix.as_str(), Some(options)),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
 #[cfg(feature = "etcd")]
 fn decode(value: &[u8]) -> Result<UserRecord, StoreError> {
-    serde_json::from_slice(value)
-        .map_err(|e| StoreError::Unavailable(format!("stored account unreadable: {e}")))
+    serde_json::from_slice(value).map_err(|e| StoreError::BadRecord {
+        store: ETCD,
+        cause: format!("decoding: {e}"),
+    })
+}
+
+/// A store that fails or hangs while told to, for tests of what callers and readiness see.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// What etcd-client says when nothing listens: it must not reach callers.
+    pub(crate) const RAW_CAUSE: &str = "transport error: tcp connect error: Connection refused";
+
+    #[derive(Default)]
+    pub(crate) struct FlakyStore {
+        inner: MemoryUserStore,
+        down: AtomicBool,
+        hanging: AtomicBool,
+    }
+
+    impl FlakyStore {
+        pub(crate) fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+
+        pub(crate) fn set_hanging(&self, hanging: bool) {
+            self.hanging.store(hanging, Ordering::SeqCst);
+        }
+
+        async fn gate(&self) -> Result<(), StoreError> {
+            if self.hanging.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable {
+                    store: "etcd",
+                    cause: RAW_CAUSE.to_owned(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl UserStore for FlakyStore {
+        async fn insert(&self, record: UserRecord) -> Result<(), StoreError> {
+            self.gate().await?;
+            self.inner.insert(record).await
+        }
+
+        async fn get(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+            self.gate().await?;
+            self.inner.get(username).await
+        }
+
+        async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+            self.gate().await?;
+            self.inner.list(prefix, limit).await
+        }
+
+        async fn check(&self) -> Result<(), StoreError> {
+            self.gate().await
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,5 +306,22 @@ mod tests {
         );
         assert_eq!(store.list("", 10).await.unwrap().len(), 5);
         assert!(store.list("nobody", 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_taken_username_is_quoted_in_bounded_length() {
+        let store = MemoryUserStore::new();
+        let long = "a".repeat(20_000);
+        store.insert(record(&long)).await.unwrap();
+        let error = store.insert(record(&long)).await.unwrap_err();
+        assert_eq!(error, StoreError::AlreadyExists(long));
+        let message = error.to_string();
+        assert!(message.len() < 300, "{} bytes", message.len());
+        assert!(message.contains("is taken"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_always_passes_its_check() {
+        assert_eq!(MemoryUserStore::new().check().await, Ok(()));
     }
 }
