@@ -11,6 +11,9 @@ pub struct NodeConfig {
     pub http_port: u16,
     /// The gRPC port; 0 lets the OS choose, and the chosen port is what gets registered.
     pub rpc_port: u16,
+    /// The address the node's ports are bound on: `0.0.0.0` (every IPv4 interface, the
+    /// default), `::`, or one address such as `127.0.0.1`.
+    pub listen_host: String,
     /// `auto` (the host's first non-loopback IPv4) or the address other nodes dial.
     pub advertise_host: String,
     /// How long in-flight requests may take to finish on shutdown.
@@ -53,6 +56,7 @@ impl Default for NodeConfig {
         Self {
             http_port: 8080,
             rpc_port: 8180,
+            listen_host: "0.0.0.0".to_owned(),
             advertise_host: "auto".to_owned(),
             shutdown_grace: Duration::from_secs(10),
             registry: RegistryConfig::default(),
@@ -175,6 +179,15 @@ impl crate::Validate for NodeConfig {
                     ),
                 );
             }
+        }
+        if self.listen_host.parse::<std::net::IpAddr>().is_err() {
+            return bad(
+                "listen_host",
+                format!(
+                    "{:?} is not an IP address (0.0.0.0, ::, 127.0.0.1, ...)",
+                    self.listen_host
+                ),
+            );
         }
         let registry = &self.registry;
         if registry.ttl < Duration::from_secs(1) {

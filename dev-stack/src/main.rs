@@ -81,6 +81,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     flags.set("registry.backend", "dev-stack", "memory");
     if cli.common.advertise_host.is_none() {
         flags.set("advertise_host", "dev-stack", "127.0.0.1");
+        // Nothing outside this host needs to reach the stack's nodes.
+        flags.set("listen_host", "dev-stack", "127.0.0.1");
     }
     if let Some(port) = cli.http_port {
         flags.set("http_port", "--http-port", port);

@@ -95,25 +95,23 @@ async fn report_readiness(
     }
 }
 
-/// Binds `0.0.0.0:port` (port 0: the OS chooses).
-pub async fn bind(port: u16) -> Result<TcpListener, NodeError> {
-    let address = SocketAddr::from(([0, 0, 0, 0], port));
-    TcpListener::bind(address)
+/// Binds `host:port` (port 0: the OS chooses); `host` is an IP address.
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener, NodeError> {
+    let address = format!("{host}:{port}");
+    let ip: std::net::IpAddr = host.parse().map_err(|_| NodeError::Bind {
+        address: address.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address"),
+    })?;
+    TcpListener::bind(SocketAddr::new(ip, port))
         .await
-        .map_err(|source| NodeError::Bind {
-            address: address.to_string(),
-            source,
-        })
+        .map_err(|source| NodeError::Bind { address, source })
 }
 
-fn local_port(listener: &TcpListener) -> Result<u16, NodeError> {
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| NodeError::Serve {
-            what: "reading the bound port",
-            cause: e.to_string(),
-        })
+fn bound_address(listener: &TcpListener) -> Result<SocketAddr, NodeError> {
+    listener.local_addr().map_err(|e| NodeError::Serve {
+        what: "reading the bound address",
+        cause: e.to_string(),
+    })
 }
 
 /// Runs a node until `shutdown` is cancelled, then deregisters, drains in-flight requests
@@ -126,8 +124,9 @@ pub async fn run_node(
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let host = resolve_host(&config.advertise_host);
-    let rpc_listener = bind(config.rpc_port).await?;
-    let rpc_address = join_host_port(&host, local_port(&rpc_listener)?);
+    let rpc_listener = bind(&config.listen_host, config.rpc_port).await?;
+    let rpc_bound = bound_address(&rpc_listener)?;
+    let rpc_address = join_host_port(&host, rpc_bound.port());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in &spec.grpc_services {
@@ -170,6 +169,8 @@ pub async fn run_node(
             cause: e.to_string(),
         })?;
     }
+    let unauthenticated =
+        spec.require_call_credential && !cluster.key.is_set() && cluster.tls.is_none();
     let credentials = RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew);
     let service_name = spec.service.clone();
     // One span per call, so that whatever a handler logs says which call it was in.
@@ -206,7 +207,17 @@ pub async fn run_node(
         }
         .in_current_span(),
     );
-    tracing::info!("Server [{}] rpc listening on {rpc_address}", spec.service);
+    // The bound address and the one others dial, in that order: tools read the last.
+    tracing::info!(
+        "Server [{}] rpc listening on {rpc_bound} as {rpc_address}",
+        spec.service
+    );
+    if unauthenticated && !rpc_bound.ip().is_loopback() {
+        tracing::warn!(
+            "Server [{}] accepts calls from anyone on {rpc_bound}: set security.call_key or security.mtls, or listen_host = \"127.0.0.1\"",
+            spec.service
+        );
+    }
 
     let mut instance = Instance::new(&spec.service, &rpc_address).with_version(&spec.version);
     instance.metadata = spec.metadata;
@@ -216,7 +227,8 @@ pub async fn run_node(
             .insert("grpc.services".to_owned(), spec.grpc_services.join(","));
     }
     if let Some(http) = spec.http {
-        let http_address = join_host_port(&host, local_port(&http.listener)?);
+        let http_bound = bound_address(&http.listener)?;
+        let http_address = join_host_port(&host, http_bound.port());
         instance
             .metadata
             .insert("http".to_owned(), http_address.clone());
@@ -233,7 +245,10 @@ pub async fn run_node(
             }
             .in_current_span(),
         );
-        tracing::info!("Server [{}] http listening on {http_address}", spec.service);
+        tracing::info!(
+            "Server [{}] http listening on {http_bound} as {http_address}",
+            spec.service
+        );
     }
 
     let registration = registry

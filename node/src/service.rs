@@ -326,9 +326,9 @@ impl<S> Context<S> {
         &self.credentials
     }
 
-    /// Binds a TCP port on every interface, for an HTTP server beside gRPC.
+    /// Binds a TCP port on the node's `listen_host`, for an HTTP server beside gRPC.
     pub async fn listen(&self, port: u16) -> Result<TcpListener, NodeError> {
-        crate::serve::bind(port).await
+        crate::serve::bind(&self.config.listen_host, port).await
     }
 
     fn map_settings<T>(self, map: impl FnOnce(S) -> T) -> Context<T> {

@@ -149,3 +149,44 @@ async fn every_checked_in_config_loads() {
         assert_eq!(output.code, Some(0), "{file}: {}", output.stderr);
     }
 }
+
+#[tokio::test]
+async fn a_node_logs_the_address_it_bound_and_warns_when_anyone_can_call_it() {
+    let memory = [
+        ("MS_REGISTRY__BACKEND", "memory"),
+        ("MS_RPC_PORT", "0"),
+        ("MS_ADVERTISE_HOST", "127.0.0.1"),
+    ];
+    // Every interface, no call key, no mutual TLS: it says so.
+    let open = tests::process::Node::start("user", "user-open", &[], &memory);
+    let line = open.wait_for("rpc listening on 0.0.0.0:", PATIENCE).await;
+    assert!(
+        line.ends_with(&format!(" as 127.0.0.1:{}", port_of(&line))),
+        "{line}"
+    );
+    open.wait_for("accepts calls from anyone on 0.0.0.0:", PATIENCE)
+        .await;
+    open.sigterm().await;
+
+    // Bound to loopback only: nothing to warn about.
+    let mut env = memory.to_vec();
+    env.push(("MS_LISTEN_HOST", "127.0.0.1"));
+    let mut closed = tests::process::Node::start("user", "user-loopback", &[], &env);
+    closed
+        .wait_for("rpc listening on 127.0.0.1:", PATIENCE)
+        .await;
+    closed.wait_for("registered as", PATIENCE).await;
+    assert_eq!(
+        closed.count("accepts calls from anyone"),
+        0,
+        "{:?}",
+        closed.lines()
+    );
+    closed.sigterm().await;
+    assert_eq!(closed.exit_code(PATIENCE).await, Some(0));
+}
+
+/// The port of the last `host:port` on a log line.
+fn port_of(line: &str) -> String {
+    line.rsplit(':').next().unwrap_or_default().to_owned()
+}
