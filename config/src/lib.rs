@@ -12,5 +12,6 @@ mod node;
 pub use error::ConfigError;
 pub use load::{Flags, Loaded, NoSections, Validate, load};
 pub use node::{
-    Backend, LogConfig, LogFormat, NodeConfig, RegistryConfig, SecurityConfig, TlsConfig,
+    Backend, HttpLimits, LogConfig, LogFormat, NodeConfig, RegistryConfig, SecurityConfig,
+    TlsConfig,
 };

@@ -22,6 +22,37 @@ pub struct NodeConfig {
     pub registry: RegistryConfig,
     pub log: LogConfig,
     pub security: SecurityConfig,
+    /// Limits of the HTTP port (the gateway's), against clients that stall or flood.
+    pub http: HttpLimits,
+}
+
+/// `[http]`: what a client of the HTTP port may take or hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpLimits {
+    /// How long a request's headers may take to arrive; also how long an idle HTTP/1.1
+    /// keep-alive connection waits for its next request.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request body may stall between bytes before the request fails (408).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A connection on which nothing moved for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; past it new ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// `[security]`: proof that a call comes from inside the cluster.
@@ -62,6 +93,7 @@ impl Default for NodeConfig {
             registry: RegistryConfig::default(),
             log: LogConfig::default(),
             security: SecurityConfig::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -188,6 +220,19 @@ impl crate::Validate for NodeConfig {
                     self.listen_host
                 ),
             );
+        }
+        let http = &self.http;
+        for (key, value) in [
+            ("http.header_read_timeout", http.header_read_timeout),
+            ("http.body_read_timeout", http.body_read_timeout),
+            ("http.idle_timeout", http.idle_timeout),
+        ] {
+            if value < Duration::from_millis(10) {
+                return bad(key, format!("{value:?} is under the minimum of 10ms"));
+            }
+        }
+        if http.max_connections == 0 {
+            return bad("http.max_connections", "must be at least 1".to_owned());
         }
         let registry = &self.registry;
         if registry.ttl < Duration::from_secs(1) {

@@ -75,7 +75,10 @@ impl Failure {
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE || self.status == StatusCode::BAD_REQUEST {
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT
+        ) {
             // The body may not have been read to its end: the connection cannot carry
             // another request.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -71,12 +71,7 @@ async fn read_body(request: Request, max: usize) -> Result<Bytes, Failure> {
     }
     let mut collected = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Failure::new(
-                Code::InvalidArgument,
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
+        let frame = frame.map_err(|e| unreadable(&e))?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > max {
                 drain(body).await;
@@ -86,6 +81,23 @@ async fn read_body(request: Request, max: usize) -> Result<Bytes, Failure> {
         }
     }
     Ok(Bytes::from(collected))
+}
+
+/// 408 for a body that stalled past `http.body_read_timeout`, 400 for one that broke its
+/// own framing.
+fn unreadable(error: &axum::Error) -> Failure {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return Failure::new(Code::DeadlineExceeded, "the request body stalled")
+                .with_status(StatusCode::REQUEST_TIMEOUT);
+        }
+        cause = error.source();
+    }
+    Failure::new(
+        Code::InvalidArgument,
+        format!("the request body could not be read: {error}"),
+    )
 }
 
 /// Reads and drops what remains of a refused body, within bounds, like a server's

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod credentials;
 mod error;
+mod http_server;
 pub mod logging;
 pub mod membership;
 pub mod serve;

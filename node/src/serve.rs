@@ -233,15 +233,11 @@ pub async fn run_node(
             .metadata
             .insert("http".to_owned(), http_address.clone());
         let http_drain = drain.clone();
+        let limits = config.http.clone();
         servers.spawn(
             async move {
-                axum::serve(http.listener, http.router)
-                    .with_graceful_shutdown(http_drain.cancelled_owned())
-                    .await
-                    .map_err(|e| NodeError::Serve {
-                        what: "the HTTP server",
-                        cause: e.to_string(),
-                    })
+                crate::http_server::serve(http.listener, http.router, limits, http_drain).await;
+                Ok(())
             }
             .in_current_span(),
         );
