@@ -83,7 +83,15 @@ impl ClusterCredentials {
 }
 
 pub const TIMESTAMP_HEADER: &str = "x-ms-call-ts";
+pub const NONCE_HEADER: &str = "x-ms-call-nonce";
 pub const SIGNATURE_HEADER: &str = "x-ms-call-sig";
+
+/// What a signature authorizes: one call, to one method, at one time.
+pub struct Credential {
+    pub timestamp: String,
+    pub nonce: String,
+    pub signature: String,
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -111,31 +119,39 @@ impl CallKey {
         self.0.is_some()
     }
 
-    fn mac(&self, path: &str, timestamp: &str) -> Option<HmacSha256> {
+    fn mac(&self, path: &str, timestamp: &str, nonce: &str) -> Option<HmacSha256> {
         let key = self.0.as_ref()?;
         let mut mac = HmacSha256::new_from_slice(key).ok()?;
-        mac.update(path.as_bytes());
-        mac.update(b"\n");
-        mac.update(timestamp.as_bytes());
+        for part in [path, timestamp, nonce] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
         Some(mac)
     }
 
-    /// `(timestamp, signature)` for a call to `path` now; `None` when signing is off.
-    pub fn sign(&self, path: &str) -> Option<(String, String)> {
+    /// A credential for one call to `path` now; `None` when signing is off.
+    pub fn sign(&self, path: &str) -> Option<Credential> {
         let timestamp = registry::unix_millis_now().to_string();
-        let signature = hex(&self.mac(path, &timestamp)?.finalize().into_bytes());
-        Some((timestamp, signature))
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let signature = hex(&self.mac(path, &timestamp, &nonce)?.finalize().into_bytes());
+        Some(Credential {
+            timestamp,
+            nonce,
+            signature,
+        })
     }
 
-    /// Checks a call's credential; the reason when it is refused.
+    /// Checks a call's credential: signed with our key for this method, within the clock
+    /// skew, and never seen before (`seen` remembers nonces for the skew window, so a
+    /// captured credential cannot be replayed). The reason when it is refused.
     pub fn verify(
         &self,
         path: &str,
-        timestamp: Option<&str>,
-        signature: Option<&str>,
+        credential: [Option<&str>; 3],
         max_skew: Duration,
+        seen: &SeenNonces,
     ) -> Result<(), String> {
-        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+        let [Some(timestamp), Some(nonce), Some(signature)] = credential else {
             return Err(
                 "call credential missing: calls must come through the gateway or another node"
                     .into(),
@@ -151,9 +167,39 @@ impl CallKey {
             ));
         }
         let bytes = unhex(signature).ok_or("call credential signature unreadable")?;
-        let mac = self.mac(path, timestamp).ok_or("no call key")?;
+        let mac = self.mac(path, timestamp, nonce).ok_or("no call key")?;
         mac.verify_slice(&bytes)
-            .map_err(|_| "call credential signature does not match".to_owned())
+            .map_err(|_| "call credential signature does not match".to_owned())?;
+        // Only a valid signature's nonce is remembered: forged ones cost no memory.
+        if !seen.first_use(nonce, sent + max_skew.as_millis() as u64) {
+            return Err("call credential already used: a replayed call".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The nonces of calls accepted within the clock-skew window, each until it could no
+/// longer pass the timestamp check anyway.
+#[derive(Debug, Default)]
+pub struct SeenNonces {
+    /// nonce → the Unix millisecond after which its credential is expired.
+    until: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl SeenNonces {
+    /// Whether `nonce` is new (and remembers it until `expires_ms`).
+    fn first_use(&self, nonce: &str, expires_ms: u64) -> bool {
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget what expired, now and then, so memory follows the call rate.
+        if until.len() >= 1024 && until.len().is_power_of_two() {
+            let now = registry::unix_millis_now();
+            until.retain(|_, expires| *expires >= now);
+        }
+        if until.contains_key(nonce) {
+            return false;
+        }
+        until.insert(nonce.to_owned(), expires_ms);
+        true
     }
 }
 
@@ -197,10 +243,15 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some((timestamp, signature)) = self.key.sign(request.uri().path()) {
+        if let Some(credential) = self.key.sign(request.uri().path()) {
             let headers = request.headers_mut();
-            if let (Ok(ts), Ok(sig)) = (timestamp.parse(), signature.parse()) {
+            if let (Ok(ts), Ok(nonce), Ok(sig)) = (
+                credential.timestamp.parse(),
+                credential.nonce.parse(),
+                credential.signature.parse(),
+            ) {
                 headers.insert(TIMESTAMP_HEADER, ts);
+                headers.insert(NONCE_HEADER, nonce);
                 headers.insert(SIGNATURE_HEADER, sig);
             }
         }
@@ -213,11 +264,16 @@ where
 pub struct RequireCredentialLayer {
     key: CallKey,
     max_skew: Duration,
+    seen: Arc<SeenNonces>,
 }
 
 impl RequireCredentialLayer {
     pub fn new(key: CallKey, max_skew: Duration) -> Self {
-        Self { key, max_skew }
+        Self {
+            key,
+            max_skew,
+            seen: Arc::default(),
+        }
     }
 }
 
@@ -229,6 +285,7 @@ impl<S> Layer<S> for RequireCredentialLayer {
             inner,
             key: self.key.clone(),
             max_skew: self.max_skew,
+            seen: self.seen.clone(),
         }
     }
 }
@@ -238,6 +295,7 @@ pub struct RequireCredential<S> {
     inner: S,
     key: CallKey,
     max_skew: Duration,
+    seen: Arc<SeenNonces>,
 }
 
 impl<S, B> Service<http::Request<B>> for RequireCredential<S>
@@ -265,9 +323,13 @@ where
         } else {
             self.key.verify(
                 path,
-                header(TIMESTAMP_HEADER),
-                header(SIGNATURE_HEADER),
+                [
+                    header(TIMESTAMP_HEADER),
+                    header(NONCE_HEADER),
+                    header(SIGNATURE_HEADER),
+                ],
                 self.max_skew,
+                &self.seen,
             )
         };
         match checked {
@@ -285,34 +347,69 @@ where
 mod tests {
     use super::*;
 
+    fn parts(credential: &Credential) -> [Option<&str>; 3] {
+        [
+            Some(&credential.timestamp),
+            Some(&credential.nonce),
+            Some(&credential.signature),
+        ]
+        .map(|part| part.map(String::as_str))
+    }
+
     #[test]
     fn a_signature_verifies_for_its_path_and_key_only() {
         let key = CallKey::new("k1");
-        let (ts, sig) = key.sign("/user.v1.UserService/Exists").unwrap();
+        let exists = "/user.v1.UserService/Exists";
         let skew = Duration::from_secs(60);
+        let credential = key.sign(exists).unwrap();
+        let other_key = CallKey::new("k2");
+        let seen = SeenNonces::default();
         assert!(
-            key.verify("/user.v1.UserService/Exists", Some(&ts), Some(&sig), skew)
-                .is_ok()
-        );
-        assert!(
-            key.verify("/user.v1.UserService/Get", Some(&ts), Some(&sig), skew)
+            key.verify("/user.v1.UserService/Get", parts(&credential), skew, &seen)
                 .is_err()
         );
         assert!(
-            CallKey::new("k2")
-                .verify("/user.v1.UserService/Exists", Some(&ts), Some(&sig), skew)
+            other_key
+                .verify(exists, parts(&credential), skew, &seen)
                 .is_err()
         );
+        assert!(key.verify(exists, parts(&credential), skew, &seen).is_ok());
+        let missing = key
+            .verify("/x", [None, None, None], skew, &seen)
+            .unwrap_err();
+        assert!(missing.contains("missing"));
+        let old = [
+            Some("1"),
+            Some(credential.nonce.as_str()),
+            Some(credential.signature.as_str()),
+        ];
         assert!(
-            key.verify("/x", None, None, skew)
-                .unwrap_err()
-                .contains("missing")
-        );
-        assert!(
-            key.verify("/user.v1.UserService/Exists", Some("1"), Some(&sig), skew)
+            key.verify(exists, old, skew, &seen)
                 .unwrap_err()
                 .contains("expired")
         );
+    }
+
+    #[test]
+    fn a_credential_is_good_for_one_call_only() {
+        let key = CallKey::new("k1");
+        let skew = Duration::from_secs(60);
+        let seen = SeenNonces::default();
+        let credential = key.sign("/order.v1.OrderService/Create").unwrap();
+        let path = "/order.v1.OrderService/Create";
+        assert!(key.verify(path, parts(&credential), skew, &seen).is_ok());
+        let replayed = key
+            .verify(path, parts(&credential), skew, &seen)
+            .unwrap_err();
+        assert!(replayed.contains("already used"), "{replayed}");
+        // A forged signature with a fresh nonce is refused and not remembered.
+        let forged = [
+            Some(credential.timestamp.as_str()),
+            Some("fresh"),
+            Some("00"),
+        ];
+        assert!(key.verify(path, forged, skew, &seen).is_err());
+        assert!(seen.first_use("fresh", u64::MAX));
     }
 
     #[test]
