@@ -1,4 +1,5 @@
-//! gRPC codecs the gateway calls with: dynamic messages (JSON routes) and raw bytes.
+//! The gRPC codec `/api` calls with: messages built at run time from reflected
+//! descriptors (the rpc port passes bytes and needs none).
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use config::NodeConfig;
 use registry::{Instance, Registration, Registry};
@@ -321,9 +320,6 @@ pub async fn run_node(
     tracing::info!("Server [{}] stopped", spec.service);
     Ok(())
 }
-
-/// How long to wait, in tests and tools, for a freshly started node to be registered.
-pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Statuses that answer a bad request (wrong input, no such thing, no right to it) are
 /// the service doing its job; only the rest are logged as failures.

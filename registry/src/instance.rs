@@ -151,11 +151,6 @@ impl Snapshot {
         }
     }
 
-    /// The instances of one service in this snapshot.
-    pub fn of_service<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
-        self.instances.iter().filter(move |i| i.service == service)
-    }
-
     /// Service names present, sorted, each once.
     pub fn services(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.instances.iter().map(|i| i.service.as_str()).collect();

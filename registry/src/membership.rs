@@ -57,10 +57,6 @@ impl Membership {
         changes
     }
 
-    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
-        self.known.values()
-    }
-
     pub fn len(&self) -> usize {
         self.known.len()
     }

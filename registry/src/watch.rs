@@ -48,10 +48,6 @@ impl WatchSender {
         self.tx.send(WatchEvent { revision, change }).is_ok()
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
     /// Resolves when the watcher has gone away.
     pub async fn closed(&self) {
         self.tx.closed().await
