@@ -42,6 +42,8 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     /// Connections open at once; past it new ones wait to be accepted.
     pub max_connections: usize,
+    /// The largest request head (request line and headers) read; past it, 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -51,6 +53,7 @@ impl Default for HttpLimits {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -233,6 +236,12 @@ impl crate::Validate for NodeConfig {
         }
         if http.max_connections == 0 {
             return bad("http.max_connections", "must be at least 1".to_owned());
+        }
+        if http.max_header_bytes < 8192 {
+            return bad(
+                "http.max_header_bytes",
+                format!("{} is under the minimum of 8192", http.max_header_bytes),
+            );
         }
         let registry = &self.registry;
         if registry.ttl < Duration::from_secs(1) {

@@ -242,23 +242,9 @@ impl ClusterView {
     }
 
     async fn keep_current(self, registry: Arc<dyn Registry>, stop: CancellationToken) {
-        let Some((snapshot, mut watch)) =
-            registry::discover_until_stopped(&*registry, &Scope::All, &stop).await
-        else {
-            return;
-        };
-        for instance in snapshot.instances {
-            self.apply(Change::Joined(instance));
-        }
-        loop {
-            let event = tokio::select! {
-                _ = stop.cancelled() => return,
-                event = watch.next() => event,
-            };
-            match event {
-                Some(event) => self.apply(event.change),
-                None => return,
-            }
+        let mut cluster = registry::follow(registry, Scope::All, stop);
+        while let Some(change) = cluster.next().await {
+            self.apply(change);
         }
     }
 

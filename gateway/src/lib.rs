@@ -61,8 +61,7 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         #[cfg(feature = "etcd")]
         Connected::Etcd(etcd) => {
             tokio::spawn(live_routes::etcd::follow(
-                etcd.client(),
-                etcd.namespace().to_owned(),
+                etcd.kv(),
                 routes.clone(),
                 context.shutdown(),
             ));

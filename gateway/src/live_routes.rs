@@ -98,7 +98,8 @@ pub mod etcd {
 
     use std::time::Duration;
 
-    use etcd_client::{Client, EventType, WatchOptions};
+    use etcd_client::{EventType, WatchOptions};
+    use node::backend::Kv;
     use registry::Backoff;
     use tokio_util::sync::CancellationToken;
 
@@ -109,16 +110,11 @@ pub mod etcd {
     }
 
     /// Reads the stored table, then applies every change to it, until `stop`.
-    pub async fn follow(
-        client: Client,
-        namespace: String,
-        live: LiveRoutes,
-        stop: CancellationToken,
-    ) {
-        let key = key(&namespace);
+    pub async fn follow(kv: Kv, live: LiveRoutes, stop: CancellationToken) {
+        let key = key(kv.namespace());
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
         loop {
-            let round = follow_once(client.clone(), &key, &live, &mut backoff);
+            let round = follow_once(&kv, &key, &live, &mut backoff);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 error = round => tracing::warn!(%error, "route table watch interrupted; reading it again"),
@@ -130,13 +126,8 @@ pub mod etcd {
         }
     }
 
-    async fn follow_once(
-        mut client: Client,
-        key: &str,
-        live: &LiveRoutes,
-        backoff: &mut Backoff,
-    ) -> String {
-        let current = match client.get(key, None).await {
+    async fn follow_once(kv: &Kv, key: &str, live: &LiveRoutes, backoff: &mut Backoff) -> String {
+        let current = match kv.get(key, None).await {
             Ok(current) => current,
             Err(error) => return error.to_string(),
         };
@@ -150,7 +141,7 @@ pub mod etcd {
             live.apply_stored(None, revision);
         }
         let options = WatchOptions::new().with_start_revision(revision + 1);
-        let mut stream = match client.watch(key, Some(options)).await {
+        let mut stream = match kv.watch(key, Some(options)).await {
             Ok(stream) => stream,
             Err(error) => return error.to_string(),
         };

@@ -70,7 +70,7 @@ where
             return Err(no_node_left(call.service, tried.len()));
         };
         let started = Instant::now();
-        let outcome = match call.deadline {
+        let outcome = match attempt_deadline(call, started) {
             Some(deadline) => tokio::time::timeout_at(deadline, attempt(node.clone()))
                 .await
                 .unwrap_or_else(|_| Err(timed_out(call))),
@@ -91,15 +91,27 @@ where
     }
 }
 
+/// How long one attempt may take: the call's deadline, except that an idempotent call's
+/// attempt gets a third of its timeout, so that a node that hangs leaves time to try two
+/// others.
+fn attempt_deadline(call: &Call<'_>, started: Instant) -> Option<Instant> {
+    let deadline = call.deadline?;
+    if !call.idempotent {
+        return Some(deadline);
+    }
+    Some(deadline.min(started + call.route.timeout_of(call.method) / 3))
+}
+
 /// Record: the latency of a reply, or a failure toward setting the node aside.
 fn record(api: &Api, node: &NodeHandle, method: &str, started: Instant, failed: Option<Attempt>) {
     let node_fault = failed.is_some_and(Attempt::is_node_fault);
     api.view.record(node, method, started.elapsed(), node_fault);
 }
 
-/// Retry policy: a call that never left may go anywhere; one that may have run goes
-/// elsewhere only when it is idempotent and the retry budget allows; a service's own
-/// answer, a reply the gateway refused and a passed deadline are final.
+/// Retry policy: a call that never left may go anywhere; one that may have run (lost in
+/// transit, or an attempt that ran out of time) goes elsewhere only when it is idempotent
+/// and the retry budget allows; a service's own answer, a reply the gateway refused and
+/// the call's passed deadline are final.
 fn should_retry(api: &Api, call: &Call<'_>, attempt: Attempt) -> bool {
     if call
         .deadline
@@ -109,8 +121,8 @@ fn should_retry(api: &Api, call: &Call<'_>, attempt: Attempt) -> bool {
     }
     match attempt {
         Attempt::NotSent => true,
-        Attempt::Lost => call.idempotent && api.retries.withdraw(),
-        Attempt::Answered | Attempt::Refused | Attempt::TimedOut => false,
+        Attempt::Lost | Attempt::TimedOut => call.idempotent && api.retries.withdraw(),
+        Attempt::Answered | Attempt::Refused => false,
     }
 }
 

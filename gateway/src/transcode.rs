@@ -128,11 +128,25 @@ pub fn to_message(json: Value, input: &MessageDescriptor) -> Result<DynamicMessa
                     format!("the body must be a JSON object: {error}"),
                 ));
             };
-            // Try the fields one by one to find the one that does not fit.
-            let culprit = fields.iter().find(|(name, value)| {
-                let single =
-                    Value::Object([((*name).clone(), (*value).clone())].into_iter().collect());
-                DynamicMessage::deserialize_with_options(input.clone(), &single, &options).is_err()
+            let fails = |object: serde_json::Map<String, Value>| {
+                DynamicMessage::deserialize_with_options(
+                    input.clone(),
+                    &Value::Object(object),
+                    &options,
+                )
+                .is_err()
+            };
+            // The field that does not fit on its own; else (two members of one oneof, one
+            // field under both its names) the one whose addition breaks the others.
+            let alone = fields.iter().find(|(name, value)| {
+                fails([((*name).clone(), (*value).clone())].into_iter().collect())
+            });
+            let culprit = alone.or_else(|| {
+                let mut so_far = serde_json::Map::new();
+                fields.iter().find(|(name, value)| {
+                    so_far.insert((*name).clone(), (*value).clone());
+                    fails(so_far.clone())
+                })
             });
             let message = match culprit {
                 Some((name, _)) => format!("field {name:?}: {error}"),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::{Change, Instance, Registry, RegistryError, Scope};
+use tokio_util::sync::CancellationToken;
 
 use crate::credentials::{ClusterCredentials, Signed};
 use tonic::transport::channel::Change as Discovered;
@@ -20,22 +21,25 @@ pub async fn service_channel(
     service: &str,
     credentials: ClusterCredentials,
 ) -> Result<ServiceChannel, RegistryError> {
-    let (snapshot, mut watch) = registry.discover(&Scope::service(service)).await?;
+    // Listed here, so that a registry that cannot be reached at start says so.
+    let (snapshot, watch) = registry.discover(&Scope::service(service)).await?;
     let (channel, nodes) = Channel::balance_channel::<String>(64);
     for instance in &snapshot.instances {
         insert(&nodes, instance, &credentials).await;
     }
-    let service = service.to_owned();
     let key = credentials.key.clone();
+    let stop = CancellationToken::new();
+    let mut followed = registry::Follow::after(registry, snapshot, watch, stop.clone());
+    let service = service.to_owned();
     tokio::spawn(async move {
-        while let Some(event) = watch.next().await {
-            let sent = match event.change {
+        while let Some(change) = followed.next().await {
+            let sent = match change {
                 Change::Joined(i) | Change::Updated(i) => insert(&nodes, &i, &credentials).await,
                 Change::Left(i) => nodes.send(Discovered::Remove(i.id.clone())).await.is_ok(),
             };
             if !sent {
                 // Every clone of the channel is gone: nobody needs this service any more.
-                return;
+                stop.cancel();
             }
         }
         tracing::debug!(%service, "discovery for the channel ended");

@@ -90,8 +90,12 @@ async fn serve_connection<S>(
         .http1()
         .timer(TokioTimer::new())
         // Also how long an idle keep-alive connection may wait for its next request.
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
     let mut closing = false;
     loop {

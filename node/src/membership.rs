@@ -8,22 +8,10 @@ use tokio_util::sync::CancellationToken;
 /// Logs `Server [NAME] cluster [ADDR] join` for each node already registered (except
 /// `me`), then a `join` or `leave` line for every change, until `stop`.
 pub async fn log_membership(registry: Arc<dyn Registry>, me: Instance, stop: CancellationToken) {
-    let Some((snapshot, mut watch)) =
-        registry::discover_until_stopped(&*registry, &Scope::All, &stop).await
-    else {
-        return;
-    };
     let is_me = |i: &Instance| i.service == me.service && i.id == me.id;
-    for instance in snapshot.instances.iter().filter(|i| !is_me(i)) {
-        log_join(instance);
-    }
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => return,
-            event = watch.next() => event,
-        };
-        let Some(event) = event else { return };
-        match &event.change {
+    let mut cluster = registry::follow(registry, Scope::All, stop);
+    while let Some(change) = cluster.next().await {
+        match &change {
             Change::Joined(i) if !is_me(i) => log_join(i),
             Change::Left(i) if !is_me(i) => log_leave(i),
             Change::Updated(i) if !is_me(i) => {

@@ -5,6 +5,7 @@
 //! to a re-list and a diff whenever etcd cannot replay what was missed.
 
 mod endpoints;
+mod kv;
 mod layout;
 mod lease;
 mod watch;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+pub use kv::Kv;
 use layout::Layout;
 pub use registry::parse_endpoints;
 
@@ -309,6 +311,15 @@ impl EtcdRegistry {
     /// The underlying client, for tools that need etcd beyond the registry.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Bounded access to the keys beside the registry, for a service's own data.
+    pub fn kv(&self) -> Kv {
+        Kv::new(
+            self.client.clone(),
+            self.options.request_timeout,
+            self.layout.namespace(),
+        )
     }
 
     pub fn namespace(&self) -> &str {

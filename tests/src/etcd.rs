@@ -3,11 +3,15 @@
 //! The image comes from `MS_ETCD_IMAGE` (default: the official etcd image) and must already
 //! be on the machine: the tests never pull. `scripts/build-etcd-image.sh` builds one from
 //! Debian's package for machines that cannot pull.
-//! `MS_TEST_ETCD_ENDPOINTS` points the tests at an etcd that is already running instead;
-//! tests that must stop or restart etcd then say they were skipped.
+//! `MS_TEST_ETCD_ENDPOINTS` points the tests at an etcd that is already running instead.
 //!
-//! With no Docker engine the container tests are skipped with a message, except under
-//! `CI=true`, where that is a failure.
+//! Whether etcd can be had is decided when the tests are built (tests/build.rs): with no
+//! Docker engine and no `MS_TEST_ETCD_ENDPOINTS` the tests that need etcd are built as
+//! `ignored` (cfg `no_etcd`), and so are the tests that stop, pause, replace or cluster etcd
+//! when it is not in a container the tests own (cfg `no_etcd_container`). A test that is
+//! run all the same and finds no etcd fails ([`require!`](crate::require),
+//! [`Etcd::require_container`]): the build-time answer is stale, rebuild the tests. Under
+//! `CI=true` nothing is ignored for a missing Docker engine: the tests fail.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -55,7 +59,8 @@ fn image() -> GenericImage {
         .with_wait_for(WaitFor::Nothing)
 }
 
-/// Whether a Docker engine can be asked for containers; panics under `CI=true` if not.
+/// Whether a Docker engine can be asked for containers (saying so if not); panics under
+/// `CI=true` if not.
 fn docker_available() -> bool {
     let available = std::process::Command::new("docker")
         .arg("info")
@@ -70,7 +75,9 @@ fn docker_available() -> bool {
                 "no Docker engine answers `docker info`; under CI=true the etcd tests must run, not be skipped"
             );
         }
-        eprintln!("SKIPPED: no Docker engine; start one or set MS_TEST_ETCD_ENDPOINTS");
+        eprintln!(
+            "no Docker engine answers `docker info`, and MS_TEST_ETCD_ENDPOINTS is unset: no etcd for the tests"
+        );
     }
     available
 }
@@ -118,7 +125,8 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts a single-member etcd; `None` (after saying so) when it cannot run here.
+    /// Starts a single-member etcd; `None` (after saying so) when it cannot run here, which
+    /// a test turns into a failure with [`require!`](crate::require).
     pub async fn start() -> Option<Etcd> {
         if let Ok(list) = std::env::var("MS_TEST_ETCD_ENDPOINTS") {
             let endpoints = registry_etcd::parse_endpoints(&list).expect("MS_TEST_ETCD_ENDPOINTS");
@@ -186,6 +194,18 @@ impl Etcd {
     /// Whether the test owns the container, so it may stop and start it.
     pub fn is_container(&self) -> bool {
         self.container.is_some()
+    }
+
+    /// Panics unless the test owns the container, for a test that must `what` etcd (stop,
+    /// pause, replace it). Such a test carries
+    /// `#[cfg_attr(no_etcd_container, ignore = "...")]`, so reaching this with an etcd from
+    /// `MS_TEST_ETCD_ENDPOINTS` means the tests were built without it set.
+    #[track_caller]
+    pub fn require_container(&self, what: &str) {
+        assert!(
+            self.is_container(),
+            "this test must {what} etcd, but its etcd comes from MS_TEST_ETCD_ENDPOINTS; it should have been built as ignored: rebuild the tests with MS_TEST_ETCD_ENDPOINTS set (or touch tests/build.rs)"
+        );
     }
 
     /// Stops the member; its data stays in the container.
@@ -277,6 +297,7 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// Starts three members in containers; `None` (after saying so) with no Docker engine.
     pub async fn start() -> Option<EtcdCluster> {
         if !docker_available() {
             return None;
@@ -344,13 +365,21 @@ impl EtcdCluster {
     }
 }
 
-/// Skips the calling test (after saying why) when the fixture could not start.
+/// The fixture, or a failure when it could not start.
+///
+/// A test that needs etcd carries `#[cfg_attr(no_etcd, ignore = "...")]` (or
+/// `no_etcd_container`), set by tests/build.rs when there is no etcd to be had, so it is
+/// reported as ignored rather than run. Reaching `None` here means that build-time answer
+/// is stale (Docker stopped, `MS_TEST_ETCD_ENDPOINTS` unset since the build): returning
+/// early would report a test that never ran as passed, so this panics instead.
 #[macro_export]
 macro_rules! require {
     ($fixture:expr) => {
         match $fixture {
             Some(fixture) => fixture,
-            None => return,
+            None => panic!(
+                "no etcd for this test (see above), yet it was built to run: tests/build.rs found Docker or MS_TEST_ETCD_ENDPOINTS when the tests were built. Start Docker, or rebuild the tests (touch tests/build.rs) so that they are reported as ignored"
+            ),
         }
     };
 }

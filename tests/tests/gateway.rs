@@ -146,6 +146,7 @@ fn api(gateway: &Gateway, method: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn register_and_login_through_the_gateway_and_exists_calls_split_evenly() {
     let etcd = require!(Etcd::start().await);
     let (users, gateway, client) = users_behind_a_gateway(&etcd, "even", 3).await;
@@ -224,6 +225,7 @@ async fn load(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() {
     let etcd = require!(Etcd::start().await);
     let (mut users, gateway, client) = users_behind_a_gateway(&etcd, "zero", 3).await;
@@ -302,6 +304,7 @@ async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_node_that_refuses_connections_costs_no_call_on_api_or_the_rpc_port() {
     use services::proto::user::v1::ExistsRequest;
     use services::proto::user::v1::user_service_client::UserServiceClient;
@@ -356,6 +359,7 @@ async fn a_node_that_refuses_connections_costs_no_call_on_api_or_the_rpc_port() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
     let etcd = require!(Etcd::start().await);
     let (users, gateway, client) = users_behind_a_gateway(&etcd, "errors", 1).await;
@@ -511,6 +515,7 @@ async fn route_timeout(client: &HttpClient, gateway: &Gateway) -> Option<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_route_pushed_to_etcd_reaches_three_gateways_within_a_second() {
     let etcd = require!(Etcd::start().await);
     let config = gateway_config("routes");
@@ -605,6 +610,7 @@ async fn a_route_pushed_to_etcd_reaches_three_gateways_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node_unary_and_streaming() {
     use services::proto::order::v1::CreateRequest;
     use services::proto::order::v1::order_service_client::OrderServiceClient;
@@ -693,6 +699,7 @@ async fn a_tonic_client_on_the_gateway_rpc_port_is_answered_by_a_user_node_unary
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     use services::proto::order::v1::CreateRequest;
     use services::proto::order::v1::order_service_client::OrderServiceClient;
@@ -941,6 +948,7 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_new_service_version_brings_its_methods_to_the_api_without_a_gateway_restart() {
     let etcd = require!(Etcd::start().await);
     let (users, gateway, client) = users_behind_a_gateway(&etcd, "upgrade", 1).await;
@@ -1029,6 +1037,7 @@ async fn probe_behind_a_gateway(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn client_and_bidirectional_streams_pass_through_the_rpc_port() {
     use tests::probe::proto::Note;
     use tests::probe::proto::probe_service_client::ProbeServiceClient;
@@ -1086,6 +1095,7 @@ async fn client_and_bidirectional_streams_pass_through_the_rpc_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_failing_service_opens_its_circuit_and_a_good_probe_closes_it() {
     let etcd = require!(Etcd::start().await);
     let config = gateway_config_with(
@@ -1145,6 +1155,7 @@ async fn a_failing_service_opens_its_circuit_and_a_good_probe_closes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_node_failing_its_health_checks_leaves_rotation_until_they_pass() {
     let etcd = require!(Etcd::start().await);
     let config = gateway_config_with("health", "[gateway]\nhealth_interval = \"200ms\"\n");

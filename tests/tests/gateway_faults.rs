@@ -42,6 +42,7 @@ async fn registry(etcd: &Etcd) -> Arc<dyn registry::Registry> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_call_that_may_have_run_is_never_sent_to_a_second_node() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway(&etcd).await;
@@ -114,6 +115,7 @@ async fn a_call_that_may_have_run_is_never_sent_to_a_second_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_status_too_large_for_the_gateway_fails_that_call_and_never_the_node() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway(&etcd).await;
@@ -148,6 +150,7 @@ async fn a_status_too_large_for_the_gateway_fails_that_call_and_never_the_node()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn only_post_and_get_of_safe_methods_run_anything() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway(&etcd).await;
@@ -225,6 +228,7 @@ async fn raw_exchange(address: &str, request: &[u8], then_close: bool) -> String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn bodies_that_lie_about_their_size_are_answered_400_and_oversized_ones_413() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway_with(&etcd, &[("MS_GATEWAY__MAX_BODY_BYTES", "65536")]).await;
@@ -270,12 +274,10 @@ async fn bodies_that_lie_about_their_size_are_answered_400_and_oversized_ones_41
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd_container, ignore = "needs Docker: it stops etcd")]
 async fn an_etcd_outage_is_answered_by_the_service_naming_its_store_and_ejects_no_node() {
     let etcd = require!(Etcd::start().await);
-    if !etcd.is_container() {
-        eprintln!("SKIPPED: an etcd from MS_TEST_ETCD_ENDPOINTS cannot be stopped by the test");
-        return;
-    }
+    etcd.require_container("stop");
     let (gateway, http) = gateway(&etcd).await;
     let etcd_addr = etcd.etcd_addr();
     let users: Vec<Node> = (1..=2)
@@ -337,5 +339,376 @@ async fn an_etcd_outage_is_answered_by_the_service_naming_its_store_and_ejects_n
     for user in &users {
         user.sigterm().await;
     }
+    gateway.sigterm().await;
+}
+
+/// Whether the server closed the connection within `patience` (a read saw its end).
+async fn closed_within(stream: &mut tokio::net::TcpStream, patience: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(patience, stream.read_to_end(&mut seen)).await;
+    closed
+        .is_ok()
+        .then(|| String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn stalled_headers_stalled_bodies_and_idle_connections_are_cut_off() {
+    let etcd = require!(Etcd::start().await);
+    let limits = [
+        ("MS_HTTP__HEADER_READ_TIMEOUT", "500ms"),
+        ("MS_HTTP__BODY_READ_TIMEOUT", "500ms"),
+        ("MS_HTTP__IDLE_TIMEOUT", "1s"),
+    ];
+    let (gateway, http) = gateway_with(&etcd, &limits).await;
+    let probe = tests::probe::start(registry(&etcd).await, None).await;
+    let client = HttpClient::default();
+    let echo = format!("http://{http}/api/probe/Echo");
+    client
+        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
+        .await;
+    let patience = Duration::from_secs(10);
+
+    // Headers that never end.
+    let mut stalled = tokio::net::TcpStream::connect(&http)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(b"POST /api/probe/Echo HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .expect("send");
+    assert!(
+        closed_within(&mut stalled, patience).await.is_some(),
+        "stalled headers held open"
+    );
+
+    // A body that stops after 18 of its 100 bytes: 408, and the connection closes.
+    let mut short = tokio::net::TcpStream::connect(&http)
+        .await
+        .expect("connect");
+    short
+        .write_all(b"POST /api/probe/Echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{\"text\":\"eighteen")
+        .await
+        .expect("send");
+    let reply = closed_within(&mut short, patience)
+        .await
+        .expect("a stalled body held open");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+
+    // Connections that say nothing at all, then one that served a call and went quiet.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(
+            tokio::net::TcpStream::connect(&http)
+                .await
+                .expect("connect"),
+        );
+    }
+    for connection in &mut idle {
+        assert!(
+            closed_within(connection, patience).await.is_some(),
+            "an idle connection held open"
+        );
+    }
+    let mut used = tokio::net::TcpStream::connect(&http)
+        .await
+        .expect("connect");
+    let body = "{\"text\":\"once\"}";
+    let request = format!(
+        "POST /api/probe/Echo HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    used.write_all(request.as_bytes()).await.expect("send");
+    let reply = closed_within(&mut used, patience)
+        .await
+        .expect("a quiet keep-alive connection held open");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // Through it all, ordinary calls are served.
+    let reply = client
+        .post(&echo, &json!({ "text": "after" }))
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    gateway.sigterm().await;
+    probe.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn past_the_connection_cap_new_clients_wait_until_one_leaves() {
+    let etcd = require!(Etcd::start().await);
+    let (gateway, http) = gateway_with(&etcd, &[("MS_HTTP__MAX_CONNECTIONS", "2")]).await;
+    let probe = tests::probe::start(registry(&etcd).await, None).await;
+    let client = HttpClient::default();
+    let echo = format!("http://{http}/api/probe/Echo");
+    client
+        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
+        .await;
+    // Let the client's pooled connection go, then hold both places.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = tokio::net::TcpStream::connect(&http)
+        .await
+        .expect("connect");
+    let second = tokio::net::TcpStream::connect(&http)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let waiting = tokio::spawn({
+        let echo = echo.clone();
+        async move {
+            HttpClient::default()
+                .post(&echo, &json!({ "text": "third" }))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served past the cap of 2"
+    );
+    drop(first);
+    let reply = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("served once a place was free")
+        .expect("the task ran")
+        .expect("a reply");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    drop(second);
+    gateway.sigterm().await;
+    probe.stop().await;
+}
+
+/// `kill -SIG pid`.
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn a_node_that_hangs_under_load_costs_no_safe_call_and_is_back_after_it_resumes() {
+    let etcd = require!(Etcd::start().await);
+    let (gateway, http) = gateway_with(&etcd, &[("MS_ROUTES__USER__TIMEOUT", "3s")]).await;
+    let etcd_addr = etcd.etcd_addr();
+    let mut users = Vec::new();
+    for n in 1..=3 {
+        let node = Node::start(
+            "user",
+            &format!("user-{n}"),
+            &[],
+            &[
+                ("MS_RPC_PORT", "0"),
+                ("MS_ADVERTISE_HOST", "127.0.0.1"),
+                ("MS_REGISTRY__ETCD_ADDR", etcd_addr.as_str()),
+            ],
+        );
+        let address = node.listening("rpc").await;
+        gateway
+            .wait_for(&format!("Server [user] cluster [{address}] join"), PATIENCE)
+            .await;
+        users.push((node, address));
+    }
+    let client = HttpClient::default();
+    let exists = format!("http://{http}/api/user/Exists");
+    let body = json!({ "username": "nobody" });
+    client.post_until(&exists, &body, 200, PATIENCE).await;
+
+    // Four callers for six seconds; the first node hangs from the first second to the fourth.
+    let load_ends = tokio::time::Instant::now() + Duration::from_secs(6);
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, exists, body) = (HttpClient::default(), exists.clone(), body.clone());
+            tokio::spawn(async move {
+                let (mut calls, mut failed, mut slowest) = (0, Vec::new(), Duration::ZERO);
+                while tokio::time::Instant::now() < load_ends && calls < 2_000 {
+                    let started = tokio::time::Instant::now();
+                    let reply = client.post(&exists, &body).await;
+                    slowest = slowest.max(started.elapsed());
+                    calls += 1;
+                    match reply {
+                        Ok(reply) if reply.status == 200 => {}
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (calls, failed, slowest)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (hung, hung_address) = &users[0];
+    signal(hung.pid(), "STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(hung.pid(), "CONT");
+    let (mut calls, mut failed, mut slowest) = (0, Vec::new(), Duration::ZERO);
+    for caller in callers {
+        let (n, f, s) = caller.await.expect("a caller ran");
+        calls += n;
+        failed.extend(f);
+        slowest = slowest.max(s);
+    }
+    eprintln!(
+        "measured: {calls} Exists calls with a node stopped for 3 s: {} failed, slowest {slowest:?}",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        slowest <= Duration::from_secs(3) + Duration::from_millis(500),
+        "{slowest:?}"
+    );
+    assert!(
+        gateway.count("set aside") + gateway.count("out of rotation") > 0,
+        "the hung node was never taken out: {:?}",
+        gateway.lines()
+    );
+
+    // Resumed, it serves again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = client.post(&exists, &body).await.expect("a reply");
+        if reply.header("x-served-by") == Some(hung_address.as_str()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{hung_address} never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (node, _) in &users {
+        node.sigterm().await;
+    }
+    gateway.sigterm().await;
+}
+
+/// The status code of a raw HTTP/1.1 exchange; `None` when the gateway closed without
+/// answering.
+async fn raw_status(address: &str, request: &[u8]) -> Option<u16> {
+    let reply = raw_exchange(address, request, false).await;
+    reply
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn bad_input_of_every_kind_gets_a_4xx_and_ordinary_calls_go_on_throughout() {
+    let etcd = require!(Etcd::start().await);
+    let (gateway, http) = gateway(&etcd).await;
+    let user = Node::start(
+        "user",
+        "user",
+        &[],
+        &[
+            ("MS_RPC_PORT", "0"),
+            ("MS_ADVERTISE_HOST", "127.0.0.1"),
+            ("MS_REGISTRY__ETCD_ADDR", &etcd.etcd_addr()),
+        ],
+    );
+    user.listening("rpc").await;
+    let client = HttpClient::default();
+    let exists = format!("http://{http}/api/user/Exists");
+    let body = json!({ "username": "nobody" });
+    client.post_until(&exists, &body, 200, PATIENCE).await;
+    // Connections held open and silent all along.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(
+            tokio::net::TcpStream::connect(&http)
+                .await
+                .expect("connect"),
+        );
+    }
+
+    let post = |path: &str, body: &[u8]| {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        request
+    };
+    let get = |target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: gw\r\n{extra}Connection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let long_method = "m".repeat(10_000);
+    let nested = "[".repeat(10_000) + &"]".repeat(10_000);
+    let many_params: String = (0..5_000).map(|n| format!("&p{n}=1")).collect();
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(100 * 1024));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "an overlong method name",
+            post(&format!("/api/user/{long_method}"), b"{}"),
+        ),
+        ("a path with too few parts", post("/api/user", b"{}")),
+        (
+            "a path with too many parts",
+            post("/api/user/Exists/more", b"{}"),
+        ),
+        ("a path of escaped garbage", post("/api/%ff%fe/%00", b"{}")),
+        ("a path climbing out", post("/api/../../etc/passwd", b"{}")),
+        ("an unknown service", post("/api/nobody/Exists", b"{}")),
+        (
+            "invalid UTF-8",
+            post("/api/user/Exists", &[0xff, 0xfe, 0xfd]),
+        ),
+        (
+            "deeply nested JSON",
+            post("/api/user/Exists", nested.as_bytes()),
+        ),
+        (
+            "a huge number for a string",
+            post("/api/user/Exists", b"{\"username\": 1e400}"),
+        ),
+        (
+            "an array for an object",
+            post("/api/user/Exists", b"[1, 2, 3]"),
+        ),
+        (
+            "a string for an object",
+            post("/api/user/Exists", b"\"username\""),
+        ),
+        (
+            "an unknown field",
+            post("/api/user/Exists", b"{\"usernam\": \"x\"}"),
+        ),
+        (
+            "thousands of query parameters",
+            get(&format!("/api/user/Exists?username=a{many_params}"), ""),
+        ),
+        (
+            "a 100 KB header",
+            get("/api/user/Exists?username=a", &big_header),
+        ),
+        (
+            "a method no one knows",
+            b"BREW /api/user/Exists HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        (
+            "a request line that is not HTTP",
+            b"hello there\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (what, request) in cases {
+        let status = raw_status(&http, &request).await;
+        eprintln!("measured: {what}: {status:?}");
+        assert!(
+            status.is_some_and(|s| (400..500).contains(&s)),
+            "{what}: answered {status:?}, not a 4xx"
+        );
+        let reply = client.post(&exists, &body).await.expect("a reply");
+        assert_eq!(reply.status, 200, "after {what}: {}", reply.text);
+    }
+    assert_eq!(gateway.count("panicked"), 0, "{:?}", gateway.lines());
+    drop(idle);
+    user.sigterm().await;
     gateway.sigterm().await;
 }

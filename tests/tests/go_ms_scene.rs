@@ -74,6 +74,7 @@ async fn registered_addresses(etcd: &Etcd) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn six_nodes_join_each_other_and_leave_on_sigterm_and_on_kill() {
     let etcd = require!(Etcd::start().await);
     let mut nodes: Vec<(String, Node)> = Vec::new();
@@ -148,12 +149,10 @@ async fn six_nodes_join_each_other_and_leave_on_sigterm_and_on_kill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd_container, ignore = "needs Docker: it stops etcd")]
 async fn nodes_register_again_after_etcd_is_down_for_ten_seconds_without_restarting() {
     let etcd = require!(Etcd::start().await);
-    if !etcd.is_container() {
-        eprintln!("SKIPPED: an etcd from MS_TEST_ETCD_ENDPOINTS cannot be stopped by the test");
-        return;
-    }
+    etcd.require_container("stop");
     let mut gateway = gateway(&etcd, 1);
     let mut user = user(&etcd, 1);
     let mut expected = vec![gateway.listening("rpc").await, user.listening("rpc").await];

@@ -121,6 +121,7 @@ fn file_name(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn nodes_answer_both_reflection_versions_and_the_gateway_answers_for_the_cluster() {
     let etcd = require!(Etcd::start().await);
     let user = start("user", &etcd);
@@ -195,6 +196,7 @@ async fn nodes_answer_both_reflection_versions_and_the_gateway_answers_for_the_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_node_registered_by_a_bare_json_value_is_routed_by_the_gateway() {
     let etcd = require!(Etcd::start().await);
     let gateway = start("gateway", &etcd);

@@ -46,6 +46,7 @@ async fn cargo(dir: &Path, args: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_gateway() {
     let etcd = require!(Etcd::start().await);
     let dir = std::env::temp_dir().join(format!("rust-ms-scaffold-test-{}", std::process::id()));

@@ -39,6 +39,7 @@ async fn channel(address: &str) -> Channel {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn three_user_nodes_share_accounts_and_order_finds_them_through_discovery() {
     let etcd = require!(Etcd::start().await);
     let users: Vec<Node> = (1..=3).map(|n| service_node("user", n, &etcd)).collect();
@@ -184,6 +185,7 @@ async fn three_user_nodes_share_accounts_and_order_finds_them_through_discovery(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn every_service_node_serves_health_and_reflection() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -258,6 +260,7 @@ async fn tls_channel(address: &str, identity: Option<(&str, &str)>) -> Result<Ch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn with_mutual_tls_services_answer_only_callers_with_a_cluster_certificate() {
     let etcd = require!(Etcd::start().await);
     let (ca, cert, key) = (

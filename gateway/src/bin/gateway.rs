@@ -71,13 +71,13 @@ async fn routes_command(connected: &Connected, action: RoutesAction) -> Result<(
         ));
     };
     let failed = |what: &'static str| {
-        move |e: etcd_client::Error| NodeError::Serve {
+        move |e: registry::RegistryError| NodeError::Serve {
             what,
             cause: e.to_string(),
         }
     };
     let key = key(etcd.namespace());
-    let mut client = etcd.client();
+    let kv = etcd.kv();
     match action {
         RoutesAction::Push { file } => {
             let text = std::fs::read_to_string(&file).map_err(|e| {
@@ -94,14 +94,13 @@ async fn routes_command(connected: &Connected, action: RoutesAction) -> Result<(
                     file.display()
                 ))
             })?;
-            client
-                .put(key.clone(), stored, None)
+            kv.put(key.clone(), stored)
                 .await
                 .map_err(failed("storing the route table"))?;
             println!("stored {} route(s) at {key}", routes.len());
         }
         RoutesAction::Show => {
-            let found = client
+            let found = kv
                 .get(key.clone(), None)
                 .await
                 .map_err(failed("reading the route table"))?;

@@ -31,7 +31,7 @@ pub fn service() -> Service<UserSettings> {
     build(|backend| match backend {
         Connected::Memory(_) => Arc::new(MemoryUserStore::new()),
         #[cfg(feature = "etcd")]
-        Connected::Etcd(etcd) => Arc::new(EtcdUserStore::new(etcd.client(), etcd.namespace())),
+        Connected::Etcd(etcd) => Arc::new(EtcdUserStore::new(etcd.kv())),
     })
 }
 

@@ -95,17 +95,16 @@ impl UserStore for MemoryUserStore {
 #[cfg(feature = "etcd")]
 #[derive(Clone)]
 pub struct EtcdUserStore {
-    client: etcd_client::Client,
+    kv: rust_ms::etcd::Kv,
     prefix: String,
 }
 
 #[cfg(feature = "etcd")]
 impl EtcdUserStore {
-    pub fn new(client: etcd_client::Client, namespace: &str) -> Self {
-        Self {
-            client,
-            prefix: format!("{}/data/user/", namespace.trim_end_matches('/')),
-        }
+    /// On the registry's own etcd, through its bounded path.
+    pub fn new(kv: rust_ms::etcd::Kv) -> Self {
+        let prefix = format!("{}/data/user/", kv.namespace());
+        Self { kv, prefix }
     }
 
     fn key(&self, username: &str) -> String {
@@ -113,9 +112,6 @@ impl EtcdUserStore {
     }
 }
 
-/// How long one etcd request may take before the store counts as unreachable.
-#[cfg(feature = "etcd")]
-const ETCD_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 /// The readiness probe's bound: shorter than a request's, as it runs every second.
 #[cfg(feature = "etcd")]
 const ETCD_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
@@ -125,21 +121,13 @@ const ETCD: &str = "etcd";
 #[cfg(feature = "etcd")]
 const CAUSE_MAX: usize = 512;
 
+/// An etcd request's failure (already bounded by the registry's request timeout) as the
+/// store's.
 #[cfg(feature = "etcd")]
-async fn bounded<T>(
-    limit: std::time::Duration,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, request).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StoreError::Unavailable {
-            store: ETCD,
-            cause: crate::text::clip(&error.to_string(), CAUSE_MAX).into_owned(),
-        }),
-        Err(_) => Err(StoreError::Unavailable {
-            store: ETCD,
-            cause: format!("etcd did not answer within {limit:?}"),
-        }),
+fn unreachable(error: rust_ms::registry::RegistryError) -> StoreError {
+    StoreError::Unavailable {
+        store: ETCD,
+        cause: crate::text::clip(&error.to_string(), CAUSE_MAX).into_owned(),
     }
 }
 
@@ -156,8 +144,7 @@ impl UserStore for EtcdUserStore {
         let txn = Txn::new()
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let mut client = self.client.clone();
-        let response = bounded(ETCD_BOUND, client.txn(txn)).await?;
+        let response = self.kv.txn(txn).await.map_err(unreachable)?;
         if response.succeeded() {
             Ok(())
         } else {
@@ -166,8 +153,11 @@ impl UserStore for EtcdUserStore {
     }
 
     async fn get(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        let mut client = self.client.clone();
-        let response = bounded(ETCD_BOUND, client.get(self.key(username), None)).await?;
+        let response = self
+            .kv
+            .get(self.key(username), None)
+            .await
+            .map_err(unreachable)?;
         match response.kvs().first() {
             None => Ok(None),
             Some(kv) => decode(kv.value()).map(Some),
@@ -183,8 +173,11 @@ impl UserStore for EtcdUserStore {
             .with_prefix()
             .with_sort(SortTarget::Key, SortOrder::Ascend)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let mut client = self.client.clone();
-        let response = bounded(ETCD_BOUND, client.get(self.key(prefix), Some(options))).await?;
+        let response = self
+            .kv
+            .get(self.key(prefix), Some(options))
+            .await
+            .map_err(unreachable)?;
         response.kvs().iter().map(|kv| decode(kv.value())).collect()
     }
 
@@ -192,14 +185,19 @@ impl UserStore for EtcdUserStore {
     /// (reads are linearizable, so a member without quorum fails it too).
     async fn check(&self) -> Result<(), StoreError> {
         use etcd_client::GetOptions;
-        let mut client = self.client.clone();
         let options = GetOptions::new().with_count_only();
-        bounded(
+        match tokio::time::timeout(
             ETCD_CHECK_BOUND,
-            client.get(self.prefix.as_str(), Some(options)),
+            self.kv.get(self.prefix.as_str(), Some(options)),
         )
         .await
-        .map(|_| ())
+        {
+            Ok(answered) => answered.map(|_| ()).map_err(unreachable),
+            Err(_) => Err(StoreError::Unavailable {
+                store: ETCD,
+                cause: format!("etcd did not answer within {ETCD_CHECK_BOUND:?}"),
+            }),
+        }
     }
 }
 
