@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{Client, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
-use registry::{Lease, Leaser, Liveness, Registration, RegistryError};
+use registry::backend::{Lease, Leaser, Liveness};
+use registry::{Registration, RegistryError};
 
 use crate::layout::Layout;
 use crate::{request, within};

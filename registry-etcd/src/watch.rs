@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
-use registry::{Backoff, Membership, Scope, Snapshot, WatchSender};
+use registry::backend::{Membership, WatchSender};
+use registry::{Backoff, Scope, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{EtcdRegistry, within};

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use registry::backend::{Lease, Leaser, Liveness, Membership, WatchSender};
 use registry::{
-    Change, Instance, Lease, Leaser, Liveness, Membership, Registered, Registration, Registry,
-    RegistryError, Scope, Snapshot, Watch, WatchSender,
+    Change, Instance, Registered, Registration, Registry, RegistryError, Scope, Snapshot, Watch,
 };
 use tokio::time::Instant;
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Change, Membership, Registry, Scope, Watch, discover_until_stopped};
+use crate::membership::Membership;
+use crate::{Change, Registry, Scope, Watch, discover_until_stopped};
 
 /// The changes of one scope, from an empty view on: every node already registered first
 /// comes as [`Change::Joined`], then every change as it happens.
