@@ -123,6 +123,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn weight_zero_drains_a_node_even_when_it_is_the_only_one() {
+        let view = ClusterView::for_tests();
+        let alone = vec![node("a", Some("0")).await];
+        assert!(candidates(&view, alone, &[]).is_empty());
+        let all_zero = vec![node("a", Some("0")).await, node("b", Some("0")).await];
+        assert!(candidates(&view, all_zero, &[]).is_empty());
+        let one_left = vec![node("a", Some("0")).await, node("b", None).await];
+        let picked = candidates(&view, one_left, &[]);
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].instance.id, "b");
+    }
+
+    #[tokio::test]
+    async fn nodes_already_tried_for_a_call_are_not_candidates() {
+        let view = ClusterView::for_tests();
+        let nodes = vec![node("a", None).await, node("b", None).await];
+        let left = candidates(&view, nodes, &["a".to_owned()]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].instance.id, "b");
+    }
+
+    #[tokio::test]
     async fn weighted_picks_follow_the_weights() {
         let nodes = vec![node("a", Some("3")), node("b", None), node("c", Some("0"))];
         let nodes: Vec<_> = futures::future::join_all(nodes).await;

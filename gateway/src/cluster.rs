@@ -241,6 +241,24 @@ impl ClusterView {
         view
     }
 
+    /// A view that follows nothing, for tests of what reads node state.
+    #[doc(hidden)]
+    pub fn for_tests() -> Self {
+        ClusterView {
+            nodes: Arc::default(),
+            epoch: Instant::now(),
+            options: ViewOptions {
+                ejection: Ejection {
+                    after_failures: 3,
+                    for_how_long: Duration::from_secs(10),
+                    max_ejected_percent: MAX_EJECTED_PERCENT,
+                },
+                health_interval: Duration::ZERO,
+                credentials: ClusterCredentials::default(),
+            },
+        }
+    }
+
     async fn keep_current(self, registry: Arc<dyn Registry>, stop: CancellationToken) {
         let mut cluster = registry::follow(registry, Scope::All, stop);
         while let Some(change) = cluster.next().await {
@@ -372,4 +390,43 @@ pub struct Ejection {
     pub for_how_long: Duration,
     /// The largest share of a service's nodes set aside at once (at least one node).
     pub max_ejected_percent: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_of(ids: &[&str]) -> (ClusterView, Vec<Arc<NodeHandle>>) {
+        let view = ClusterView::for_tests();
+        for id in ids {
+            view.apply(Change::Joined(
+                Instance::new("user", "127.0.0.1:9").with_id(*id),
+            ));
+        }
+        let nodes = view.nodes_of("user");
+        (view, nodes)
+    }
+
+    fn fail_three_times(view: &ClusterView, node: &NodeHandle) {
+        for _ in 0..3 {
+            view.record(node, "Exists", Duration::from_millis(1), true);
+        }
+    }
+
+    #[tokio::test]
+    async fn at_most_half_of_a_services_nodes_are_set_aside_at_once() {
+        let (view, nodes) = view_of(&["a", "b", "c", "d"]);
+        for node in &nodes {
+            fail_three_times(&view, node);
+        }
+        let set_aside = nodes.iter().filter(|n| view.is_ejected(n)).count();
+        assert_eq!(set_aside, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lone_node_can_still_be_set_aside() {
+        let (view, nodes) = view_of(&["a"]);
+        fail_three_times(&view, &nodes[0]);
+        assert!(view.is_ejected(&nodes[0]));
+    }
 }
