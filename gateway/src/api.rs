@@ -103,12 +103,14 @@ pub async fn handle(
 /// Whether a method may be repeated and read with GET: a route's word first (its
 /// per-method `idempotent`, then its `idempotent` list), else the proto's own
 /// `idempotency_level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MethodPolicy {
     /// Retried on another node after a failure in transit.
     pub idempotent: bool,
     /// Callable with GET and query parameters.
     pub get: bool,
+    /// Where the policy comes from: `route`, `proto`, or `default` (neither says).
+    pub from: &'static str,
 }
 
 impl MethodPolicy {
@@ -130,14 +132,21 @@ impl MethodPolicy {
                     .any(|m| m == method.name())
                     .then_some(true)
             });
-        match by_route {
-            Some(idempotent) => Self {
+        match (by_route, level) {
+            (Some(idempotent), _) => Self {
                 idempotent,
                 get: idempotent,
+                from: "route",
             },
-            None => Self {
-                idempotent: level != IdempotencyLevel::IdempotencyUnknown,
+            (None, IdempotencyLevel::IdempotencyUnknown) => Self {
+                idempotent: false,
+                get: false,
+                from: "default",
+            },
+            (None, level) => Self {
+                idempotent: true,
                 get: level == IdempotencyLevel::NoSideEffects,
+                from: "proto",
             },
         }
     }

@@ -97,7 +97,41 @@ async fn cluster(State(api): State<Arc<Api>>) -> Json<Value> {
     Json(Value::Object(services))
 }
 
-/// `GET /routes`: the route table in force and where it came from.
+/// `GET /routes`: the route table in force and where it came from, and for each method of
+/// each service the gateway routes to, whether it is retried and taken by GET, and
+/// whether the route or the proto says so.
 async fn routes(State(api): State<Arc<Api>>) -> Json<Value> {
-    Json(serde_json::to_value(&*api.routes.in_force()).unwrap_or_default())
+    let in_force = api.routes.in_force();
+    let mut body = serde_json::to_value(&*in_force).unwrap_or_default();
+    let services: std::collections::BTreeSet<String> = api
+        .view
+        .nodes()
+        .iter()
+        .map(|node| node.instance.service.clone())
+        .filter(|service| service != "gateway")
+        .collect();
+    let mut methods = serde_json::Map::new();
+    for service in services {
+        let route = api.routes.route(&service);
+        for node in api.view.nodes_of(&service) {
+            let Ok(schema) = api.schema_of(&node).await else {
+                continue;
+            };
+            let policies: serde_json::Map<String, Value> = schema
+                .method_names()
+                .into_iter()
+                .filter_map(|name| schema.method(name))
+                .map(|method| {
+                    let policy = api::MethodPolicy::of(&route, method);
+                    (method.name().to_owned(), json!(policy))
+                })
+                .collect();
+            methods.insert(service.clone(), Value::Object(policies));
+            break;
+        }
+    }
+    if let Value::Object(fields) = &mut body {
+        fields.insert("methods".to_owned(), Value::Object(methods));
+    }
+    Json(body)
 }
