@@ -9,7 +9,6 @@ use config::NodeConfig;
 use registry::{Instance, Registration, Registry};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -195,7 +194,9 @@ pub async fn run_node(
                 .layer(credentials)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(rpc_listener),
+                    // Replies (stream messages above all) leave at once, not after an ACK.
+                    tonic::transport::server::TcpIncoming::from(rpc_listener)
+                        .with_nodelay(Some(true)),
                     rpc_drain.cancelled_owned(),
                 )
                 .await

@@ -1,0 +1,3 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    rust_ms_build::compile_protos(&["proto/bench/v1/bench.proto"], &["proto"])
+}

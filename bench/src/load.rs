@@ -1,0 +1,263 @@
+//! The load generators: gRPC over HTTP/2 without TLS (h2, a prebuilt request frame, many
+//! streams per connection), and JSON over HTTP/1.1 (hyper, one call at a time per
+//! connection). Both record every call's latency; neither does more work per call than
+//! sending bytes and reading the answer, so the proxy stays the bottleneck.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::net::TcpStream;
+
+/// How hard to push.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub connections: usize,
+    /// Concurrent calls per connection (HTTP/2 streams; HTTP/1.1 opens this many more
+    /// connections instead, so that both loads keep as many calls in flight).
+    pub streams: usize,
+    pub calls: u64,
+    /// The run stops here even if calls remain.
+    pub max_time: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub calls: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// Every successful call's latency, in microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+    /// The first failure's description, if any.
+    pub first_error: Option<String>,
+}
+
+impl Outcome {
+    pub fn percentile_us(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
+        f64::from(self.latencies_us[rank.min(self.latencies_us.len() - 1)])
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn merge(&mut self, other: Worker) {
+        self.calls += other.calls;
+        self.failed += other.failed;
+        self.latencies_us.extend(other.latencies_us);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Worker {
+    calls: u64,
+    failed: u64,
+    latencies_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+impl Worker {
+    fn record(&mut self, started: Instant, result: Result<(), String>) {
+        self.calls += 1;
+        match result {
+            Ok(()) => self
+                .latencies_us
+                .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+            Err(error) => {
+                self.failed += 1;
+                self.first_error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+/// A gRPC message frame: the 5-byte prefix (uncompressed, length) and the message.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    Bytes::from(frame)
+}
+
+/// gRPC calls of `path` with the request `frame` to `address`, as `load` says; a call
+/// succeeds when it ends with `grpc-status: 0` after at least one message.
+pub async fn grpc(
+    address: SocketAddr,
+    path: &str,
+    frame: Bytes,
+    load: Load,
+) -> Result<Outcome, String> {
+    let left = Arc::new(AtomicI64::new(load.calls as i64));
+    let deadline = Instant::now() + load.max_time;
+    let uri: http::Uri = format!("http://{address}{path}")
+        .parse()
+        .map_err(|e| format!("{path}: {e}"))?;
+    let mut workers = Vec::new();
+    let started = Instant::now();
+    for _ in 0..load.connections {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("connect {address}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(8 << 20)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake with {address}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        for _ in 0..load.streams {
+            let (mut client, uri, frame, left) =
+                (client.clone(), uri.clone(), frame.clone(), left.clone());
+            workers.push(tokio::spawn(async move {
+                let mut worker = Worker::default();
+                while left.fetch_sub(1, Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                    let began = Instant::now();
+                    let result = one_grpc_call(&mut client, &uri, frame.clone()).await;
+                    worker.record(began, result);
+                }
+                worker
+            }));
+        }
+    }
+    let mut outcome = Outcome::default();
+    for worker in workers {
+        if let Ok(worker) = worker.await {
+            outcome.merge(worker);
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies_us.sort_unstable();
+    Ok(outcome)
+}
+
+async fn one_grpc_call(
+    client: &mut h2::client::SendRequest<Bytes>,
+    uri: &http::Uri,
+    frame: Bytes,
+) -> Result<(), String> {
+    let request = http::Request::post(uri.clone())
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let mut ready = client.clone().ready().await.map_err(|e| e.to_string())?;
+    let (response, mut body) = ready
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
+    body.send_data(frame, true).map_err(|e| e.to_string())?;
+    *client = ready;
+    let response = response.await.map_err(|e| e.to_string())?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    // Trailers-only (an error before any message) carries grpc-status in the headers.
+    if let Some(status) = response.headers().get("grpc-status") {
+        return Err(format!("grpc-status {status:?} without a message"));
+    }
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        received += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.map_err(|e| e.to_string())?;
+    let status = trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .and_then(|v| v.to_str().ok());
+    match status {
+        Some("0") if received > 0 => Ok(()),
+        other => Err(format!("grpc-status {other:?} after {received} bytes")),
+    }
+}
+
+/// JSON POSTs of `body` to `http://address{path}` over HTTP/1.1 keep-alive connections,
+/// `load.connections × load.streams` of them, one call at a time each.
+pub async fn json(
+    address: SocketAddr,
+    path: &str,
+    body: Bytes,
+    load: Load,
+) -> Result<Outcome, String> {
+    let left = Arc::new(AtomicI64::new(load.calls as i64));
+    let deadline = Instant::now() + load.max_time;
+    let mut workers = Vec::new();
+    let started = Instant::now();
+    for _ in 0..load.connections * load.streams {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("connect {address}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("HTTP/1.1 handshake with {address}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let (path, body, left) = (path.to_owned(), body.clone(), left.clone());
+        workers.push(tokio::spawn(async move {
+            let mut worker = Worker::default();
+            while left.fetch_sub(1, Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                let began = Instant::now();
+                let result = one_json_call(&mut sender, &path, body.clone()).await;
+                worker.record(began, result);
+            }
+            worker
+        }));
+    }
+    let mut outcome = Outcome::default();
+    for worker in workers {
+        if let Ok(worker) = worker.await {
+            outcome.merge(worker);
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies_us.sort_unstable();
+    Ok(outcome)
+}
+
+async fn one_json_call(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    body: Bytes,
+) -> Result<(), String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let request = http::Request::post(path)
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status == http::StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
+    }
+}

@@ -1,0 +1,799 @@
+//! `bench`: the rust-ms gateway beside nginx and haproxy over the same upstream nodes, in
+//! one bounded run on loopback, proxies pinned to core 0 and everything else to core 1.
+//! Writes RESULTS.md, results.json and results.png into `--out`.
+//!
+//! Run it through `scripts/bench.sh`, which installs etcd, nginx and haproxy from Debian,
+//! builds the release binaries, and pins this process to core 1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use prost::Message;
+use rust_ms_bench::echo::pb::{Payload, StreamRequest};
+use rust_ms_bench::load::{self, Load, Outcome};
+use rust_ms_bench::procs::{Proc, free_port};
+use rust_ms_bench::results::{Failover, Propagation, Results, Row, Scale};
+
+const PROXY_CORE: usize = 0;
+const OTHER_CORE: usize = 1;
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// Benchmarks rust-ms against nginx and haproxy, side by side.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    /// Calls per measured row.
+    #[arg(long, default_value_t = 60_000)]
+    calls: u64,
+    /// Client connections per row.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// A row stops after this many seconds even if calls remain.
+    #[arg(long, default_value_t = 30)]
+    max_seconds: u64,
+    /// Discovery trials per registry.
+    #[arg(long, default_value_t = 200)]
+    trials: usize,
+    /// Instances written to etcd for the scale run (in a tenth as many services); 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    instances: usize,
+    /// Where RESULTS.md, results.json and results.png go.
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    /// Only the proxy rows (no propagation, scale or failover).
+    #[arg(long)]
+    proxies_only: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bench: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The release binaries beside this one.
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe
+        .parent()
+        .map(|dir| dir.join(name))
+        .ok_or("no folder for the binaries")?;
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: cargo build --release --workspace --bins",
+            path.display()
+        ))
+    }
+}
+
+fn which(program: &str) -> Result<PathBuf, String> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or_else(|| format!("{program} is missing (scripts/bench.sh installs it)"))
+}
+
+fn addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|e| format!("{text}: {e}"))
+}
+
+struct Cluster {
+    tmp: PathBuf,
+    etcd: Proc,
+    etcd_addr: String,
+    echoes: Vec<(Proc, String)>,
+    gateway: Proc,
+    gateway_rpc: String,
+    gateway_http: String,
+}
+
+async fn start_etcd(tmp: &Path) -> Result<(Proc, String), String> {
+    let (client, peer) = (free_port()?, free_port()?);
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let data = tmp.join("etcd");
+    let mut etcd = Proc::start(
+        "etcd",
+        OTHER_CORE,
+        &which("etcd")?,
+        &[
+            "--data-dir",
+            &data.to_string_lossy(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("default={peer_url}"),
+        ],
+        &[],
+    )?;
+    etcd.wait_for("ready to serve client requests", STARTUP)
+        .await?;
+    Ok((etcd, format!("127.0.0.1:{client}")))
+}
+
+fn node_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("MS_ADVERTISE_HOST", "127.0.0.1"),
+        ("MS_LISTEN_HOST", "127.0.0.1"),
+    ]
+}
+
+async fn start_echo(etcd_addr: &str, n: usize) -> Result<(Proc, String), String> {
+    let mut echo = Proc::start(
+        &format!("echo-{n}"),
+        OTHER_CORE,
+        &sibling("bench-echo")?,
+        &["--etcd-addr", etcd_addr, "--rpc-port", "0"],
+        &node_env(),
+    )?;
+    let address = echo.listening("rpc").await?;
+    Ok((echo, address))
+}
+
+async fn start_gateway(
+    etcd_addr: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<Proc, String> {
+    let mut env = node_env();
+    env.extend_from_slice(extra);
+    Proc::start(
+        name,
+        PROXY_CORE,
+        &sibling("gateway")?,
+        &[
+            "--etcd-addr",
+            etcd_addr,
+            "--http-port",
+            "0",
+            "--rpc-port",
+            "0",
+        ],
+        &env,
+    )
+}
+
+async fn wait_joined(gateway: &mut Proc, addresses: &[&str]) -> Result<(), String> {
+    for address in addresses {
+        gateway
+            .wait_for(&format!("cluster [{address}] join"), STARTUP)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Cluster {
+    async fn start() -> Result<Cluster, String> {
+        let tmp = std::env::temp_dir().join(format!("rust-ms-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let (etcd, etcd_addr) = start_etcd(&tmp).await?;
+        let mut echoes = Vec::new();
+        for n in 1..=3 {
+            echoes.push(start_echo(&etcd_addr, n).await?);
+        }
+        let mut gateway = start_gateway(&etcd_addr, "gateway", &[]).await?;
+        let gateway_rpc = gateway.listening("rpc").await?;
+        let gateway_http = gateway.listening("http").await?;
+        let addresses: Vec<&str> = echoes.iter().map(|(_, a)| a.as_str()).collect();
+        wait_joined(&mut gateway, &addresses).await?;
+        Ok(Cluster {
+            tmp,
+            etcd,
+            etcd_addr,
+            echoes,
+            gateway,
+            gateway_rpc,
+            gateway_http,
+        })
+    }
+
+    fn upstreams(&self) -> Vec<&str> {
+        self.echoes.iter().map(|(_, a)| a.as_str()).collect()
+    }
+}
+
+async fn start_nginx(tmp: &Path, upstreams: &[&str]) -> Result<(Proc, String), String> {
+    let port = free_port()?;
+    let servers: String = upstreams
+        .iter()
+        .map(|a| format!("    server {a};\n"))
+        .collect();
+    let dir = tmp.join("nginx");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {dir}/nginx.pid;\nerror_log stderr warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n  fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n  upstream echo {{\n{servers}    keepalive 64;\n    keepalive_requests 100000000;\n  }}\n  server {{\n    listen 127.0.0.1:{port} http2;\n    http2_max_concurrent_streams 1024;\n    keepalive_requests 100000000;\n    location / {{ grpc_pass grpc://echo; }}\n  }}\n}}\n",
+        dir = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let nginx = Proc::start(
+        "nginx",
+        PROXY_CORE,
+        &which("nginx")?,
+        &["-c", &path.to_string_lossy(), "-e", "stderr"],
+        &[],
+    )?;
+    Ok((nginx, format!("127.0.0.1:{port}")))
+}
+
+async fn start_haproxy(tmp: &Path, upstreams: &[&str]) -> Result<(Proc, String), String> {
+    let port = free_port()?;
+    let servers: String = upstreams
+        .iter()
+        .enumerate()
+        .map(|(n, a)| format!("  server s{n} {a} proto h2\n"))
+        .collect();
+    let config = format!(
+        "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend grpc\n  bind 127.0.0.1:{port} proto h2\n  default_backend echo\nbackend echo\n  balance roundrobin\n{servers}"
+    );
+    let path = tmp.join("haproxy.cfg");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let haproxy = Proc::start(
+        "haproxy",
+        PROXY_CORE,
+        &which("haproxy")?,
+        &["-db", "-f", &path.to_string_lossy()],
+        &[],
+    )?;
+    Ok((haproxy, format!("127.0.0.1:{port}")))
+}
+
+/// Calls until one succeeds: the target is up and routes.
+async fn wait_answers(address: SocketAddr, path: &str, frame: &Bytes) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP;
+    let once = Load {
+        connections: 1,
+        streams: 1,
+        calls: 1,
+        max_time: Duration::from_secs(5),
+    };
+    loop {
+        match load::grpc(address, path, frame.clone(), once).await {
+            Ok(outcome) if outcome.failed == 0 && outcome.calls == 1 => return Ok(()),
+            other if Instant::now() > deadline => {
+                return Err(format!("{address}{path} never answered: {other:?}"));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn row(load: &str, target: &str, outcome: &Outcome, proxy: Option<(&Proc, Duration)>) -> Row {
+    let cpu_us_per_call = proxy.map(|(proc, before)| {
+        let used = proc.cpu().saturating_sub(before);
+        used.as_secs_f64() * 1e6 / outcome.calls.max(1) as f64
+    });
+    let row = Row {
+        load: load.to_owned(),
+        target: target.to_owned(),
+        calls: outcome.calls,
+        failed: outcome.failed,
+        seconds: outcome.elapsed.as_secs_f64(),
+        calls_per_s: outcome.per_second(),
+        p50_us: outcome.percentile_us(50.0),
+        p99_us: outcome.percentile_us(99.0),
+        p999_us: outcome.percentile_us(99.9),
+        cpu_us_per_call,
+        peak_rss_mb: proxy.map(|(proc, _)| proc.peak_rss_mb()),
+    };
+    eprintln!(
+        "{:<28} {:<14} {:>8.0} calls/s  p50 {:>6.0} µs  p99 {:>7.0} µs  cpu {:>6} µs/call  failed {}{}",
+        row.load,
+        row.target,
+        row.calls_per_s,
+        row.p50_us,
+        row.p99_us,
+        row.cpu_us_per_call
+            .map_or("–".to_owned(), |c| format!("{c:.1}")),
+        row.failed,
+        outcome
+            .first_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+    row
+}
+
+struct Target<'a> {
+    name: &'static str,
+    address: SocketAddr,
+    proxy: Option<&'a Proc>,
+}
+
+async fn measure_grpc(
+    results: &mut Results,
+    load_name: &str,
+    path: &str,
+    frame: &Bytes,
+    targets: &[Target<'_>],
+    load: Load,
+) -> Result<(), String> {
+    for target in targets {
+        let warm = Load {
+            calls: (load.calls / 10).clamp(100, 5_000),
+            ..load
+        };
+        load::grpc(target.address, path, frame.clone(), warm).await?;
+        let before = target.proxy.map(Proc::cpu).unwrap_or_default();
+        let outcome = load::grpc(target.address, path, frame.clone(), load).await?;
+        results.rows.push(row(
+            load_name,
+            target.name,
+            &outcome,
+            target.proxy.map(|p| (p, before)),
+        ));
+    }
+    Ok(())
+}
+
+fn payload(size: usize) -> Bytes {
+    let message = Payload {
+        data: vec![b'x'; size],
+    };
+    load::grpc_frame(&message.encode_to_vec())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut results = Results {
+        date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: machine(),
+        pinning: format!(
+            "Proxies (the rust-ms gateway, nginx {}, haproxy {}) pinned to core {PROXY_CORE}; etcd, the three echo nodes and the load generator pinned to core {OTHER_CORE}. {} connections × {} concurrent calls, {} calls per row, default configurations (the gateway's resilience on: balancing, ejection, health checks, retry budget).",
+            command_line("sh", &["-c", "nginx -v 2>&1 | sed 's/.*nginx\\///'"]),
+            command_line("sh", &["-c", "haproxy -v | head -n1 | awk '{print $3}'"]),
+            cli.connections,
+            cli.streams,
+            cli.calls
+        ),
+        ..Results::default()
+    };
+    let load = Load {
+        connections: cli.connections,
+        streams: cli.streams,
+        calls: cli.calls,
+        max_time: Duration::from_secs(cli.max_seconds),
+    };
+    let mut cluster = Cluster::start().await?;
+    let upstreams = cluster.upstreams();
+    let (mut nginx, nginx_addr) = start_nginx(&cluster.tmp, &upstreams).await?;
+    let (mut haproxy, haproxy_addr) = start_haproxy(&cluster.tmp, &upstreams).await?;
+    let _ = (&mut nginx, &mut haproxy);
+
+    let small = payload(100);
+    let echo_path = "/bench.v1.Echo/Echo";
+    let targets = [
+        Target {
+            name: "direct",
+            address: addr(&cluster.echoes[0].1)?,
+            proxy: None,
+        },
+        Target {
+            name: "rust-ms rpc",
+            address: addr(&cluster.gateway_rpc)?,
+            proxy: Some(&cluster.gateway),
+        },
+        Target {
+            name: "nginx",
+            address: addr(&nginx_addr)?,
+            proxy: Some(&nginx),
+        },
+        Target {
+            name: "haproxy",
+            address: addr(&haproxy_addr)?,
+            proxy: Some(&haproxy),
+        },
+    ];
+    for target in &targets {
+        wait_answers(target.address, echo_path, &small).await?;
+    }
+
+    measure_grpc(
+        &mut results,
+        "unary 100 B",
+        echo_path,
+        &small,
+        &targets,
+        load,
+    )
+    .await?;
+    let large = payload(16 * 1024);
+    measure_grpc(
+        &mut results,
+        "unary 16 KiB",
+        echo_path,
+        &large,
+        &targets,
+        load,
+    )
+    .await?;
+    let stream = load::grpc_frame(
+        &StreamRequest {
+            data: vec![b'x'; 100],
+            count: 10,
+        }
+        .encode_to_vec(),
+    );
+    let stream_load = Load {
+        calls: load.calls / 4,
+        ..load
+    };
+    measure_grpc(
+        &mut results,
+        "server stream 10 × 100 B",
+        "/bench.v1.Echo/Stream",
+        &stream,
+        &targets,
+        stream_load,
+    )
+    .await?;
+    let one_at_a_time = Load {
+        connections: 1,
+        streams: 1,
+        calls: (load.calls / 10).max(1_000),
+        ..load
+    };
+    measure_grpc(
+        &mut results,
+        "unary 100 B, 1 call at a time",
+        echo_path,
+        &small,
+        &targets,
+        one_at_a_time,
+    )
+    .await?;
+
+    // The same echo as JSON over HTTP/1.1 on /api, beside the rpc port's row above.
+    let json_body = Bytes::from(format!("{{\"data\":\"{}\"}}", "eHh4".repeat(100 / 3 + 1)));
+    let api = addr(&cluster.gateway_http)?;
+    let warm = Load {
+        calls: 2_000,
+        ..load
+    };
+    load::json(api, "/api/echo/Echo", json_body.clone(), warm).await?;
+    let before = cluster.gateway.cpu();
+    let outcome = load::json(api, "/api/echo/Echo", json_body.clone(), load).await?;
+    results.rows.push(row(
+        "JSON 100 B (HTTP/1.1)",
+        "rust-ms /api",
+        &outcome,
+        Some((&cluster.gateway, before)),
+    ));
+    nginx.stop(Duration::from_secs(5)).await;
+    haproxy.stop(Duration::from_secs(5)).await;
+
+    if !cli.proxies_only {
+        results
+            .propagation
+            .push(propagation_etcd(&mut cluster, cli.trials).await?);
+        results.failover = failover(&mut cluster, &json_body).await?;
+        if cli.instances > 0 {
+            results.scale = Some(scale(&cluster, cli.instances).await?);
+        }
+    }
+    write(&cli.out, &results)?;
+    let Cluster {
+        etcd,
+        echoes,
+        gateway,
+        tmp,
+        ..
+    } = cluster;
+    gateway.stop(Duration::from_secs(10)).await;
+    for (echo, _) in echoes {
+        echo.stop(Duration::from_secs(10)).await;
+    }
+    etcd.stop(Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(tmp);
+    Ok(())
+}
+
+fn write(out: &Path, results: &Results) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
+    let mut markdown = results.markdown();
+    match rust_ms_bench::chart::draw(results, &out.join("results.png")) {
+        Ok(()) => markdown.push_str("\n![calls/s and CPU per call](results.png)\n"),
+        Err(error) => eprintln!("bench: no chart: {error}"),
+    }
+    std::fs::write(out.join("RESULTS.md"), markdown).map_err(|e| e.to_string())?;
+    eprintln!("bench: wrote {}/RESULTS.md, results.json", out.display());
+    Ok(())
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or("?".to_owned(), |kb| format!("{} GiB", kb / 1024 / 1024));
+    format!(
+        "{model}, {cores} cores, {memory}, Linux {}",
+        command_line("uname", &["-r"])
+    )
+}
+
+/// A raw HTTP/1.1 POST on a fresh connection; the status.
+async fn post_status(address: &str, path: &str, body: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body).await.ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&reply)
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+/// Register → answered through both gateways, `trials` times, through etcd.
+async fn propagation_etcd(cluster: &mut Cluster, trials: usize) -> Result<Propagation, String> {
+    use rust_ms::registry::{Instance, Registration, Registry};
+    let mut second = start_gateway(&cluster.etcd_addr, "gateway-2", &[]).await?;
+    let second_http = second.listening("http").await?;
+    let etcd = rust_ms::etcd::EtcdRegistry::connect(rust_ms::etcd::EtcdOptions::new(vec![
+        cluster.etcd_addr.clone(),
+    ]))
+    .await
+    .map_err(|e| e.to_string())?;
+    let gateways = [cluster.gateway_http.clone(), second_http];
+    let target = cluster.echoes[0].1.clone();
+    let body = b"{}";
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        let service = format!("prop{trial}");
+        let registration = Registration::new(
+            Instance::new(&service, &target).with_metadata("grpc.services", "bench.v1.Echo"),
+        );
+        let started = Instant::now();
+        let registered = etcd
+            .register(registration)
+            .await
+            .map_err(|e| e.to_string())?;
+        for gateway in &gateways {
+            let path = format!("/api/{service}/Echo");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while post_status(gateway, &path, body).await != Some(200) {
+                if Instant::now() > deadline {
+                    return Err(format!("{service} never routable through {gateway}"));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        times.push(started.elapsed());
+        let _ = registered.deregister().await;
+    }
+    times.sort();
+    second.signal("TERM");
+    second.stop(Duration::from_secs(10)).await;
+    let propagation = Propagation {
+        registry: "etcd".to_owned(),
+        gateways: 2,
+        trials,
+        p50_ms: percentile_ms(&times, 50.0),
+        p99_ms: percentile_ms(&times, 99.0),
+    };
+    eprintln!("propagation through etcd: {propagation:?}");
+    Ok(propagation)
+}
+
+/// Calls through /api while one node is killed, then while all three restart in turn.
+async fn failover(cluster: &mut Cluster, body: &Bytes) -> Result<Vec<Failover>, String> {
+    let api = addr(&cluster.gateway_http)?;
+    let load = Load {
+        connections: 4,
+        streams: 2,
+        calls: 1_000_000,
+        max_time: Duration::from_secs(6),
+    };
+    // kill -9 of one of three nodes, a second into the load.
+    let running = tokio::spawn(load::json(api, "/api/echo/Echo", body.clone(), load));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (victim, _) = cluster.echoes.remove(0);
+    victim.kill().await;
+    let killed = running.await.map_err(|e| e.to_string())??;
+    let n = cluster.echoes.len() + 10;
+    let (replacement, address) = start_echo(&cluster.etcd_addr, n).await?;
+    wait_joined(&mut cluster.gateway, &[&address]).await?;
+    cluster.echoes.push((replacement, address));
+
+    // Rolling restart: a new node joins, then an old one leaves with SIGTERM, three times,
+    // within a load long enough to cover it.
+    let rolling = Load {
+        max_time: Duration::from_secs(12),
+        ..load
+    };
+    let running = tokio::spawn(load::json(api, "/api/echo/Echo", body.clone(), rolling));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 0..3 {
+        let (fresh, address) = start_echo(&cluster.etcd_addr, 20 + n).await?;
+        wait_joined(&mut cluster.gateway, &[&address]).await?;
+        let (old, _) = cluster.echoes.remove(0);
+        old.stop(Duration::from_secs(15)).await;
+        cluster.echoes.push((fresh, address));
+    }
+    let rolled = running.await.map_err(|e| e.to_string())??;
+    let rows = vec![
+        Failover {
+            what: "kill -9 of one of three nodes".to_owned(),
+            calls: killed.calls,
+            failed: killed.failed,
+        },
+        Failover {
+            what: "rolling restart of all three nodes".to_owned(),
+            calls: rolled.calls,
+            failed: rolled.failed,
+        },
+    ];
+    eprintln!("failover: {rows:?}");
+    Ok(rows)
+}
+
+/// `instances` nodes in a tenth as many services written to etcd, then a gateway started.
+async fn scale(cluster: &Cluster, instances: usize) -> Result<Scale, String> {
+    let services = (instances / 10).max(1);
+    let etcd = rust_ms::etcd::EtcdRegistry::connect(
+        rust_ms::etcd::EtcdOptions::new(vec![cluster.etcd_addr.clone()]).with_namespace("scale"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let kv = etcd.kv();
+    for n in 0..instances {
+        // Ports nothing listens on: the gateway's view, not the nodes, is measured.
+        let value = format!("{{\"address\":\"127.0.0.1:{}\"}}", 1 + n % 1000);
+        kv.put(format!("scale/services/s{}/n{n}", n % services), value)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let started = Instant::now();
+    let mut gateway = start_gateway(
+        &cluster.etcd_addr,
+        "gateway-scale",
+        &[("MS_REGISTRY__NAMESPACE", "scale")],
+    )
+    .await?;
+    let http = gateway.listening("http").await?;
+    let count = |http: String| async move { cluster_size(&http).await };
+    while count(http.clone()).await < instances + 1 {
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("the gateway did not list every instance within 120 s".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let routable_after = started.elapsed();
+    let joined = Instant::now();
+    kv.put(
+        "scale/services/late/n0".to_owned(),
+        "{\"address\":\"127.0.0.1:1\"}".to_owned(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    while count(http.clone()).await < instances + 2 {
+        if joined.elapsed() > Duration::from_secs(30) {
+            return Err("a join under load was not seen within 30 s".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let scale = Scale {
+        instances,
+        services,
+        routable_after_s: routable_after.as_secs_f64(),
+        gateway_rss_mb: gateway.peak_rss_mb(),
+        join_seen_after_ms: joined.elapsed().as_secs_f64() * 1e3,
+    };
+    eprintln!("scale: {scale:?}");
+    gateway.stop(Duration::from_secs(10)).await;
+    Ok(scale)
+}
+
+/// How many nodes (gateways included) `GET /cluster` lists.
+async fn cluster_size(http: &str) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(http).await else {
+        return 0;
+    };
+    let request = "GET /cluster HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut reply = Vec::new();
+    if stream.read_to_end(&mut reply).await.is_err() {
+        return 0;
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let Some((_, body)) = text.split_once("\r\n\r\n") else {
+        return 0;
+    };
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.as_object().map(|services| {
+                services
+                    .values()
+                    .filter_map(|nodes| nodes.as_array().map(Vec::len))
+                    .sum()
+            })
+        })
+        .unwrap_or(0)
+}

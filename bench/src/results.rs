@@ -1,0 +1,120 @@
+//! What a benchmark run found, kept as JSON and as the Markdown table of RESULTS.md.
+
+use serde::{Deserialize, Serialize};
+
+/// One load against one target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// The load: `unary 100 B`, `unary 16 KiB`, `server stream 10 × 100 B`, `JSON 100 B`.
+    pub load: String,
+    /// What was called: `direct`, `rust-ms rpc`, `rust-ms /api`, `nginx`, `haproxy`.
+    pub target: String,
+    pub calls: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    pub calls_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// The proxy's CPU time (user + system, from /proc) over the run, per call.
+    pub cpu_us_per_call: Option<f64>,
+    /// The proxy's peak resident memory.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Register → routable through every gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Propagation {
+    pub registry: String,
+    pub gateways: usize,
+    pub trials: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// A gateway started against a large registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scale {
+    pub instances: usize,
+    pub services: usize,
+    pub routable_after_s: f64,
+    pub gateway_rss_mb: f64,
+    pub join_seen_after_ms: f64,
+}
+
+/// Calls lost while nodes die or restart under load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failover {
+    pub what: String,
+    pub calls: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Results {
+    pub date: String,
+    pub machine: String,
+    pub pinning: String,
+    pub rows: Vec<Row>,
+    pub propagation: Vec<Propagation>,
+    pub scale: Option<Scale>,
+    pub failover: Vec<Failover>,
+}
+
+fn or_dash(value: Option<f64>, digits: usize) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+impl Results {
+    /// The Markdown of RESULTS.md.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "# Benchmark results\n\n{} · {}\n\n{}\n\n",
+            self.date, self.machine, self.pinning
+        );
+        out.push_str(
+            "| load | target | calls/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/call | proxy peak RSS MB | calls | failed |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &self.rows {
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+                row.load,
+                row.target,
+                row.calls_per_s,
+                row.p50_us,
+                row.p99_us,
+                row.p999_us,
+                or_dash(row.cpu_us_per_call, 1),
+                or_dash(row.peak_rss_mb, 1),
+                row.calls,
+                row.failed
+            ));
+        }
+        if !self.propagation.is_empty() {
+            out.push_str("\n## Discovery propagation (register → routable through every gateway)\n\n| registry | gateways | trials | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
+            for p in &self.propagation {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {:.2} | {:.2} |\n",
+                    p.registry, p.gateways, p.trials, p.p50_ms, p.p99_ms
+                ));
+            }
+        }
+        if let Some(scale) = &self.scale {
+            out.push_str(&format!(
+                "\n## Scale\n\n{} instances in {} services in etcd: a gateway started against them routes to all after {:.2} s, at {:.1} MB RSS; a node joining then is routable after {:.1} ms.\n",
+                scale.instances,
+                scale.services,
+                scale.routable_after_s,
+                scale.gateway_rss_mb,
+                scale.join_seen_after_ms
+            ));
+        }
+        if !self.failover.is_empty() {
+            out.push_str("\n## Failover under load (through the gateway's /api)\n\n| what | calls | failed |\n|---|---:|---:|\n");
+            for f in &self.failover {
+                out.push_str(&format!("| {} | {} | {} |\n", f.what, f.calls, f.failed));
+            }
+        }
+        out
+    }
+}
