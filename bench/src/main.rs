@@ -50,6 +50,10 @@ struct Cli {
     /// Only the proxy rows (no propagation, scale or failover).
     #[arg(long)]
     proxies_only: bool,
+    /// Measure only these targets (comma-separated: direct, rust-ms rpc, nginx, haproxy),
+    /// for profiling one of them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -423,6 +427,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             proxy: Some(&haproxy),
         },
     ];
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .filter(|t| cli.only.is_empty() || cli.only.iter().any(|o| o == t.name))
+        .collect();
     for target in &targets {
         wait_answers(target.address, echo_path, &small).await?;
     }

@@ -82,6 +82,7 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         .fallback(passthrough)
         // Reflection on the rpc port describes the whole cluster, not the gateway alone.
         .own_reflection()
+        .own_call_spans()
         .http(http, http::router(api))
         // Callers of the gateway come from outside; the gateway signs what it sends on.
         .open_to_callers_outside_the_cluster())

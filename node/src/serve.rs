@@ -45,6 +45,9 @@ pub struct NodeSpec {
     /// Whether the node serves gRPC reflection of `descriptor_sets` (v1 and v1alpha).
     /// The gateway answers reflection itself, for the whole cluster.
     pub reflection: bool,
+    /// Whether the runtime opens a span per call (service, method, request id). The
+    /// gateway opens its own, at debug, off its hot path.
+    pub call_spans: bool,
 }
 
 pub struct HttpServer {
@@ -65,6 +68,7 @@ impl NodeSpec {
             require_call_credential: true,
             readiness: None,
             reflection: true,
+            call_spans: true,
         }
     }
 }
@@ -171,10 +175,14 @@ pub async fn run_node(
         spec.require_call_credential && !cluster.key.is_set() && cluster.tls.is_none();
     let credentials = RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew);
     let service_name = spec.service.clone();
+    let call_spans = spec.call_spans;
     // One span per call, so that whatever a handler logs says which call it was in.
     let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))
         .make_span_with(move |request: &http::Request<_>| {
+            if !call_spans {
+                return tracing::Span::none();
+            }
             let request_id = request
                 .headers()
                 .get(crate::REQUEST_ID_HEADER)

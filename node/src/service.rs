@@ -354,6 +354,7 @@ pub struct Serve {
     metadata: BTreeMap<String, String>,
     open_to_outside: bool,
     own_reflection: bool,
+    own_call_spans: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
     /// Services added more than once, reported when the node starts.
     duplicates: Vec<String>,
@@ -432,6 +433,13 @@ impl Serve {
         self
     }
 
+    /// The node opens its own span for each call (the gateway, at debug level), instead
+    /// of the runtime's span at info.
+    pub fn own_call_spans(mut self) -> Self {
+        self.own_call_spans = true;
+        self
+    }
+
     fn merge(mut self, other: Serve) -> Serve {
         let Serve {
             routes,
@@ -442,6 +450,7 @@ impl Serve {
             metadata,
             open_to_outside,
             own_reflection,
+            own_call_spans,
             readiness,
             duplicates,
         } = other;
@@ -465,6 +474,7 @@ impl Serve {
         self.metadata.extend(metadata);
         self.open_to_outside |= open_to_outside;
         self.own_reflection |= own_reflection;
+        self.own_call_spans |= own_call_spans;
         self.readiness = readiness.or(self.readiness);
         self
     }
@@ -488,6 +498,7 @@ impl Serve {
         spec.require_call_credential = !self.open_to_outside;
         spec.readiness = self.readiness;
         spec.reflection = !self.own_reflection;
+        spec.call_spans = !self.own_call_spans;
         Ok(spec)
     }
 }
