@@ -569,7 +569,10 @@ fn machine() -> String {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's cores, not this pinned process's share of them.
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

@@ -208,9 +208,65 @@ impl NodeHandle {
 /// Live nodes by (service, instance id).
 type NodeMap = BTreeMap<(String, String), Arc<NodeHandle>>;
 
+/// gRPC service → who answers it.
+type GrpcIndex = HashMap<String, GrpcTargets>;
+
+/// The nodes that answer one gRPC service.
+#[derive(Clone)]
+pub struct GrpcTargets {
+    /// The registry service whose route applies: when several expose the gRPC service,
+    /// the one named like its package (`user` for `user.v1.UserService`), else the one
+    /// with the most nodes, then by name — always the same one.
+    pub owner: String,
+    /// The owner's nodes that expose it.
+    pub nodes: Arc<[Arc<NodeHandle>]>,
+}
+
+fn index_by_grpc(nodes: &NodeMap) -> GrpcIndex {
+    let mut exposed: HashMap<&str, BTreeMap<&str, Vec<Arc<NodeHandle>>>> = HashMap::new();
+    for ((service, _), node) in nodes {
+        let Some(list) = node.instance.metadata.get("grpc.services") else {
+            continue;
+        };
+        for grpc in list.split(',').filter(|g| !g.is_empty()) {
+            exposed
+                .entry(grpc)
+                .or_default()
+                .entry(service.as_str())
+                .or_default()
+                .push(node.clone());
+        }
+    }
+    exposed
+        .into_iter()
+        .filter_map(|(grpc, by_service)| {
+            let package = grpc.split('.').next().unwrap_or_default();
+            let owner = if by_service.contains_key(package) {
+                package
+            } else {
+                by_service
+                    .iter()
+                    .max_by(|(a, na), (b, nb)| na.len().cmp(&nb.len()).then_with(|| b.cmp(a)))
+                    .map(|(service, _)| *service)?
+            };
+            let nodes = by_service.get(owner)?.clone();
+            Some((
+                grpc.to_owned(),
+                GrpcTargets {
+                    owner: owner.to_owned(),
+                    nodes: nodes.into(),
+                },
+            ))
+        })
+        .collect()
+}
+
 #[derive(Clone)]
 pub struct ClusterView {
     nodes: Arc<RwLock<NodeMap>>,
+    /// By gRPC service, the registry service that owns it and its nodes: rebuilt when the
+    /// cluster changes (rarely), read by every call on the rpc port (often).
+    by_grpc: Arc<RwLock<Arc<GrpcIndex>>>,
     epoch: Instant,
     options: ViewOptions,
 }
@@ -234,6 +290,7 @@ impl ClusterView {
     ) -> Self {
         let view = ClusterView {
             nodes: Arc::default(),
+            by_grpc: Arc::default(),
             epoch: Instant::now(),
             options,
         };
@@ -246,6 +303,7 @@ impl ClusterView {
     pub fn for_tests() -> Self {
         ClusterView {
             nodes: Arc::default(),
+            by_grpc: Arc::default(),
             epoch: Instant::now(),
             options: ViewOptions {
                 ejection: Ejection {
@@ -279,6 +337,18 @@ impl ClusterView {
                 nodes.remove(&(instance.service, instance.id));
             }
         }
+        let index = Arc::new(index_by_grpc(&nodes));
+        *self.by_grpc.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    /// Who answers `grpc_service` (`user.v1.UserService`), if anyone does.
+    pub fn serving(&self, grpc_service: &str) -> Option<GrpcTargets> {
+        let index = self
+            .by_grpc
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        index.get(grpc_service).cloned()
     }
 
     /// Every live node, sorted by service and id.
@@ -294,19 +364,6 @@ impl ClusterView {
             .range((service.to_owned(), String::new())..)
             .take_while(|((s, _), _)| s == service)
             .map(|(_, handle)| handle.clone())
-            .collect()
-    }
-
-    /// The live nodes that expose the gRPC service `grpc_service` (`user.v1.UserService`).
-    pub fn nodes_serving(&self, grpc_service: &str) -> Vec<Arc<NodeHandle>> {
-        self.nodes()
-            .into_iter()
-            .filter(|n| {
-                n.instance
-                    .metadata
-                    .get("grpc.services")
-                    .is_some_and(|list| list.split(',').any(|s| s == grpc_service))
-            })
             .collect()
     }
 

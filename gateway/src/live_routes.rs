@@ -15,7 +15,29 @@ pub struct RoutesInForce {
     pub source: String,
     pub revision: i64,
     pub routes: RouteTable,
+    /// Each route shared, so a call takes one without copying it.
+    #[serde(skip)]
+    shared: std::collections::HashMap<String, Arc<Route>>,
 }
+
+impl RoutesInForce {
+    fn new(source: &str, revision: i64, routes: RouteTable) -> Self {
+        let shared = routes
+            .iter()
+            .map(|(service, route)| (service.clone(), Arc::new(route.clone())))
+            .collect();
+        Self {
+            source: source.to_owned(),
+            revision,
+            routes,
+            shared,
+        }
+    }
+}
+
+/// The route of a service without one of its own.
+static DEFAULT_ROUTE: std::sync::LazyLock<Arc<Route>> =
+    std::sync::LazyLock::new(|| Arc::new(Route::default()));
 
 #[derive(Clone)]
 pub struct LiveRoutes {
@@ -25,11 +47,7 @@ pub struct LiveRoutes {
 
 impl LiveRoutes {
     pub fn new(configured: RouteTable) -> Self {
-        let current = RoutesInForce {
-            source: "configuration".into(),
-            revision: 0,
-            routes: configured.clone(),
-        };
+        let current = RoutesInForce::new("configuration", 0, configured.clone());
         Self {
             configured: Arc::new(configured),
             current: Arc::new(RwLock::new(Arc::new(current))),
@@ -44,12 +62,12 @@ impl LiveRoutes {
     }
 
     /// The route of `service`, or the defaults.
-    pub fn route(&self, service: &str) -> Route {
+    pub fn route(&self, service: &str) -> Arc<Route> {
         self.in_force()
-            .routes
+            .shared
             .get(service)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_else(|| DEFAULT_ROUTE.clone())
     }
 
     fn set(&self, routes: RoutesInForce) {
@@ -63,11 +81,11 @@ impl LiveRoutes {
                 revision,
                 "route table removed from etcd; using the configured routes"
             );
-            self.set(RoutesInForce {
-                source: "configuration".into(),
+            self.set(RoutesInForce::new(
+                "configuration",
                 revision,
-                routes: (*self.configured).clone(),
-            });
+                (*self.configured).clone(),
+            ));
             return;
         };
         // Not parse_route_table: that reads an empty text as no routes, and an empty value
@@ -79,11 +97,7 @@ impl LiveRoutes {
                     services = routes.len(),
                     "route table updated from etcd"
                 );
-                self.set(RoutesInForce {
-                    source: "etcd".into(),
-                    revision,
-                    routes,
-                });
+                self.set(RoutesInForce::new("etcd", revision, routes));
             }
             Err(error) => {
                 tracing::warn!(revision, %error, "refusing the route table in etcd; keeping the last good one")
@@ -184,7 +198,7 @@ mod tests {
         assert_eq!(live.route("user").timeout, Duration::from_secs(2));
         live.apply_stored(None, 9);
         assert_eq!(live.in_force().source, "configuration");
-        assert_eq!(live.route("user"), Route::default());
+        assert_eq!(*live.route("user"), Route::default());
     }
 
     #[test]

@@ -52,24 +52,6 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
     }
 }
 
-/// The registry service whose nodes take calls of `grpc_service`: when several expose it,
-/// the one named like the gRPC package (`user` for `user.v1.UserService`), else the one
-/// with the most nodes, then by name — always the same one, so that one route applies.
-fn owner(api: &Api, grpc_service: &str) -> Option<String> {
-    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    for node in api.view.nodes_serving(grpc_service) {
-        *counts.entry(node.instance.service.clone()).or_default() += 1;
-    }
-    let package = grpc_service.split('.').next().unwrap_or_default();
-    if counts.contains_key(package) {
-        return Some(package.to_owned());
-    }
-    counts
-        .into_iter()
-        .max_by(|(a, na), (b, nb)| na.cmp(nb).then_with(|| b.cmp(a)))
-        .map(|(service, _)| service)
-}
-
 async fn forward_to_a_node(
     api: &Api,
     request: Request,
@@ -77,20 +59,21 @@ async fn forward_to_a_node(
     method: &str,
 ) -> Result<Response, Failure> {
     let (mut parts, body) = request.into_parts();
-    let service = owner(api, grpc_service).ok_or_else(|| {
+    let targets = api.view.serving(grpc_service).ok_or_else(|| {
         Failure::new(
             tonic::Code::Unimplemented,
             format!("no node serves {grpc_service:?}"),
         )
     })?;
+    let service = targets.owner.as_str();
     // The route of the service guards the call here as on /api: its JWT check and its
     // rate limit, and it chooses the balancer.
-    let route = api.routes.route(&service);
+    let route = api.routes.route(service);
     let authorization = parts
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let admitted = admit(api, &service, &route, method, authorization)?;
+    let admitted = admit(api, service, &route, method, authorization)?;
     for (name, value) in admitted.claims {
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
@@ -103,17 +86,13 @@ async fn forward_to_a_node(
     // Streams cannot be replayed: only a call none of whose bytes left goes elsewhere.
     // Deadlines are the caller's own `grpc-timeout`.
     let call = Call {
-        service: &service,
+        service,
         method,
         route: &route,
         idempotent: false,
         deadline: None,
     };
-    let nodes = || {
-        let mut nodes = api.view.nodes_serving(grpc_service);
-        nodes.retain(|n| n.instance.service == service);
-        nodes
-    };
+    let nodes = || targets.nodes.to_vec();
     let (mut response, node) = pipeline::run(api, &call, nodes, |node| {
         let mut outgoing = http::Request::new(tonic::body::Body::new(body.clone()));
         *outgoing.method_mut() = parts.method.clone();

@@ -80,10 +80,15 @@ pub fn run<E: std::fmt::Display>(
     name: &str,
     main: impl std::future::Future<Output = Result<(), E>>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one core (a pinned process, a container limited to one CPU) a single-threaded
+    // runtime does the same work without waking tasks across threads.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{name}: cannot start the async runtime: {error}");
