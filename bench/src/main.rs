@@ -513,6 +513,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         results
             .propagation
             .push(propagation_etcd(&mut cluster, cli.trials).await?);
+        let target = cluster.echoes[0].1.clone();
+        results
+            .propagation
+            .push(propagation_memory(&target, cli.trials).await?);
         results.failover = failover(&mut cluster, &json_body).await?;
         if cli.instances > 0 {
             results.scale = Some(scale(&cluster, cli.instances).await?);
@@ -666,6 +670,73 @@ async fn propagation_etcd(cluster: &mut Cluster, trials: usize) -> Result<Propag
         p99_ms: percentile_ms(&times, 99.0),
     };
     eprintln!("propagation through etcd: {propagation:?}");
+    Ok(propagation)
+}
+
+/// Register → answered through both of two gateways run in this process on one in-memory
+/// registry, `trials` times.
+async fn propagation_memory(target: &str, trials: usize) -> Result<Propagation, String> {
+    use rust_ms::registry::{Instance, Registration, Registry};
+    use rust_ms::{Connected, Launch, NodeConfig};
+    let registry = rust_ms::memory::MemoryRegistry::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let http_port = free_port()?;
+        let config = NodeConfig {
+            http_port,
+            rpc_port: 0,
+            advertise_host: "127.0.0.1".to_owned(),
+            listen_host: "127.0.0.1".to_owned(),
+            ..NodeConfig::default()
+        };
+        tokio::spawn(gateway::service().serve(Launch {
+            config,
+            settings: Default::default(),
+            backend: Connected::Memory(registry.clone()),
+            shutdown: shutdown.clone(),
+        }));
+        gateways.push(format!("127.0.0.1:{http_port}"));
+    }
+    for gateway in &gateways {
+        let deadline = Instant::now() + STARTUP;
+        while cluster_size(gateway).await < 2 {
+            if Instant::now() > deadline {
+                return Err(format!("in-process gateway {gateway} never came up"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        let service = format!("mem{trial}");
+        let started = Instant::now();
+        let registered = registry
+            .register(Registration::new(Instance::new(&service, target)))
+            .await
+            .map_err(|e| e.to_string())?;
+        for gateway in &gateways {
+            let path = format!("/api/{service}/Echo");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while post_status(gateway, &path, b"{}").await != Some(200) {
+                if Instant::now() > deadline {
+                    return Err(format!("{service} never routable through {gateway}"));
+                }
+            }
+        }
+        times.push(started.elapsed());
+        let _ = registered.deregister().await;
+    }
+    shutdown.cancel();
+    times.sort();
+    let propagation = Propagation {
+        registry: "memory (gateways in one process)".to_owned(),
+        gateways: gateways.len(),
+        trials,
+        p50_ms: percentile_ms(&times, 50.0),
+        p99_ms: percentile_ms(&times, 99.0),
+    };
+    eprintln!("propagation in memory: {propagation:?}");
     Ok(propagation)
 }
 

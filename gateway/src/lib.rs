@@ -68,6 +68,11 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         }
         // The memory registry has no shared store: the configured routes are the table.
         Connected::Memory(_) => {}
+        // etcd, in a build where only another crate turned the runtime's etcd on.
+        #[allow(unreachable_patterns)]
+        _ => tracing::warn!(
+            "this gateway was built without its etcd feature: it follows no route table kept in etcd"
+        ),
     }
     let api = Arc::new(Api::new(view, routes, settings.gateway.clone()));
     let passthrough = axum::Router::new()

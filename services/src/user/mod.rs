@@ -29,27 +29,32 @@ use readiness::{PROBE_EVERY, StoreReadiness, probe_store};
 /// registry, or one process's memory on the memory backend.
 pub fn service() -> Service<UserSettings> {
     build(|backend| match backend {
-        Connected::Memory(_) => Arc::new(MemoryUserStore::new()),
+        Connected::Memory(_) => Ok(Arc::new(MemoryUserStore::new())),
         #[cfg(feature = "etcd")]
-        Connected::Etcd(etcd) => Arc::new(EtcdUserStore::new(etcd.kv())),
+        Connected::Etcd(etcd) => Ok(Arc::new(EtcdUserStore::new(etcd.kv()))),
+        // etcd, in a build where only another crate turned the runtime's etcd on.
+        #[allow(unreachable_patterns)]
+        _ => Err(
+            "this build of the user service has no etcd store (its `etcd` feature is off)".into(),
+        ),
     })
 }
 
 /// The `user` service on a store the caller shares between its nodes (the dev stack runs
 /// three in one process).
 pub fn service_with_store(store: Arc<dyn UserStore>) -> Service<UserSettings> {
-    build(move |_| store)
+    build(move |_| Ok(store))
 }
 
 fn build(
-    store: impl FnOnce(&Connected) -> Arc<dyn UserStore> + Send + 'static,
+    store: impl FnOnce(&Connected) -> Result<Arc<dyn UserStore>, rust_ms::BoxError> + Send + 'static,
 ) -> Service<UserSettings> {
     Service::new("user", env!("CARGO_PKG_VERSION"))
         .about("The rust-ms example account service")
         .settings::<UserSettings>()
         .descriptors(crate::USER_DESCRIPTOR_SET)
         .setup(|context| async move {
-            let store = store(context.backend());
+            let store = store(context.backend())?;
             // Without its store a node can only fail calls: it says so through
             // grpc.health.v1, and the gateway routes around it until the store is back.
             let (readiness, ready) = StoreReadiness::new();
