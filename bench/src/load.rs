@@ -82,6 +82,19 @@ impl Worker {
     }
 }
 
+/// Every worker's calls as one outcome, timed from `started`.
+async fn gather(workers: Vec<tokio::task::JoinHandle<Worker>>, started: Instant) -> Outcome {
+    let mut outcome = Outcome::default();
+    for worker in workers {
+        if let Ok(worker) = worker.await {
+            outcome.merge(worker);
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies_us.sort_unstable();
+    outcome
+}
+
 /// A gRPC message frame: the 5-byte prefix (uncompressed, length) and the message.
 pub fn grpc_frame(message: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(5 + message.len());
@@ -134,15 +147,7 @@ pub async fn grpc(
             }));
         }
     }
-    let mut outcome = Outcome::default();
-    for worker in workers {
-        if let Ok(worker) = worker.await {
-            outcome.merge(worker);
-        }
-    }
-    outcome.elapsed = started.elapsed();
-    outcome.latencies_us.sort_unstable();
-    Ok(outcome)
+    Ok(gather(workers, started).await)
 }
 
 async fn one_grpc_call(
@@ -222,15 +227,7 @@ pub async fn json(
             worker
         }));
     }
-    let mut outcome = Outcome::default();
-    for worker in workers {
-        if let Ok(worker) = worker.await {
-            outcome.merge(worker);
-        }
-    }
-    outcome.elapsed = started.elapsed();
-    outcome.latencies_us.sort_unstable();
-    Ok(outcome)
+    Ok(gather(workers, started).await)
 }
 
 async fn one_json_call(

@@ -53,15 +53,19 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// `GET /`: where to go from here, with the services the gateway routes to right now.
-async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
-    let services: std::collections::BTreeSet<String> = api
-        .view
+/// The services the gateway routes to now (not the gateways themselves).
+fn services_behind(api: &Api) -> std::collections::BTreeSet<String> {
+    api.view
         .nodes()
         .iter()
         .map(|node| node.instance.service.clone())
         .filter(|service| service != "gateway")
-        .collect();
+        .collect()
+}
+
+/// `GET /`: where to go from here, with the services the gateway routes to right now.
+async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
+    let services = services_behind(&api);
     let calls: Vec<String> = services
         .iter()
         .map(|service| format!("/api/{service}/{{method}}"))
@@ -103,13 +107,7 @@ async fn cluster(State(api): State<Arc<Api>>) -> Json<Value> {
 async fn routes(State(api): State<Arc<Api>>) -> Json<Value> {
     let in_force = api.routes.in_force();
     let mut body = serde_json::to_value(&*in_force).unwrap_or_default();
-    let services: std::collections::BTreeSet<String> = api
-        .view
-        .nodes()
-        .iter()
-        .map(|node| node.instance.service.clone())
-        .filter(|service| service != "gateway")
-        .collect();
+    let services = services_behind(&api);
     let mut methods = serde_json::Map::new();
     for service in services {
         let route = api.routes.route(&service);

@@ -27,6 +27,35 @@ use crate::client::ServiceChannel;
 use crate::credentials::ClusterCredentials;
 use crate::{HttpServer, NodeError, NodeSpec};
 
+/// A tonic service a node can serve: what `tonic-build` generates (`GreeterServer<T>`).
+pub trait GrpcService:
+    tower::Service<
+        http::Request<Body>,
+        Error = Infallible,
+        Response: axum::response::IntoResponse,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            http::Request<Body>,
+            Error = Infallible,
+            Response: axum::response::IntoResponse,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Any error a service's setup may return; it stops start-up with one line.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -98,17 +127,7 @@ impl<S: Send + 'static> Service<S> {
 
     /// Serves a tonic service (a generated `...Server`); its name goes to health checks and
     /// to the registry, so that callers and the gateway find it.
-    pub fn add_service<Svc>(mut self, service: Svc) -> Self
-    where
-        Svc: tower::Service<http::Request<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        Svc::Response: axum::response::IntoResponse,
-        Svc::Future: Send + 'static,
-    {
+    pub fn add_service(mut self, service: impl GrpcService) -> Self {
         self.serve = self.serve.add_service(service);
         self
     }
@@ -366,17 +385,7 @@ impl Serve {
     }
 
     /// Serves a tonic service; see [`Service::add_service`].
-    pub fn add_service<Svc>(mut self, service: Svc) -> Self
-    where
-        Svc: tower::Service<http::Request<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        Svc::Response: axum::response::IntoResponse,
-        Svc::Future: Send + 'static,
-    {
+    pub fn add_service<Svc: GrpcService>(mut self, service: Svc) -> Self {
         // Routing the same path twice would panic deep in axum: refuse it at start-up.
         if self.grpc_services.iter().any(|name| name == Svc::NAME) {
             self.duplicates.push(Svc::NAME.to_owned());

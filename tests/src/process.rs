@@ -85,6 +85,20 @@ impl Node {
         Self::start_program(&binary(binary_name), label, args, env)
     }
 
+    /// A node of the workspace on the etcd at `etcd_addr`, on a loopback port the OS picks.
+    pub fn on_etcd(binary_name: &str, label: &str, etcd_addr: &str) -> Node {
+        Self::start(
+            binary_name,
+            label,
+            &[],
+            &[
+                ("MS_RPC_PORT", "0"),
+                ("MS_ADVERTISE_HOST", "127.0.0.1"),
+                ("MS_REGISTRY__ETCD_ADDR", etcd_addr),
+            ],
+        )
+    }
+
     /// [`Node::start`] for a program outside the workspace (a scaffolded service).
     pub fn start_program(program: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut command = clean_command(program);

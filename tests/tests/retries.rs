@@ -25,16 +25,7 @@ struct Stack {
 }
 
 fn user(etcd_addr: &str, n: usize) -> Node {
-    Node::start(
-        "user",
-        &format!("user-{n}"),
-        &[],
-        &[
-            ("MS_RPC_PORT", "0"),
-            ("MS_ADVERTISE_HOST", "127.0.0.1"),
-            ("MS_REGISTRY__ETCD_ADDR", etcd_addr),
-        ],
-    )
+    Node::on_etcd("user", &format!("user-{n}"), etcd_addr)
 }
 
 /// Three user nodes behind a gateway whose configuration file holds `routes` (TOML).
