@@ -355,8 +355,18 @@ async fn unary(
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+    // A signed call binds its whole body too: a captured credential cannot carry another.
+    let digest = node
+        .channel
+        .signs()
+        .then(|| node::credentials::body_digest(&prost::Message::encode_to_vec(&input)));
     let mut request = tonic::Request::new(input);
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    if let Some(Ok(digest)) = digest.map(|d| d.parse()) {
+        request
+            .metadata_mut()
+            .insert(node::credentials::BODY_HEADER, digest);
+    }
     for (key, value) in metadata {
         if let (Ok(key), Ok(value)) = (
             tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),

@@ -85,6 +85,22 @@ impl ClusterCredentials {
 pub const TIMESTAMP_HEADER: &str = "x-ms-call-ts";
 pub const NONCE_HEADER: &str = "x-ms-call-nonce";
 pub const SIGNATURE_HEADER: &str = "x-ms-call-sig";
+/// SHA-256 of the request body as sent (its gRPC frames), hex: set by a caller that knows
+/// the whole body up front (the gateway's unary calls), covered by the signature, and
+/// checked by the service against the body it receives.
+pub const BODY_HEADER: &str = "x-ms-call-body";
+/// The largest body a service buffers to check it against its digest.
+const MAX_CHECKED_BODY: usize = 8 << 20;
+
+/// The value of [`BODY_HEADER`] for a unary call whose message encodes to `message`.
+pub fn body_digest(message: &[u8]) -> String {
+    use sha2::Digest;
+    let mut hasher = Sha256::new();
+    hasher.update([0u8]);
+    hasher.update((message.len() as u32).to_be_bytes());
+    hasher.update(message);
+    hex(&hasher.finalize())
+}
 
 /// What a signature authorizes: one call, to one method, at one time.
 pub struct Credential {
@@ -119,21 +135,26 @@ impl CallKey {
         self.0.is_some()
     }
 
-    fn mac(&self, path: &str, timestamp: &str, nonce: &str) -> Option<HmacSha256> {
+    fn mac(&self, path: &str, timestamp: &str, nonce: &str, body: &str) -> Option<HmacSha256> {
         let key = self.0.as_ref()?;
         let mut mac = HmacSha256::new_from_slice(key).ok()?;
-        for part in [path, timestamp, nonce] {
+        for part in [path, timestamp, nonce, body] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
         Some(mac)
     }
 
-    /// A credential for one call to `path` now; `None` when signing is off.
-    pub fn sign(&self, path: &str) -> Option<Credential> {
+    /// A credential for one call to `path` now, bound to the body's digest when the caller
+    /// gave one (`-` when not); `None` when signing is off.
+    pub fn sign(&self, path: &str, body: Option<&str>) -> Option<Credential> {
         let timestamp = registry::unix_millis_now().to_string();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let signature = hex(&self.mac(path, &timestamp, &nonce)?.finalize().into_bytes());
+        let body = body.unwrap_or("-");
+        let signature = hex(&self
+            .mac(path, &timestamp, &nonce, body)?
+            .finalize()
+            .into_bytes());
         Some(Credential {
             timestamp,
             nonce,
@@ -148,6 +169,7 @@ impl CallKey {
         &self,
         path: &str,
         credential: [Option<&str>; 3],
+        body: Option<&str>,
         max_skew: Duration,
         seen: &SeenNonces,
     ) -> Result<(), String> {
@@ -167,7 +189,9 @@ impl CallKey {
             ));
         }
         let bytes = unhex(signature).ok_or("call credential signature unreadable")?;
-        let mac = self.mac(path, timestamp, nonce).ok_or("no call key")?;
+        let mac = self
+            .mac(path, timestamp, nonce, body.unwrap_or("-"))
+            .ok_or("no call key")?;
         mac.verify_slice(&bytes)
             .map_err(|_| "call credential signature does not match".to_owned())?;
         // Only a valid signature's nonce is remembered: forged ones cost no memory.
@@ -228,6 +252,12 @@ impl<S> Signed<S> {
     pub fn new(inner: S, key: CallKey) -> Self {
         Self { inner, key }
     }
+
+    /// Whether calls through it are signed (a caller then binds unary bodies with
+    /// [`BODY_HEADER`]).
+    pub fn signs(&self) -> bool {
+        self.key.is_set()
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for Signed<S>
@@ -243,7 +273,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(credential) = self.key.sign(request.uri().path()) {
+        let body = request
+            .headers()
+            .get(BODY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(credential) = self.key.sign(request.uri().path(), body.as_deref()) {
             let headers = request.headers_mut();
             if let (Ok(ts), Ok(nonce), Ok(sig)) = (
                 credential.timestamp.parse(),
@@ -298,26 +333,28 @@ pub struct RequireCredential<S> {
     seen: Arc<SeenNonces>,
 }
 
-impl<S, B> Service<http::Request<B>> for RequireCredential<S>
+impl<S> Service<http::Request<tonic::body::Body>> for RequireCredential<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = futures_util::future::Either<
-        S::Future,
-        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
-    >;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let path = request.uri().path();
         let open = !self.key.is_set() || path.starts_with("/grpc.health.v1.Health/");
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        let digest = header(BODY_HEADER).map(str::to_owned);
         let checked = if open {
             Ok(())
         } else {
@@ -328,18 +365,46 @@ where
                     header(NONCE_HEADER),
                     header(SIGNATURE_HEADER),
                 ],
+                digest.as_deref(),
                 self.max_skew,
                 &self.seen,
             )
         };
-        match checked {
-            Ok(()) => futures_util::future::Either::Left(self.inner.call(request)),
-            Err(reason) => {
-                tracing::debug!(%path, %reason, "call refused");
-                let refused = tonic::Status::unauthenticated(reason).into_http();
-                futures_util::future::Either::Right(std::future::ready(Ok(refused)))
-            }
+        if let Err(reason) = checked {
+            tracing::debug!(%path, %reason, "call refused");
+            let refused = tonic::Status::unauthenticated(reason).into_http();
+            return Box::pin(std::future::ready(Ok(refused)));
         }
+        // The service that was polled ready takes this call; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some(digest) = digest.filter(|_| !open) else {
+            return Box::pin(inner.call(request));
+        };
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = request.into_parts();
+            let bytes = match http_body_util::Limited::new(body, MAX_CHECKED_BODY)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => {
+                    let status = tonic::Status::unauthenticated(format!(
+                        "the body a call credential covers could not be read: {error}"
+                    ));
+                    return Ok(status.into_http());
+                }
+            };
+            use sha2::Digest;
+            if hex(&Sha256::digest(&bytes)) != digest {
+                let status =
+                    tonic::Status::unauthenticated("call credential does not match the body sent");
+                return Ok(status.into_http());
+            }
+            let body = tonic::body::Body::new(http_body_util::Full::new(bytes));
+            inner.call(http::Request::from_parts(parts, body)).await
+        })
     }
 }
 
@@ -361,21 +426,30 @@ mod tests {
         let key = CallKey::new("k1");
         let exists = "/user.v1.UserService/Exists";
         let skew = Duration::from_secs(60);
-        let credential = key.sign(exists).unwrap();
+        let credential = key.sign(exists, None).unwrap();
         let other_key = CallKey::new("k2");
         let seen = SeenNonces::default();
         assert!(
-            key.verify("/user.v1.UserService/Get", parts(&credential), skew, &seen)
-                .is_err()
+            key.verify(
+                "/user.v1.UserService/Get",
+                parts(&credential),
+                None,
+                skew,
+                &seen
+            )
+            .is_err()
         );
         assert!(
             other_key
-                .verify(exists, parts(&credential), skew, &seen)
+                .verify(exists, parts(&credential), None, skew, &seen)
                 .is_err()
         );
-        assert!(key.verify(exists, parts(&credential), skew, &seen).is_ok());
+        assert!(
+            key.verify(exists, parts(&credential), None, skew, &seen)
+                .is_ok()
+        );
         let missing = key
-            .verify("/x", [None, None, None], skew, &seen)
+            .verify("/x", [None, None, None], None, skew, &seen)
             .unwrap_err();
         assert!(missing.contains("missing"));
         let old = [
@@ -384,7 +458,7 @@ mod tests {
             Some(credential.signature.as_str()),
         ];
         assert!(
-            key.verify(exists, old, skew, &seen)
+            key.verify(exists, old, None, skew, &seen)
                 .unwrap_err()
                 .contains("expired")
         );
@@ -395,11 +469,14 @@ mod tests {
         let key = CallKey::new("k1");
         let skew = Duration::from_secs(60);
         let seen = SeenNonces::default();
-        let credential = key.sign("/order.v1.OrderService/Create").unwrap();
+        let credential = key.sign("/order.v1.OrderService/Create", None).unwrap();
         let path = "/order.v1.OrderService/Create";
-        assert!(key.verify(path, parts(&credential), skew, &seen).is_ok());
+        assert!(
+            key.verify(path, parts(&credential), None, skew, &seen)
+                .is_ok()
+        );
         let replayed = key
-            .verify(path, parts(&credential), skew, &seen)
+            .verify(path, parts(&credential), None, skew, &seen)
             .unwrap_err();
         assert!(replayed.contains("already used"), "{replayed}");
         // A forged signature with a fresh nonce is refused and not remembered.
@@ -408,13 +485,72 @@ mod tests {
             Some("fresh"),
             Some("00"),
         ];
-        assert!(key.verify(path, forged, skew, &seen).is_err());
+        assert!(key.verify(path, forged, None, skew, &seen).is_err());
         assert!(seen.first_use("fresh", u64::MAX));
     }
 
     #[test]
+    fn a_credential_bound_to_a_body_digest_fails_for_another_digest_or_none() {
+        let key = CallKey::new("k1");
+        let skew = Duration::from_secs(60);
+        let path = "/user.v1.UserService/Register";
+        let digest = body_digest(b"the body");
+        let seen = SeenNonces::default();
+        let bound = key.sign(path, Some(&digest)).unwrap();
+        let other = body_digest(b"another body");
+        assert!(
+            key.verify(path, parts(&bound), Some(&other), skew, &seen)
+                .is_err()
+        );
+        assert!(key.verify(path, parts(&bound), None, skew, &seen).is_err());
+        assert!(
+            key.verify(path, parts(&bound), Some(&digest), skew, &seen)
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_refuses_a_body_other_than_the_one_signed() {
+        let key = CallKey::new("k1");
+        let layer = RequireCredentialLayer::new(key.clone(), Duration::from_secs(60));
+        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reached.clone();
+        let inner = tower::service_fn(move |_request: http::Request<tonic::body::Body>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+            }
+        });
+        let mut service = layer.layer(inner);
+        let path = "/user.v1.UserService/Register";
+        let call = |body: &'static [u8], signed_for: &'static [u8]| {
+            let digest = body_digest(signed_for);
+            let credential = key.sign(path, Some(&digest)).unwrap();
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            frame.extend_from_slice(body);
+            http::Request::builder()
+                .uri(path)
+                .header(TIMESTAMP_HEADER, credential.timestamp)
+                .header(NONCE_HEADER, credential.nonce)
+                .header(SIGNATURE_HEADER, credential.signature)
+                .header(BODY_HEADER, digest)
+                .body(tonic::body::Body::new(http_body_util::Full::new(
+                    bytes::Bytes::from(frame),
+                )))
+                .unwrap()
+        };
+        let swapped = service.call(call(b"evil", b"good")).await.unwrap();
+        assert_eq!(swapped.headers()["grpc-status"], "16");
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let honest = service.call(call(b"good", b"good")).await.unwrap();
+        assert!(honest.headers().get("grpc-status").is_none());
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn an_empty_key_signs_nothing() {
-        assert!(CallKey::new("").sign("/a").is_none());
+        assert!(CallKey::new("").sign("/a", None).is_none());
         assert!(!CallKey::new("").is_set());
     }
 }
