@@ -9,7 +9,8 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// The running node: its address and how many calls it read whole before dropping them.
+/// The running node: its address and how many calls of the service (reflection aside) it
+/// read whole before dropping them.
 pub struct DroppingNode {
     pub address: String,
     pub calls_read: Arc<AtomicUsize>,
@@ -73,6 +74,8 @@ async fn serve_connection(socket: tokio::net::TcpStream, calls_read: Arc<AtomicU
             }
             continue;
         }
+        // A gateway asks any node for its schema first: that is no call of the service's.
+        let is_call = !request.uri().path().starts_with("/grpc.reflection.");
         let (read_whole, calls_read) = (read_whole.clone(), calls_read.clone());
         tokio::spawn(async move {
             let mut body = request.into_body();
@@ -80,7 +83,9 @@ async fn serve_connection(socket: tokio::net::TcpStream, calls_read: Arc<AtomicU
                 let Ok(chunk) = chunk else { return };
                 let _ = body.flow_control().release_capacity(chunk.len());
             }
-            calls_read.fetch_add(1, Ordering::SeqCst);
+            if is_call {
+                calls_read.fetch_add(1, Ordering::SeqCst);
+            }
             let _ = read_whole.send(()).await;
             // Never answered: the connection goes first.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
