@@ -10,7 +10,7 @@ mod load;
 mod node;
 
 pub use error::ConfigError;
-pub use load::{Flags, Loaded, NoSections, Validate, load};
+pub use load::{Flags, Loaded, NoSections, REDACTED, Validate, load, redact};
 pub use node::{
     Backend, HttpLimits, LogConfig, LogFormat, NodeConfig, RegistryConfig, SecurityConfig,
     TlsConfig,

@@ -149,7 +149,30 @@ impl<S: Serialize> Loaded<S> {
         };
         let mut table = toml::Table::try_from(&self.node).map_err(|e| failed(&e))?;
         table.extend(toml::Table::try_from(&self.service).map_err(|e| failed(&e))?);
+        redact(&mut table);
         toml::to_string(&table).map_err(|e| failed(&e))
+    }
+}
+
+/// What stands in for a secret wherever configuration is shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a key names a secret: the call key, passwords, and any `…secret`.
+fn is_secret(key: &str) -> bool {
+    key == "call_key" || key.ends_with("password") || key.ends_with("secret")
+}
+
+/// Replaces every non-empty secret's value, at any depth, with [`REDACTED`]: shown
+/// configuration (`--print-config`) is pasted into tickets and chats.
+pub fn redact(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            toml::Value::Table(inner) => redact(inner),
+            toml::Value::String(text) if is_secret(key) && !text.is_empty() => {
+                *text = REDACTED.to_owned();
+            }
+            _ => {}
+        }
     }
 }
 

@@ -130,6 +130,36 @@ async fn print_config_shows_the_effective_layers() {
 }
 
 #[tokio::test]
+async fn print_config_never_shows_a_secret() {
+    let output = run_to_end(
+        "user",
+        &["--print-config"],
+        &[
+            ("MS_SECURITY__CALL_KEY", "call-key-do-not-print"),
+            ("MS_USER__TOKEN_SECRET", "token-secret-do-not-print"),
+            ("MS_REGISTRY__PASSWORD", "etcd-password-do-not-print"),
+        ],
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(output.code, Some(0), "{}", output.stderr);
+    assert!(!output.stdout.contains("do-not-print"), "{}", output.stdout);
+    for key in ["call_key", "token_secret", "password"] {
+        assert!(
+            output.stdout.contains(&format!("{key} = \"<redacted>\"")),
+            "{key}: {}",
+            output.stdout
+        );
+    }
+    // Settings that are no secret stay as they are.
+    assert!(
+        output.stdout.contains("min_password_len = 8"),
+        "{}",
+        output.stdout
+    );
+}
+
+#[tokio::test]
 async fn every_checked_in_config_loads() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
     for (binary, file) in [
