@@ -7,35 +7,9 @@ use config::{Backend, ConfigError, Flags, Validate, load};
 use figment::Jail;
 use serde::{Deserialize, Serialize};
 
-/// The sections a service adds beside the shared keys.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct UserLike {
-    user: UserSection,
-}
+mod common;
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default)]
-struct UserSection {
-    min_password_len: u32,
-}
-
-impl Default for UserSection {
-    fn default() -> Self {
-        Self {
-            min_password_len: 8,
-        }
-    }
-}
-
-impl Validate for UserLike {
-    fn validate(&self) -> Result<(), (String, String)> {
-        if self.user.min_password_len < 4 {
-            return Err(("user.min_password_len".into(), "must be at least 4".into()));
-        }
-        Ok(())
-    }
-}
+use common::UserLike;
 
 fn err(result: Result<config::Loaded<UserLike>, ConfigError>) -> String {
     match result {

@@ -4,40 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use config::{ConfigError, Flags, Validate, load};
+use config::{ConfigError, Flags, load};
 use figment::Jail;
 use proptest::prelude::*;
-use serde::{Deserialize, Serialize};
+
+mod common;
 
 /// A service section beside the shared keys, as real nodes have.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct Sections {
-    user: UserSection,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default)]
-struct UserSection {
-    min_password_len: u32,
-}
-
-impl Default for UserSection {
-    fn default() -> Self {
-        Self {
-            min_password_len: 8,
-        }
-    }
-}
-
-impl Validate for Sections {
-    fn validate(&self) -> Result<(), (String, String)> {
-        if self.user.min_password_len < 4 {
-            return Err(("user.min_password_len".into(), "must be at least 4".into()));
-        }
-        Ok(())
-    }
-}
+type Sections = common::UserLike;
 
 /// Keys the configuration reads, so that most generated keys reach the typed values.
 const KNOWN: &[&str] = &[

@@ -37,6 +37,28 @@ async fn gateway_with(etcd: &Etcd, more: &[(&str, &str)]) -> (Node, String) {
     (node, http)
 }
 
+/// A gateway with more `MS_` variables, an in-process probe node behind it, a client,
+/// and the URL of the probe's Echo, once a call through the gateway answers.
+async fn probe_behind_a_gateway(
+    etcd: &Etcd,
+    more: &[(&str, &str)],
+) -> (
+    Node,
+    String,
+    tests::in_process::InProcessNode,
+    HttpClient,
+    String,
+) {
+    let (gateway, http) = gateway_with(etcd, more).await;
+    let probe = tests::probe::start(registry(etcd).await, None).await;
+    let client = HttpClient::default();
+    let echo = format!("http://{http}/api/probe/Echo");
+    client
+        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
+        .await;
+    (gateway, http, probe, client, echo)
+}
+
 async fn registry(etcd: &Etcd) -> Arc<dyn registry::Registry> {
     Arc::new(etcd.registry("go-ms").await)
 }
@@ -118,13 +140,7 @@ async fn a_call_that_may_have_run_is_never_sent_to_a_second_node() {
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_status_too_large_for_the_gateway_fails_that_call_and_never_the_node() {
     let etcd = require!(Etcd::start().await);
-    let (gateway, http) = gateway(&etcd).await;
-    let probe = tests::probe::start(registry(&etcd).await, None).await;
-    let client = HttpClient::default();
-    let echo = format!("http://{http}/api/probe/Echo");
-    client
-        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
-        .await;
+    let (gateway, http, probe, client, echo) = probe_behind_a_gateway(&etcd, &[]).await;
 
     // The probe's NOT_FOUND repeats 20 KB of input in its grpc-message header.
     let shout = format!("http://{http}/api/probe/Shout");
@@ -222,13 +238,8 @@ async fn raw_exchange(address: &str, request: &[u8], then_close: bool) -> String
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn bodies_that_lie_about_their_size_are_answered_400_and_oversized_ones_413() {
     let etcd = require!(Etcd::start().await);
-    let (gateway, http) = gateway_with(&etcd, &[("MS_GATEWAY__MAX_BODY_BYTES", "65536")]).await;
-    let probe = tests::probe::start(registry(&etcd).await, None).await;
-    let client = HttpClient::default();
-    let echo = format!("http://{http}/api/probe/Echo");
-    client
-        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
-        .await;
+    let (gateway, http, probe, client, echo) =
+        probe_behind_a_gateway(&etcd, &[("MS_GATEWAY__MAX_BODY_BYTES", "65536")]).await;
     let head = |extra: &str| {
         format!(
             "POST /api/probe/Echo HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{extra}\r\n"
@@ -340,13 +351,7 @@ async fn stalled_headers_stalled_bodies_and_idle_connections_are_cut_off() {
         ("MS_HTTP__BODY_READ_TIMEOUT", "500ms"),
         ("MS_HTTP__IDLE_TIMEOUT", "1s"),
     ];
-    let (gateway, http) = gateway_with(&etcd, &limits).await;
-    let probe = tests::probe::start(registry(&etcd).await, None).await;
-    let client = HttpClient::default();
-    let echo = format!("http://{http}/api/probe/Echo");
-    client
-        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
-        .await;
+    let (gateway, http, probe, client, echo) = probe_behind_a_gateway(&etcd, &limits).await;
     let patience = Duration::from_secs(10);
 
     // Headers that never end.
@@ -418,13 +423,8 @@ async fn stalled_headers_stalled_bodies_and_idle_connections_are_cut_off() {
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn past_the_connection_cap_new_clients_wait_until_one_leaves() {
     let etcd = require!(Etcd::start().await);
-    let (gateway, http) = gateway_with(&etcd, &[("MS_HTTP__MAX_CONNECTIONS", "2")]).await;
-    let probe = tests::probe::start(registry(&etcd).await, None).await;
-    let client = HttpClient::default();
-    let echo = format!("http://{http}/api/probe/Echo");
-    client
-        .post_until(&echo, &json!({ "text": "up" }), 200, PATIENCE)
-        .await;
+    let (gateway, http, probe, client, echo) =
+        probe_behind_a_gateway(&etcd, &[("MS_HTTP__MAX_CONNECTIONS", "2")]).await;
     // Let the client's pooled connection go, then hold both places.
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
