@@ -92,6 +92,20 @@ async fn a_call_that_may_have_run_is_never_sent_to_a_second_node() {
 
     // Echo is not marked safe to repeat, by route or proto.
     let client = HttpClient::default();
+    // The join log comes from the gateway's membership follower; wait for its routing
+    // view to hold both nodes too.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let cluster = client
+            .get(&format!("http://{http}/cluster"))
+            .await
+            .expect("a reply");
+        if cluster.body["probe"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", cluster.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let url = format!("http://{http}/api/probe/Echo");
     let (mut served, mut failed) = (0, 0);
     for n in 0..60 {
