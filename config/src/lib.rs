@@ -10,8 +10,8 @@ mod load;
 mod node;
 
 pub use error::ConfigError;
-pub use load::{Flags, Loaded, NoSections, REDACTED, Validate, load, redact};
+pub use load::{Flags, Loaded, NoSections, REDACTED, Validate, is_secret, load, redact};
 pub use node::{
-    Backend, HttpLimits, LogConfig, LogFormat, NodeConfig, RegistryConfig, SecurityConfig,
-    TlsConfig,
+    AdminConfig, Backend, HttpLimits, LogConfig, LogFormat, NodeConfig, RegistryConfig,
+    SecurityConfig, TelemetryConfig, TlsConfig,
 };

@@ -157,9 +157,14 @@ impl<S: Serialize> Loaded<S> {
 /// What stands in for a secret wherever configuration is shown.
 pub const REDACTED: &str = "<redacted>";
 
-/// Whether a key names a secret: the call key, passwords, and any `…secret`.
-fn is_secret(key: &str) -> bool {
-    key == "call_key" || key.ends_with("password") || key.ends_with("secret")
+/// Whether a key names a secret: the call key, passwords, tokens (the admin token) and
+/// any `…secret`.
+pub fn is_secret(key: &str) -> bool {
+    key == "call_key"
+        || key == "token"
+        || key.ends_with("_token")
+        || key.ends_with("password")
+        || key.ends_with("secret")
 }
 
 /// Replaces every non-empty secret's value, at any depth, with [`REDACTED`]: shown

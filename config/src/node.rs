@@ -4,7 +4,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The keys every node shares. A service's own sections sit beside these in its config type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeConfig {
     /// The gateway's HTTP port; other nodes ignore it.
@@ -24,6 +24,70 @@ pub struct NodeConfig {
     pub security: SecurityConfig,
     /// Limits of the HTTP port (the gateway's), against clients that stall or flood.
     pub http: HttpLimits,
+    /// The operator's port: metrics, health, readiness, the cluster view, the dashboard.
+    pub admin: AdminConfig,
+    /// Metrics on and off, and where traces go.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[admin]`: one port per process for the operator, apart from the ports callers use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// `host:port` of the admin port (port 0: the OS chooses); `""` turns it off. On
+    /// loopback by default: what it shows is for the operator.
+    pub listen: String,
+    /// When set, `/metrics` and `/admin/*` want `Authorization: Bearer <token>`;
+    /// `/healthz`, `/readyz` and the dashboard page itself stay open for probes.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9900".to_owned(),
+            token: String::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The address to bind, `None` when the admin port is off.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            format!(
+                "{:?} is not host:port with an IP address (127.0.0.1:9900, 0.0.0.0:9900, [::1]:0), or \"\" for no admin port",
+                self.listen
+            )
+        })
+    }
+}
+
+/// `[telemetry]`: Prometheus metrics, and OpenTelemetry traces sent over OTLP/gRPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// Counts and latencies kept for `/metrics` on the admin port.
+    pub metrics: bool,
+    /// An OTLP/gRPC collector (`http://127.0.0.1:4317`); `""`: no spans are exported,
+    /// though a caller's `traceparent` is still passed on.
+    pub otlp_endpoint: String,
+    /// The share of new traces recorded (0.0 to 1.0); a trace a caller started keeps
+    /// the caller's decision.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            metrics: true,
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 /// `[http]`: what a client of the HTTP port may take or hold.
@@ -97,6 +161,8 @@ impl Default for NodeConfig {
             log: LogConfig::default(),
             security: SecurityConfig::default(),
             http: HttpLimits::default(),
+            admin: AdminConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -261,6 +327,26 @@ impl crate::Validate for NodeConfig {
         }
         if let Some(Err(reason)) = self.security.mtls.as_ref().map(TlsConfig::mutual_files) {
             return bad("security.mtls", reason);
+        }
+        if let Err(reason) = self.admin.address() {
+            return bad("admin.listen", reason);
+        }
+        let telemetry = &self.telemetry;
+        if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+            return bad(
+                "telemetry.sample_ratio",
+                format!("{} is not between 0.0 and 1.0", telemetry.sample_ratio),
+            );
+        }
+        let endpoint = &telemetry.otlp_endpoint;
+        if !endpoint.is_empty()
+            && (!(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                || endpoint.parse::<http::Uri>().is_err())
+        {
+            return bad(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL of an OTLP/gRPC collector"),
+            );
         }
         if registry.backend == Backend::Etcd
             && let Err(registry::RegistryError::InvalidInput { reason, .. }) = registry.endpoints()

@@ -90,6 +90,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     let Some(loaded) = node::cli::load_config_with::<StackSettings>(&cli.common, &flags)? else {
         return Ok(());
     };
+    // One admin port for the whole process: its /readyz waits for every node of the stack.
+    node::admin::start("dev-stack", &loaded.node).await?;
     let backend = Connected::Memory(MemoryRegistry::new());
     let accounts: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
     let shutdown = CancellationToken::new();

@@ -10,7 +10,8 @@ use tonic::Code;
 use crate::api::Api;
 use crate::auth::claim_header;
 use crate::failure::Failure;
-use crate::resilience::{Admission, CircuitBreaker, Guards};
+use crate::resilience::{Admission, BreakerState, CircuitBreaker, Guards};
+use telemetry::prometheus::names;
 use crate::settings::Route;
 
 /// A call let through: the claims to forward as metadata, and the service's guards.
@@ -49,6 +50,8 @@ pub fn admit(
     if let Some((_, bucket)) = &guards.limit
         && let Err(wait) = lock(bucket).take()
     {
+        metrics::counter!(names::GATEWAY_RATE_LIMITED, "service" => service.to_owned())
+            .increment(1);
         return Err(Failure::new(
             Code::ResourceExhausted,
             format!("rate limit of {service:?} exceeded"),
@@ -68,29 +71,35 @@ impl Admitted {
             return Ok(BreakerTicket(None));
         };
         let admission = lock(breaker).admit().map_err(|wait| {
+            metrics::counter!(names::GATEWAY_CIRCUIT_REFUSED, "service" => service.to_owned())
+                .increment(1);
             Failure::new(
                 Code::Unavailable,
                 format!("circuit open for {service:?}: its calls keep failing"),
             )
             .retry_after(wait)
         })?;
-        Ok(BreakerTicket(Some((breaker, admission))))
+        Ok(BreakerTicket(Some((breaker, admission, service.to_owned()))))
     }
 }
 
 /// A call let through the breaker, to be settled with its outcome.
-pub struct BreakerTicket<'a>(Option<(&'a Mutex<CircuitBreaker>, Admission)>);
+pub struct BreakerTicket<'a>(Option<(&'a Mutex<CircuitBreaker>, Admission, String)>);
 
 impl BreakerTicket<'_> {
     /// Records the outcome: failures that say the service is in trouble count, a
     /// caller's mistakes do not.
     pub fn settle<T>(self, outcome: &Result<T, Failure>) {
-        if let Some((breaker, admission)) = self.0 {
+        if let Some((breaker, admission, service)) = self.0 {
             let failed = outcome
                 .as_ref()
                 .err()
                 .is_some_and(|f| is_server_failure(f.code));
-            lock(breaker).record(admission, failed);
+            let mut breaker = lock(breaker);
+            breaker.record(admission, failed);
+            let open = breaker.state() != BreakerState::Closed;
+            metrics::gauge!(names::GATEWAY_CIRCUIT_OPEN, "service" => service)
+                .set(if open { 1.0 } else { 0.0 });
         }
     }
 }

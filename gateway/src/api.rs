@@ -27,6 +27,7 @@ use crate::cluster::{ClusterView, InFlight, NodeHandle};
 use crate::codec::DynamicCodec;
 use crate::failure::{Failure, REQUEST_ID, json_reply};
 use crate::live_routes::LiveRoutes;
+use crate::observe::{Door, Observed};
 use crate::pipeline::{self, Call, Tried};
 use crate::resilience::GuardsByService;
 use crate::schema::Schemas;
@@ -38,6 +39,8 @@ pub struct Api {
     pub view: ClusterView,
     pub routes: LiveRoutes,
     pub settings: GatewaySection,
+    /// Where the gateway's spans go, when traces are exported.
+    pub(crate) tracer: Option<telemetry::trace::SdkTracer>,
     schemas: Schemas,
     pub(crate) retries: TpsBudget,
     pub(crate) round_robin: AtomicUsize,
@@ -46,11 +49,17 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(view: ClusterView, routes: LiveRoutes, settings: GatewaySection) -> Self {
+    pub fn new(
+        view: ClusterView,
+        routes: LiveRoutes,
+        settings: GatewaySection,
+        tracing: Option<&telemetry::Tracing>,
+    ) -> Self {
         let percent = settings.retry_budget_percent.clamp(0.0, 1000.0) / 100.0;
         Self {
             view,
             routes,
+            tracer: tracing.map(|t| t.tracer().clone()),
             schemas: Schemas::default(),
             retries: TpsBudget::new(Duration::from_secs(10), 10, percent),
             round_robin: AtomicUsize::new(0),
@@ -88,15 +97,32 @@ pub async fn handle(
     request: Request,
 ) -> Response {
     let id = request_id(request.headers());
+    let (parts, body) = request.into_parts();
+    let mut observed = Observed::start(
+        Door::Api,
+        &parts,
+        &id,
+        api.tracer.as_ref(),
+        api.settings.access_log,
+    );
+    let request = Request::from_parts(parts, body);
     // At debug: a span per call costs more than the call's own work on the hot path.
     let span = tracing::debug_span!("api", %service, %method, request_id = %id);
-    match call(&api, &service, &method, request, &id)
+    match call(&api, &service, &method, request, &id, &mut observed)
         .instrument(span.clone())
         .await
     {
-        Ok((body, node)) => json_reply(StatusCode::OK, &body, &id, &node),
+        Ok((body, node)) => {
+            observed.finish(StatusCode::OK.as_u16(), Code::Ok, Some(&node));
+            json_reply(StatusCode::OK, &body, &id, &node)
+        }
         Err(failure) => {
             tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
+            observed.finish(
+                failure.status.as_u16(),
+                failure.code,
+                failure.served_by.as_deref(),
+            );
             failure.into_http(&id)
         }
     }
@@ -164,6 +190,7 @@ async fn call(
     method_name: &str,
     request: Request,
     id: &str,
+    observed: &mut Observed,
 ) -> Result<(Value, String), Failure> {
     if service == "gateway" {
         return Err(Failure::new(
@@ -178,6 +205,7 @@ async fn call(
             format!("unknown service {service:?}: no node of it is registered"),
         ));
     }
+    observed.service(service);
     let readable = crate::balance::candidates(&api.view, nodes, &[]);
     if readable.is_empty() {
         return Err(Failure::new(
@@ -186,6 +214,7 @@ async fn call(
         ));
     }
     let (method, versions) = find_method(api, service, method_name, &readable).await?;
+    observed.method(method.name());
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(Failure::new(
             Code::Unimplemented,
@@ -249,12 +278,12 @@ async fn call(
         nodes
     };
     let output = method.output();
-    let outcome = pipeline::run(api, &call, nodes, |node| {
+    let outcome = pipeline::run(api, &call, &observed.trace, nodes, |node, trace| {
         let (path, input, output, metadata) =
             (path.clone(), input.clone(), output.clone(), &metadata);
         async move {
             let _in_flight = InFlight::start(&node);
-            unary(&node, path, input, output, deadline, metadata)
+            unary(&node, path, input, output, deadline, metadata, trace)
                 .await
                 .map_err(|status| attempt_failed(&node, &status))
         }
@@ -350,6 +379,7 @@ async fn unary(
     output: MessageDescriptor,
     deadline: Instant,
     metadata: &[(String, String)],
+    trace: http::HeaderMap,
 ) -> Result<DynamicMessage, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(node.channel.clone());
     grpc.ready()
@@ -372,6 +402,15 @@ async fn unary(
             tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
             value.parse(),
         ) {
+            request.metadata_mut().insert(key, value);
+        }
+    }
+    for (name, value) in &trace {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+            value.to_str().map(str::parse),
+        ) && let Ok(value) = value
+        {
             request.metadata_mut().insert(key, value);
         }
     }

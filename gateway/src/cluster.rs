@@ -11,6 +11,7 @@ use std::time::Duration;
 use node::client::ServiceChannel;
 use node::credentials::{ClusterCredentials, Signed};
 use registry::{Change, Instance, Registry, Scope};
+use telemetry::prometheus::names;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,7 @@ impl Drop for NodeHandle {
 /// takes it out of rotation until a check says SERVING again.
 async fn check_health(
     channel: ServiceChannel,
+    registered_as: String,
     service: String,
     address: String,
     healthy: Arc<AtomicBool>,
@@ -58,6 +60,9 @@ async fn check_health(
         let answer =
             tokio::time::timeout(interval.min(Duration::from_secs(2)), client.check(request)).await;
         let serving = matches!(&answer, Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32);
+        let result = if serving { "serving" } else { "not_serving" };
+        metrics::counter!(names::GATEWAY_HEALTH_CHECKS, "service" => registered_as.clone(), "result" => result)
+            .increment(1);
         if healthy.swap(serving, Ordering::Relaxed) != serving {
             if serving {
                 tracing::info!(%address, "health check passes again; node back in rotation");
@@ -130,6 +135,16 @@ impl NodeStats {
         }
     }
 
+    /// Every method's latency average in milliseconds, for the admin view (stale ones too:
+    /// the operator sees the last known value).
+    pub fn latencies_ms(&self) -> BTreeMap<String, f64> {
+        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        latency
+            .iter()
+            .map(|(method, sample)| (method.clone(), sample.ewma_us as f64 / 1000.0))
+            .collect()
+    }
+
     fn add_latency(&self, method: &str, latency: Duration) {
         let sample = latency.as_micros() as u64;
         let mut all = self.latency.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,6 +204,7 @@ impl NodeHandle {
                 .to_owned();
             tokio::spawn(check_health(
                 channel.clone(),
+                instance.service.clone(),
                 service,
                 instance.address.clone(),
                 healthy.clone(),
@@ -271,6 +287,7 @@ pub struct ClusterView {
     by_grpc: Arc<RwLock<Option<Arc<GrpcIndex>>>>,
     epoch: Instant,
     options: ViewOptions,
+    listed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// How the view treats its nodes.
@@ -295,6 +312,7 @@ impl ClusterView {
             by_grpc: Arc::default(),
             epoch: Instant::now(),
             options,
+            listed: Arc::new(tokio::sync::watch::Sender::new(false)),
         };
         tokio::spawn(view.clone().keep_current(registry, stop));
         view
@@ -307,6 +325,7 @@ impl ClusterView {
             nodes: Arc::default(),
             by_grpc: Arc::default(),
             epoch: Instant::now(),
+            listed: Arc::new(tokio::sync::watch::Sender::new(true)),
             options: ViewOptions {
                 ejection: Ejection {
                     after_failures: 3,
@@ -323,22 +342,38 @@ impl ClusterView {
         let mut cluster = registry::follow(registry, Scope::All, stop);
         while let Some(change) = cluster.next().await {
             self.apply(change);
+            if cluster.caught_up() {
+                self.listed.send_if_modified(|listed| !std::mem::replace(listed, true));
+            }
         }
+    }
+
+    /// Turns true once the view holds the registry's first listing in full: before
+    /// that the gateway would answer "unknown service" for services that exist.
+    pub fn listed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.listed.subscribe()
     }
 
     fn apply(&self, change: Change) {
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        match change {
+        let service = match change {
             Change::Joined(instance) | Change::Updated(instance) => {
                 let key = (instance.service.clone(), instance.id.clone());
                 if let Some(handle) = NodeHandle::new(instance, &self.options) {
-                    nodes.insert(key, Arc::new(handle));
+                    nodes.insert(key.clone(), Arc::new(handle));
                 }
+                key.0
             }
             Change::Left(instance) => {
-                nodes.remove(&(instance.service, instance.id));
+                nodes.remove(&(instance.service.clone(), instance.id));
+                instance.service
             }
-        }
+        };
+        let count = nodes
+            .range((service.clone(), String::new())..)
+            .take_while(|((s, _), _)| *s == service)
+            .count();
+        metrics::gauge!(names::GATEWAY_NODES, "service" => service).set(count as f64);
         // Dropped while the node map is still locked: no reader can rebuild a stale one.
         *self.by_grpc.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
@@ -436,6 +471,8 @@ impl ClusterView {
         {
             let until = self.now_ms() + for_how_long.as_millis() as u64;
             stats.ejected_until_ms.store(until, Ordering::Relaxed);
+            metrics::counter!(names::GATEWAY_EJECTIONS, "service" => node.instance.service.clone())
+                .increment(1);
             stats.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(
                 service = %node.instance.service,

@@ -14,13 +14,23 @@ use crate::failure;
 
 pub fn router(api: Arc<Api>) -> Router {
     let cors = cors(&api.settings.cors_allow_origins);
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/cluster", get(cluster))
-        .route("/routes", get(routes))
-        .route("/api/{service}/{method}", any(api::handle))
-        .with_state(api);
+        .route("/api/{service}/{method}", any(api::handle));
+    // What runs where is for the operator: on the admin port, unless asked for here too.
+    if api.settings.public_cluster_view {
+        router = router
+            .route(
+                "/cluster",
+                get(|State(api): State<Arc<Api>>| async move { Json(cluster_view(&api)) }),
+            )
+            .route(
+                "/routes",
+                get(|State(api): State<Arc<Api>>| async move { Json(routes_view(&api).await) }),
+            );
+    }
+    let router = router.with_state(api);
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -74,37 +84,47 @@ async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
         "gateway": "rust-ms",
         "api": "POST /api/{service}/{method} with a JSON body (GET with query parameters for simple reads); an unknown method answers 404 listing the service's methods",
         "services": calls,
-        "cluster": "/cluster: the live nodes, by service",
-        "routes": "/routes: the route table in force",
         "health": "/healthz",
+        "operate": "the live nodes, the route table in force, metrics and a dashboard are on the admin port (admin.listen: /admin/cluster, /admin/routes, /metrics, /)",
         "grpc": "native gRPC on the gateway's rpc port, passed through to the service's nodes",
     }))
 }
 
-/// `GET /cluster`: the live nodes the gateway routes to, by service.
-async fn cluster(State(api): State<Arc<Api>>) -> Json<Value> {
+/// `/admin/cluster`: every live node the gateway routes to, by service, with what the
+/// gateway knows of it (health check, set aside, calls in flight, latency by method) and
+/// the service's circuit breaker.
+pub fn cluster_view(api: &Api) -> Value {
     let mut services = serde_json::Map::new();
-    for node in api.view.nodes() {
-        let node = &node.instance;
+    for handle in api.view.nodes() {
+        let node = &handle.instance;
         let entry = services
             .entry(node.service.clone())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = entry {
+            .or_insert_with(|| {
+                json!({
+                    "breaker": api.guards.breaker_state(&node.service),
+                    "nodes": [],
+                })
+            });
+        if let Some(Value::Array(list)) = entry.get_mut("nodes") {
             list.push(json!({
                 "id": node.id,
                 "address": node.address,
                 "version": node.version,
                 "metadata": node.metadata,
+                "healthy": api.view.is_healthy(&handle),
+                "ejected": api.view.is_ejected(&handle),
+                "in_flight": handle.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                "latency_ms": handle.stats.latencies_ms(),
             }));
         }
     }
-    Json(Value::Object(services))
+    json!({ "services": services })
 }
 
-/// `GET /routes`: the route table in force and where it came from, and for each method of
-/// each service the gateway routes to, whether it is retried and taken by GET, and
+/// `/admin/routes`: the route table in force and where it came from, and for each method
+/// of each service the gateway routes to, whether it is retried and taken by GET, and
 /// whether the route or the proto says so.
-async fn routes(State(api): State<Arc<Api>>) -> Json<Value> {
+pub async fn routes_view(api: &Api) -> Value {
     let in_force = api.routes.in_force();
     let mut body = serde_json::to_value(&*in_force).unwrap_or_default();
     let services = services_behind(&api);
@@ -131,5 +151,5 @@ async fn routes(State(api): State<Arc<Api>>) -> Json<Value> {
     if let Value::Object(fields) = &mut body {
         fields.insert("methods".to_owned(), Value::Object(methods));
     }
-    Json(body)
+    body
 }

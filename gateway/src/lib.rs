@@ -14,7 +14,9 @@ pub mod cluster;
 pub mod codec;
 pub mod failure;
 pub mod http;
+pub mod listing;
 pub mod live_routes;
+pub mod observe;
 pub mod pipeline;
 pub mod proxy;
 pub mod reflection;
@@ -33,8 +35,9 @@ use crate::api::Api;
 use crate::live_routes::LiveRoutes;
 use crate::settings::GatewaySettings;
 
-/// The gateway node: registered as `gateway`, HTTP on `http_port` (`/api`, `/cluster`,
-/// `/routes`), native gRPC passed through on `rpc_port`, over a live view of the cluster.
+/// The gateway node: registered as `gateway`, HTTP on `http_port` (`/api`), native gRPC
+/// passed through on `rpc_port`, over a live view of the cluster; its view of every node
+/// and its route table on the admin port (`/admin/cluster`, `/admin/routes`).
 /// On etcd it follows the route table stored there (`gateway routes push`).
 pub fn service() -> Service<GatewaySettings> {
     Service::new("gateway", env!("CARGO_PKG_VERSION"))
@@ -74,7 +77,12 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
             "this gateway was built without its etcd feature: it follows no route table kept in etcd"
         ),
     }
-    let api = Arc::new(Api::new(view, routes, settings.gateway.clone()));
+    let api = Arc::new(Api::new(
+        view,
+        routes,
+        settings.gateway.clone(),
+        context.tracing(),
+    ));
     let passthrough = axum::Router::new()
         .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
         .route(
@@ -83,8 +91,19 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         )
         .fallback(proxy::forward)
         .with_state(api.clone());
+    let (cluster, routes) = (api.clone(), api.clone());
     Ok(Serve::new()
         .fallback(passthrough)
+        // Ready once the view holds the registry's first listing.
+        .readiness(api.view.listed())
+        .admin_view("cluster", move || {
+            let view = http::cluster_view(&cluster);
+            async move { view }
+        })
+        .admin_view("routes", move || {
+            let api = routes.clone();
+            async move { http::routes_view(&api).await }
+        })
         // Reflection on the rpc port describes the whole cluster, not the gateway alone.
         .own_reflection()
         .own_call_spans()

@@ -71,6 +71,8 @@ impl LiveRoutes {
     }
 
     fn set(&self, routes: RoutesInForce) {
+        metrics::gauge!(telemetry::prometheus::names::GATEWAY_ROUTE_REVISION)
+            .set(routes.revision as f64);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
     }
 

@@ -16,6 +16,8 @@ use crate::balance;
 use crate::classify::Attempt;
 use crate::cluster::NodeHandle;
 use crate::failure::Failure;
+use crate::observe::CallTrace;
+use telemetry::prometheus::names;
 use crate::settings::Route;
 
 /// What the pipeline needs to know about one call.
@@ -50,11 +52,13 @@ impl Tried {
 pub async fn run<T, F, Fut>(
     api: &Api,
     call: &Call<'_>,
+    trace: &CallTrace,
     nodes: impl Fn() -> Vec<Arc<NodeHandle>>,
     mut attempt: F,
 ) -> Result<(T, Arc<NodeHandle>), Failure>
 where
-    F: FnMut(Arc<NodeHandle>) -> Fut,
+    // The node, and the trace headers the attempt carries to it.
+    F: FnMut(Arc<NodeHandle>, http::HeaderMap) -> Fut,
     Fut: Future<Output = Result<T, Tried>>,
 {
     api.retries.deposit();
@@ -70,12 +74,16 @@ where
             return Err(no_node_left(call.service, tried.len()));
         };
         let started = Instant::now();
+        let (trace_headers, span) = trace.attempt(&node);
         let outcome = match attempt_deadline(call, started) {
-            Some(deadline) => tokio::time::timeout_at(deadline, attempt(node.clone()))
-                .await
-                .unwrap_or_else(|_| Err(timed_out(call))),
-            None => attempt(node.clone()).await,
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, attempt(node.clone(), trace_headers))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(call)))
+            }
+            None => attempt(node.clone(), trace_headers).await,
         };
+        span.end(outcome.as_ref().err().map(|t| t.failure.message.as_str()));
         let attempt_class = outcome.as_ref().err().map(|tried| tried.attempt);
         record(api, &node, call.method, started, attempt_class);
         let Err(Tried { attempt, failure }) = outcome else {
@@ -83,6 +91,8 @@ where
         };
         let failure = failure.served_by(node.instance.address.clone());
         if should_retry(api, call, attempt) {
+            metrics::counter!(names::GATEWAY_RETRIES, "service" => call.service.to_owned())
+                .increment(1);
             tracing::debug!(address = %node.instance.address, ?attempt, message = %failure.message, "trying another node");
             tried.push(node.instance.id.clone());
             continue;
@@ -121,7 +131,15 @@ fn should_retry(api: &Api, call: &Call<'_>, attempt: Attempt) -> bool {
     }
     match attempt {
         Attempt::NotSent => true,
-        Attempt::Lost | Attempt::TimedOut => call.idempotent && api.retries.withdraw(),
+        Attempt::Lost | Attempt::TimedOut if call.idempotent => {
+            let allowed = api.retries.withdraw();
+            if !allowed {
+                metrics::counter!(names::GATEWAY_BUDGET_EXHAUSTED, "service" => call.service.to_owned())
+                    .increment(1);
+            }
+            allowed
+        }
+        Attempt::Lost | Attempt::TimedOut => false,
         Attempt::Answered | Attempt::Refused => false,
     }
 }

@@ -20,6 +20,8 @@ use crate::api::{Api, request_id};
 use crate::classify::Attempt;
 use crate::cluster::InFlight;
 use crate::failure::{Failure, REQUEST_ID, SERVED_BY};
+use crate::observe::{Door, Observed};
+use telemetry::grpc::OnEnd;
 use crate::pipeline::{self, Call, Tried};
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
@@ -41,24 +43,42 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
     let path = request.uri().path().trim_start_matches('/').to_owned();
     let (grpc_service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
     let (grpc_service, method) = (grpc_service.to_owned(), method.to_owned());
+    let (parts, body) = request.into_parts();
+    let mut observed = Observed::start(
+        Door::Rpc,
+        &parts,
+        &id,
+        api.tracer.as_ref(),
+        api.settings.access_log,
+    );
     // At debug: a span per call costs more than the call's own work on the hot path.
     let span = tracing::debug_span!("rpc", %grpc_service, %method, request_id = %id);
-    match forward_to_a_node(&api, request, &grpc_service, &method)
+    match forward_to_a_node(&api, parts, body, &grpc_service, &method, &mut observed)
         .instrument(span)
         .await
     {
-        Ok(response) => response,
-        Err(failure) => failure.into_grpc(),
+        // The call ends with the reply's last frame: a stream is recorded then.
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            let body = Body::new(OnEnd::new(body, &parts.headers, observed));
+            Response::from_parts(parts, body)
+        }
+        Err(failure) => {
+            let served_by = failure.served_by.clone();
+            observed.finish(200, failure.code, served_by.as_deref());
+            failure.into_grpc()
+        }
     }
 }
 
 async fn forward_to_a_node(
     api: &Api,
-    request: Request,
+    mut parts: http::request::Parts,
+    body: Body,
     grpc_service: &str,
     method: &str,
+    observed: &mut Observed,
 ) -> Result<Response, Failure> {
-    let (mut parts, body) = request.into_parts();
     let targets = api.view.serving(grpc_service).ok_or_else(|| {
         Failure::new(
             tonic::Code::Unimplemented,
@@ -66,6 +86,8 @@ async fn forward_to_a_node(
         )
     })?;
     let service = targets.owner.as_str();
+    observed.service(service);
+    observed.method(method);
     // The route of the service guards the call here as on /api: its JWT check and its
     // rate limit, and it chooses the balancer.
     let route = api.routes.route(service);
@@ -93,12 +115,13 @@ async fn forward_to_a_node(
         deadline: None,
     };
     let nodes = || targets.nodes.to_vec();
-    let (mut response, node) = pipeline::run(api, &call, nodes, |node| {
+    let (mut response, node) = pipeline::run(api, &call, &observed.trace, nodes, |node, trace| {
         let mut outgoing = http::Request::new(tonic::body::Body::new(body.clone()));
         *outgoing.method_mut() = parts.method.clone();
         *outgoing.uri_mut() = parts.uri.clone();
         *outgoing.version_mut() = parts.version;
         *outgoing.headers_mut() = parts.headers.clone();
+        outgoing.headers_mut().extend(trace);
         let body = body.clone();
         async move {
             let in_flight = InFlight::start(&node);
@@ -128,6 +151,7 @@ async fn forward_to_a_node(
     if let Ok(value) = node.instance.address.parse() {
         response.headers_mut().insert(SERVED_BY, value);
     }
+    observed.answered_by(&node);
     Ok(response)
 }
 

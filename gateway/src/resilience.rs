@@ -194,6 +194,19 @@ pub struct GuardsByService {
 }
 
 impl GuardsByService {
+    /// The state of `service`'s circuit breaker (`closed`, `open`, `half-open`), when
+    /// its route has one and a call has met it.
+    pub fn breaker_state(&self, service: &str) -> Option<&'static str> {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, breaker) = all.get(service)?.breaker.as_ref()?;
+        let state = breaker.lock().unwrap_or_else(|p| p.into_inner()).state();
+        Some(match state {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen { .. } => "half-open",
+        })
+    }
+
     pub fn of(
         &self,
         service: &str,

@@ -33,6 +33,12 @@ pub struct GatewaySection {
     pub jwt: crate::auth::JwtConfig,
     /// Browser origins allowed to call the API (`["*"]` for any); empty: no CORS headers.
     pub cors_allow_origins: Vec<String>,
+    /// One line at info per call (method, path, status, gRPC code, duration, node,
+    /// request id, trace id); JSON with `log.format = "json"`.
+    pub access_log: bool,
+    /// Also serve `/cluster` and `/routes` on the public HTTP port. Off: they are on the
+    /// admin port only (`/admin/cluster`, `/admin/routes`), out of callers' sight.
+    pub public_cluster_view: bool,
 }
 
 impl Default for GatewaySection {
@@ -45,6 +51,8 @@ impl Default for GatewaySection {
             health_interval: Duration::from_secs(5),
             jwt: crate::auth::JwtConfig::default(),
             cors_allow_origins: Vec::new(),
+            access_log: true,
+            public_cluster_view: false,
         }
     }
 }

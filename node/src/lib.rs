@@ -2,6 +2,7 @@
 //! flags and configuration, the registry backend chosen from configuration, gRPC serving
 //! with health and reflection, registration, membership logs, and a graceful exit.
 
+pub mod admin;
 pub mod advertise;
 pub mod backend;
 pub mod cli;
@@ -11,6 +12,7 @@ mod error;
 mod http_server;
 pub mod logging;
 pub mod membership;
+pub mod observe;
 pub mod serve;
 pub mod service;
 pub mod shutdown;

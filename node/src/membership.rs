@@ -1,23 +1,90 @@
 //! Every node follows the whole namespace and logs, in GO-MS's words, who joins and leaves.
+//! What it saw is also the node's view of the cluster on the admin port, and its first
+//! full listing is part of the node's readiness.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use registry::{Change, Instance, Registry, Scope};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// The nodes a node knows of, by service and id.
+#[derive(Clone, Default)]
+pub struct Known(Arc<RwLock<BTreeMap<(String, String), Instance>>>);
+
+impl Known {
+    fn apply(&self, change: &Change) {
+        let mut nodes = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match change {
+            Change::Joined(i) | Change::Updated(i) => {
+                nodes.insert((i.service.clone(), i.id.clone()), i.clone());
+            }
+            Change::Left(i) => {
+                nodes.remove(&(i.service.clone(), i.id.clone()));
+            }
+        }
+    }
+
+    /// `{"services": {"user": {"nodes": [{id, address, version, metadata}]}}}`.
+    pub fn to_json(&self) -> Value {
+        let nodes = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut services = serde_json::Map::new();
+        for ((service, _), node) in nodes.iter() {
+            let entry = services
+                .entry(service.clone())
+                .or_insert_with(|| json!({ "nodes": [] }));
+            if let Some(Value::Array(list)) = entry.get_mut("nodes") {
+                list.push(json!({
+                    "id": node.id,
+                    "address": node.address,
+                    "version": node.version,
+                    "metadata": node.metadata,
+                }));
+            }
+        }
+        json!({ "services": services })
+    }
+}
+
 /// Logs `Server [NAME] cluster [ADDR] join` for each node already registered (except
-/// `me`), then a `join` or `leave` line for every change, until `stop`.
-pub async fn log_membership(registry: Arc<dyn Registry>, me: Instance, stop: CancellationToken) {
+/// `me`), then a `join` or `leave` line for every change, until `stop`. Keeps `known`
+/// current and calls `listed` once the first listing has been gone through.
+pub async fn log_membership(
+    registry: Arc<dyn Registry>,
+    me: Instance,
+    known: Known,
+    listed: impl FnOnce(),
+    stop: CancellationToken,
+) {
     let is_me = |i: &Instance| i.service == me.service && i.id == me.id;
     let mut cluster = registry::follow(registry, Scope::All, stop);
+    let mut listed = Some(listed);
     while let Some(change) = cluster.next().await {
-        match &change {
-            Change::Joined(i) if !is_me(i) => log_join(i),
-            Change::Left(i) if !is_me(i) => log_leave(i),
-            Change::Updated(i) if !is_me(i) => {
-                tracing::info!("Server [{}] cluster [{}] update", i.service, i.address)
+        known.apply(&change);
+        let event = match &change {
+            Change::Joined(i) if !is_me(i) => {
+                log_join(i);
+                "join"
             }
-            _ => {}
+            Change::Left(i) if !is_me(i) => {
+                log_leave(i);
+                "leave"
+            }
+            Change::Updated(i) if !is_me(i) => {
+                tracing::info!("Server [{}] cluster [{}] update", i.service, i.address);
+                "update"
+            }
+            _ => "self",
+        };
+        if event != "self" {
+            metrics::counter!(telemetry::prometheus::names::REGISTRY_EVENTS, "event" => event)
+                .increment(1);
+        }
+        if cluster.caught_up()
+            && let Some(listed) = listed.take()
+        {
+            listed();
         }
     }
 }

@@ -14,7 +14,9 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tracing::Instrument;
 
+use crate::admin::NodeAdmin;
 use crate::advertise::{join_host_port, resolve_host};
+use crate::observe::ObserveLayer;
 use crate::credentials::{ClusterCredentials, RequireCredentialLayer};
 use crate::{NodeError, membership};
 
@@ -48,6 +50,11 @@ pub struct NodeSpec {
     /// Whether the runtime opens a span per call (service, method, request id). The
     /// gateway opens its own, at debug, off its hot path.
     pub call_spans: bool,
+    /// Where the node's spans go, when a collector is configured.
+    pub tracing: Option<telemetry::Tracing>,
+    /// Views the node publishes on the admin port (`/admin/{name}`), beside the view of
+    /// the registry every node publishes as `cluster`.
+    pub admin_views: Vec<(String, crate::admin::View)>,
 }
 
 pub struct HttpServer {
@@ -69,6 +76,8 @@ impl NodeSpec {
             readiness: None,
             reflection: true,
             call_spans: true,
+            tracing: None,
+            admin_views: Vec::new(),
         }
     }
 }
@@ -79,10 +88,13 @@ async fn report_readiness(
     mut readiness: tokio::sync::watch::Receiver<bool>,
     health: tonic_health::server::HealthReporter,
     services: Vec<String>,
+    admin: Arc<NodeAdmin>,
     stop: CancellationToken,
 ) {
     loop {
-        let status = if *readiness.borrow_and_update() {
+        let serving = *readiness.borrow_and_update();
+        admin.serving(serving);
+        let status = if serving {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -120,11 +132,16 @@ fn bound_address(listener: &TcpListener) -> Result<SocketAddr, NodeError> {
 /// for at most `shutdown_grace`, and returns. Errors only when the node cannot start or
 /// a server fails.
 pub async fn run_node(
-    spec: NodeSpec,
+    mut spec: NodeSpec,
     config: &NodeConfig,
     registry: Arc<dyn Registry>,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    let admin = Arc::new(crate::admin::process().node(&spec.service, &spec.version));
+    let own_cluster_view = spec.admin_views.iter().any(|(name, _)| name == "cluster");
+    for (name, view) in spec.admin_views.drain(..) {
+        admin.publish(&name, 1, view);
+    }
     let host = resolve_host(&config.advertise_host);
     let rpc_listener = bind(&config.listen_host, config.rpc_port).await?;
     let rpc_bound = bound_address(&rpc_listener)?;
@@ -176,6 +193,7 @@ pub async fn run_node(
     let credentials = RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew);
     let service_name = spec.service.clone();
     let call_spans = spec.call_spans;
+    let observe = ObserveLayer::new(&spec.service, spec.tracing.as_ref());
     // One span per call, so that whatever a handler logs says which call it was in.
     let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))
@@ -198,6 +216,7 @@ pub async fn run_node(
     servers.spawn(
         async move {
             server
+                .layer(observe)
                 .layer(calls)
                 .layer(credentials)
                 .add_routes(routes)
@@ -268,15 +287,40 @@ pub async fn run_node(
         instance.id,
         registry.describe()
     );
+    admin.registered();
+    metrics::gauge!(telemetry::prometheus::names::NODE_INFO,
+        "service" => spec.service.clone(), "version" => spec.version.clone())
+    .set(1.0);
     let watching = CancellationToken::new();
+    let known = membership::Known::default();
+    let view_of = known.clone();
+    if !own_cluster_view {
+        admin.publish(
+            "cluster",
+            0,
+            Arc::new(move || {
+                let view = view_of.to_json();
+                Box::pin(async move { view })
+            }),
+        );
+    }
+    let listed = admin.clone();
     let membership = tokio::spawn(
-        membership::log_membership(registry.clone(), instance, watching.clone()).in_current_span(),
+        membership::log_membership(
+            registry.clone(),
+            instance,
+            known,
+            move || listed.listed(),
+            watching.clone(),
+        )
+        .in_current_span(),
     );
     let readiness = spec.readiness.map(|readiness| {
         tokio::spawn(report_readiness(
             readiness,
             health.clone(),
             spec.grpc_services.clone(),
+            admin.clone(),
             watching.clone(),
         ))
     });
@@ -287,7 +331,9 @@ pub async fn run_node(
         ended = servers.join_next() => Some(ended),
     };
 
-    // Leave first, so that nobody sends new work while we drain.
+    // Not ready first (load balancers and probes stop sending), then leave, so that
+    // nobody sends new work while we drain.
+    admin.draining();
     watching.cancel();
     if let Some(readiness) = readiness {
         let _ = readiness.await;
@@ -325,6 +371,10 @@ pub async fn run_node(
             "in-flight requests still running after the shutdown grace; stopping anyway"
         );
         servers.abort_all();
+    }
+    if let Some(tracing) = spec.tracing.take() {
+        // Flushing waits on the exporter: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
     }
     tracing::info!("Server [{}] stopped", spec.service);
     Ok(())

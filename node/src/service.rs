@@ -173,6 +173,8 @@ impl<S: Send + 'static> Service<S> {
             shutdown,
         } = launch;
         let registry = backend.registry();
+        let tracing = telemetry::Tracing::start(&self.name, &self.version, &config.telemetry)
+            .map_err(|e| NodeError::Unsupported(e.to_string()))?;
         let mut serve = self.serve;
         if let Some(setup) = self.setup {
             let credentials = ClusterCredentials::from_config(&config.security)?;
@@ -182,6 +184,7 @@ impl<S: Send + 'static> Service<S> {
                 backend,
                 credentials,
                 shutdown: shutdown.clone(),
+                tracing: tracing.clone(),
             };
             let added = setup(context).await.map_err(|source| NodeError::Setup {
                 service: self.name.clone(),
@@ -189,7 +192,8 @@ impl<S: Send + 'static> Service<S> {
             })?;
             serve = serve.merge(added);
         }
-        let spec = serve.into_spec(self.name, self.version)?;
+        let mut spec = serve.into_spec(self.name, self.version)?;
+        spec.tracing = tracing;
         crate::run_node(spec, &config, registry, shutdown).await
     }
 }
@@ -226,6 +230,7 @@ where
             let Some(launch) = Launch::from_args(&args, &self.flags).await? else {
                 return Ok(());
             };
+            crate::admin::start(&self.name, &launch.config).await?;
             self.serve(launch).await
         })
     }
@@ -248,6 +253,7 @@ where
                 config: launch.config,
                 backend: launch.backend,
                 shutdown: launch.shutdown,
+                tracing: None,
             };
             command(context).await.map_err(|source| NodeError::Setup {
                 service: self.name.clone(),
@@ -298,6 +304,7 @@ pub struct Context<S = NoSections> {
     backend: Connected,
     credentials: ClusterCredentials,
     shutdown: CancellationToken,
+    tracing: Option<telemetry::Tracing>,
 }
 
 impl<S> Context<S> {
@@ -345,6 +352,12 @@ impl<S> Context<S> {
         &self.credentials
     }
 
+    /// Where the node's spans go, when `telemetry.otlp_endpoint` is set: for a node that
+    /// opens spans of its own (the gateway's calls and attempts).
+    pub fn tracing(&self) -> Option<&telemetry::Tracing> {
+        self.tracing.as_ref()
+    }
+
     /// Binds a TCP port on the node's `listen_host`, for an HTTP server beside gRPC.
     pub async fn listen(&self, port: u16) -> Result<TcpListener, NodeError> {
         crate::serve::bind(&self.config.listen_host, port).await
@@ -357,6 +370,7 @@ impl<S> Context<S> {
             backend: self.backend,
             credentials: self.credentials,
             shutdown: self.shutdown,
+            tracing: self.tracing,
         }
     }
 }
@@ -375,6 +389,7 @@ pub struct Serve {
     own_reflection: bool,
     own_call_spans: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
+    admin_views: Vec<(String, crate::admin::View)>,
     /// Services added more than once, reported when the node starts.
     duplicates: Vec<String>,
 }
@@ -428,6 +443,18 @@ impl Serve {
         self
     }
 
+    /// A JSON view of the node's own on the admin port, as `/admin/{name}` (the gateway
+    /// publishes `cluster` and `routes`), made anew on each read.
+    pub fn admin_view<F, Fut>(mut self, name: &str, view: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = serde_json::Value> + Send + 'static,
+    {
+        let view: crate::admin::View = Arc::new(move || Box::pin(view()));
+        self.admin_views.push((name.to_owned(), view));
+        self
+    }
+
     /// Accepts calls without the cluster's call credential: for a node whose callers are
     /// outside the cluster (the gateway).
     pub fn open_to_callers_outside_the_cluster(mut self) -> Self {
@@ -461,6 +488,7 @@ impl Serve {
             own_reflection,
             own_call_spans,
             readiness,
+            admin_views,
             duplicates,
         } = other;
         self.duplicates.extend(duplicates);
@@ -485,6 +513,7 @@ impl Serve {
         self.own_reflection |= own_reflection;
         self.own_call_spans |= own_call_spans;
         self.readiness = readiness.or(self.readiness);
+        self.admin_views.extend(admin_views);
         self
     }
 
@@ -508,6 +537,7 @@ impl Serve {
         spec.readiness = self.readiness;
         spec.reflection = !self.own_reflection;
         spec.call_spans = !self.own_call_spans;
+        spec.admin_views = self.admin_views;
         Ok(spec)
     }
 }

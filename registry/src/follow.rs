@@ -54,6 +54,12 @@ impl Follow {
         }
     }
 
+    /// Whether every node of the last listing has been announced and the follower now
+    /// waits on the watch: what a node's readiness waits for after it starts.
+    pub fn caught_up(&self) -> bool {
+        self.watch.is_some() && self.pending.is_empty()
+    }
+
     /// The next change; `None` once `stop` is cancelled.
     pub async fn next(&mut self) -> Option<Change> {
         loop {
@@ -84,7 +90,10 @@ impl Follow {
                     self.pending.extend(change);
                 }
                 // The backend gave this watch up: list again.
-                None => self.watch = None,
+                None => {
+                    metrics::counter!("rust_ms_registry_relists_total").increment(1);
+                    self.watch = None
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! three-member cluster), helpers to start and read the real binaries, and test-only
 //! services run as in-process nodes on a real registry.
 
+pub mod browser;
 pub mod dropping_node;
 pub mod etcd;
 pub mod http;

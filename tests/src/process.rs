@@ -37,6 +37,9 @@ fn clean_command(program: &Path) -> Command {
         }
     }
     command.env("NO_COLOR", "1");
+    // Many nodes share this host: each admin port where the OS puts it (a test's own
+    // variables win).
+    command.env("MS_ADMIN__LISTEN", "127.0.0.1:0");
     command
 }
 
@@ -186,7 +189,7 @@ impl Node {
         }
     }
 
-    /// The `host:port` the node logged for `kind` (`rpc` or `http`).
+    /// The `host:port` the node logged for `kind` (`rpc`, `http` or `admin`).
     pub async fn listening(&self, kind: &str) -> String {
         let marker = format!("] {kind} listening on ");
         let line = self.wait_for(&marker, Duration::from_secs(60)).await;

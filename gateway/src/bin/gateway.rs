@@ -1,5 +1,6 @@
 //! `gateway --config config/gateway.toml`: the API gateway.
 //! `gateway routes push FILE` / `gateway routes show`: the route table kept in etcd.
+//! `gateway nodes [--json]`: the services and nodes in the registry.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,12 @@ enum Command {
         #[command(subcommand)]
         action: RoutesAction,
     },
+    /// Lists the services and nodes in the registry, as a table (or JSON with --json).
+    Nodes {
+        /// JSON for scripts: one object per node.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +68,25 @@ fn main() -> ExitCode {
         None => gateway.run_with_args(cli.common),
         Some(Command::Routes { action }) => gateway.run_command(cli.common, |context| async move {
             Ok(routes_command(context.backend(), action).await?)
+        }),
+        Some(Command::Nodes { json }) => gateway.run_command(cli.common, |context| async move {
+            let registry = context.registry();
+            let snapshot = registry
+                .snapshot(&registry::Scope::All)
+                .await
+                .map_err(|source| NodeError::Registry {
+                    backend: registry.describe(),
+                    source,
+                })?;
+            if json {
+                println!("{}", gateway::listing::json(&snapshot.instances));
+            } else {
+                print!(
+                    "{}",
+                    gateway::listing::table(&snapshot.instances, std::time::SystemTime::now())
+                );
+            }
+            Ok(())
         }),
     }
 }

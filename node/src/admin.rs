@@ -1,0 +1,417 @@
+//! The operator's port, one per process (`[admin] listen`, loopback by default), apart
+//! from the ports callers use:
+//!
+//! - `/metrics`: every count and histogram of the process, Prometheus text format;
+//! - `/healthz`: the process is alive;
+//! - `/readyz`: every node of the process has registered, seen the registry once, can do
+//!   its work, and is not shutting down (503 with the reason otherwise);
+//! - `/admin/cluster`, `/admin/routes`, …: views the nodes publish (the gateway's view of
+//!   every node, its route table; a service's view of the registry);
+//! - `/`: the live dashboard, a page compiled into the binary.
+//!
+//! With `[admin] token` set, `/metrics` and `/admin/*` want `Authorization: Bearer …`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use config::NodeConfig;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::NodeError;
+
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+
+/// What a node publishes under `/admin/{name}`: a JSON document made when asked.
+pub type View = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
+
+/// Where a node is on its way to serving, as `/readyz` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Listening, not registered yet.
+    Starting,
+    /// Registered; the first listing of the registry has not arrived.
+    Listing,
+    Ready,
+    /// The node says it cannot do its work now (its store is unreachable).
+    NotServing,
+    /// Shutting down: deregistering, then draining.
+    Draining,
+}
+
+impl Stage {
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Starting => "starting: not registered yet",
+            Stage::Listing => "waiting for the first listing of the registry",
+            Stage::Ready => "ready",
+            Stage::NotServing => "not serving: the node reports it cannot do its work",
+            Stage::Draining => "shutting down",
+        }
+    }
+}
+
+/// What a node's readiness is made of; each part set by the piece that knows it.
+#[derive(Default)]
+struct NodeState {
+    registered: AtomicBool,
+    listed: AtomicBool,
+    not_serving: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl NodeState {
+    fn stage(&self) -> Stage {
+        let is = |flag: &AtomicBool| flag.load(Ordering::Acquire);
+        if is(&self.draining) {
+            Stage::Draining
+        } else if !is(&self.registered) {
+            Stage::Starting
+        } else if !is(&self.listed) {
+            Stage::Listing
+        } else if is(&self.not_serving) {
+            Stage::NotServing
+        } else {
+            Stage::Ready
+        }
+    }
+}
+
+struct NodeEntry {
+    service: String,
+    version: String,
+    state: Arc<NodeState>,
+    views: BTreeMap<String, (u8, View)>,
+}
+
+/// The process's admin state: its nodes' readiness and the views they publish.
+#[derive(Default)]
+pub struct Admin {
+    nodes: Mutex<BTreeMap<u64, NodeEntry>>,
+    next_id: AtomicU64,
+}
+
+/// The admin state of this process.
+pub fn process() -> &'static Admin {
+    static ADMIN: OnceLock<Admin> = OnceLock::new();
+    ADMIN.get_or_init(Admin::default)
+}
+
+/// A node's place on the admin port, for as long as the node runs.
+pub struct NodeAdmin {
+    id: u64,
+    state: Arc<NodeState>,
+    admin: &'static Admin,
+}
+
+impl NodeAdmin {
+    /// The node's entry is in the registry.
+    pub fn registered(&self) {
+        self.state.registered.store(true, Ordering::Release);
+    }
+
+    /// The node has seen the registry's nodes once.
+    pub fn listed(&self) {
+        self.state.listed.store(true, Ordering::Release);
+    }
+
+    /// Whether the node can do its work (its own readiness, as grpc.health.v1 says it).
+    pub fn serving(&self, serving: bool) {
+        self.state.not_serving.store(!serving, Ordering::Release);
+    }
+
+    /// The node is leaving: it never reports ready again.
+    pub fn draining(&self) {
+        self.state.draining.store(true, Ordering::Release);
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.state.stage()
+    }
+
+    /// Publishes `view` as `/admin/{name}`. When several nodes of the process publish
+    /// the same name, the highest `rank` is shown (the gateway's view of the cluster over
+    /// a service's view of the registry).
+    pub fn publish(&self, name: &str, rank: u8, view: View) {
+        let mut nodes = lock(&self.admin.nodes);
+        if let Some(entry) = nodes.get_mut(&self.id) {
+            entry.views.insert(name.to_owned(), (rank, view));
+        }
+    }
+}
+
+impl Drop for NodeAdmin {
+    fn drop(&mut self) {
+        lock(&self.admin.nodes).remove(&self.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Admin {
+    /// Adds a node of `service` to what `/readyz` waits for, until the handle drops.
+    pub fn node(&'static self, service: &str, version: &str) -> NodeAdmin {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(NodeState::default());
+        lock(&self.nodes).insert(
+            id,
+            NodeEntry {
+                service: service.to_owned(),
+                version: version.to_owned(),
+                state: state.clone(),
+                views: BTreeMap::new(),
+            },
+        );
+        NodeAdmin {
+            id,
+            state,
+            admin: self,
+        }
+    }
+
+    fn readiness(&self) -> (bool, Value) {
+        let nodes = lock(&self.nodes);
+        let list: Vec<Value> = nodes
+            .values()
+            .map(|node| {
+                let stage = node.state.stage();
+                json!({
+                    "service": node.service,
+                    "ready": stage == Stage::Ready,
+                    "state": stage.describe(),
+                })
+            })
+            .collect();
+        let ready = !nodes.is_empty()
+            && nodes.values().all(|n| n.state.stage() == Stage::Ready);
+        (ready, json!({ "ready": ready, "nodes": list }))
+    }
+
+    fn view(&self, name: &str) -> Option<View> {
+        let nodes = lock(&self.nodes);
+        nodes
+            .values()
+            .filter_map(|node| node.views.get(name))
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, view)| view.clone())
+    }
+
+    fn view_names(&self) -> Vec<String> {
+        let nodes = lock(&self.nodes);
+        let mut names: Vec<String> = nodes
+            .values()
+            .flat_map(|node| node.views.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The service and version the dashboard names the process after: the gateway when
+    /// the process runs one, else its first node.
+    fn headline(&self) -> Value {
+        let nodes = lock(&self.nodes);
+        let node = nodes
+            .values()
+            .find(|n| n.service == "gateway")
+            .or_else(|| nodes.values().next());
+        match node {
+            Some(node) => json!({ "service": node.service, "version": node.version }),
+            None => Value::Null,
+        }
+    }
+}
+
+/// Opens the admin port of `config` for the process `name` (nothing when `admin.listen` is empty) and installs
+/// the metrics recorder when `telemetry.metrics` is on. The port serves until the process
+/// ends, so that `/readyz` can say "shutting down" while the nodes drain. Returns the
+/// bound address.
+pub async fn start(name: &str, config: &NodeConfig) -> Result<Option<SocketAddr>, NodeError> {
+    let address = config
+        .admin
+        .address()
+        .map_err(|reason| NodeError::Unsupported(format!("admin.listen: {reason}")))?;
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    if config.telemetry.metrics {
+        telemetry::prometheus::install().map_err(|e| NodeError::Serve {
+            what: "installing metrics",
+            cause: e.to_string(),
+        })?;
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Bind {
+            address: format!("{address} (admin.listen)"),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|e| NodeError::Serve {
+        what: "reading the admin port's address",
+        cause: e.to_string(),
+    })?;
+    let router = router(config.admin.token.clone());
+    tokio::spawn(crate::http_server::serve(
+        listener,
+        router,
+        config.http.clone(),
+        CancellationToken::new(),
+    ));
+    // The address last on the line, as for the other ports: tools read it there.
+    tracing::info!("Server [{name}] admin listening on {bound}");
+    if !bound.ip().is_loopback() && config.admin.token.is_empty() {
+        tracing::warn!(
+            "the admin port {bound} is reachable from other hosts without a token: set admin.token, or listen on 127.0.0.1"
+        );
+    }
+    Ok(Some(bound))
+}
+
+/// The admin port's routes; `token` (when not empty) guards `/metrics` and `/admin/*`.
+pub fn router(token: String) -> Router {
+    let token = Arc::new(token);
+    Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin", get(index))
+        .route("/admin/{view}", get(view))
+        .with_state(token)
+}
+
+type Token = State<Arc<String>>;
+
+/// Whether the request may read guarded endpoints.
+fn allowed(token: &str, headers: &HeaderMap) -> bool {
+    if token.is_empty() {
+        return true;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compared in constant time: the token's prefix must not leak through timing.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": "this admin port wants Authorization: Bearer <admin.token>" })),
+    )
+        .into_response()
+}
+
+async fn readyz() -> Response {
+    let (ready, body) = process().readiness();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(token): Token, headers: HeaderMap) -> Response {
+    if !allowed(&token, &headers) {
+        return unauthorized();
+    }
+    match telemetry::prometheus::render() {
+        Some(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are off in this process (telemetry.metrics = false)\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn index(State(token): Token, headers: HeaderMap) -> Response {
+    if !allowed(&token, &headers) {
+        return unauthorized();
+    }
+    let admin = process();
+    let views: Vec<String> = admin
+        .view_names()
+        .into_iter()
+        .map(|name| format!("/admin/{name}"))
+        .collect();
+    Json(json!({ "node": admin.headline(), "views": views })).into_response()
+}
+
+async fn view(State(token): Token, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if !allowed(&token, &headers) {
+        return unauthorized();
+    }
+    let admin = process();
+    let Some(view) = admin.view(&name) else {
+        let known = admin.view_names().join(", ");
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no view {name:?} here; there are: {known}") })),
+        )
+            .into_response();
+    };
+    let mut body = view().await;
+    if let Value::Object(fields) = &mut body {
+        fields
+            .entry("node".to_owned())
+            .or_insert_with(|| admin.headline());
+    }
+    Json(body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_must_match_whole() {
+        let mut headers = HeaderMap::new();
+        assert!(allowed("", &headers));
+        assert!(!allowed("s3cret", &headers));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert!(!allowed("s3cret", &headers));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(allowed("s3cret", &headers));
+    }
+
+    #[test]
+    fn a_node_is_ready_once_registered_and_listed_and_not_while_draining() {
+        let node = process().node("unit-test-drain", "0");
+        assert_eq!(node.stage(), Stage::Starting);
+        node.registered();
+        assert_eq!(node.stage(), Stage::Listing);
+        node.listed();
+        assert_eq!(node.stage(), Stage::Ready);
+        node.serving(false);
+        assert_eq!(node.stage(), Stage::NotServing);
+        node.serving(true);
+        node.draining();
+        node.serving(true);
+        assert_eq!(node.stage(), Stage::Draining);
+    }
+}
