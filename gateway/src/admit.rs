@@ -11,8 +11,8 @@ use crate::api::Api;
 use crate::auth::claim_header;
 use crate::failure::Failure;
 use crate::resilience::{Admission, BreakerState, CircuitBreaker, Guards};
-use telemetry::prometheus::names;
 use crate::settings::Route;
+use telemetry::prometheus::names;
 
 /// A call let through: the claims to forward as metadata, and the service's guards.
 pub struct Admitted {
@@ -79,7 +79,11 @@ impl Admitted {
             )
             .retry_after(wait)
         })?;
-        Ok(BreakerTicket(Some((breaker, admission, service.to_owned()))))
+        Ok(BreakerTicket(Some((
+            breaker,
+            admission,
+            service.to_owned(),
+        ))))
     }
 }
 
@@ -98,8 +102,11 @@ impl BreakerTicket<'_> {
             let mut breaker = lock(breaker);
             breaker.record(admission, failed);
             let open = breaker.state() != BreakerState::Closed;
-            metrics::gauge!(names::GATEWAY_CIRCUIT_OPEN, "service" => service)
-                .set(if open { 1.0 } else { 0.0 });
+            metrics::gauge!(names::GATEWAY_CIRCUIT_OPEN, "service" => service).set(if open {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 }

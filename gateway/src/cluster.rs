@@ -343,7 +343,8 @@ impl ClusterView {
         while let Some(change) = cluster.next().await {
             self.apply(change);
             if cluster.caught_up() {
-                self.listed.send_if_modified(|listed| !std::mem::replace(listed, true));
+                self.listed
+                    .send_if_modified(|listed| !std::mem::replace(listed, true));
             }
         }
     }

@@ -97,14 +97,12 @@ pub fn cluster_view(api: &Api) -> Value {
     let mut services = serde_json::Map::new();
     for handle in api.view.nodes() {
         let node = &handle.instance;
-        let entry = services
-            .entry(node.service.clone())
-            .or_insert_with(|| {
-                json!({
-                    "breaker": api.guards.breaker_state(&node.service),
-                    "nodes": [],
-                })
-            });
+        let entry = services.entry(node.service.clone()).or_insert_with(|| {
+            json!({
+                "breaker": api.guards.breaker_state(&node.service),
+                "nodes": [],
+            })
+        });
         if let Some(Value::Array(list)) = entry.get_mut("nodes") {
             list.push(json!({
                 "id": node.id,

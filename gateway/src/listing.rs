@@ -39,7 +39,12 @@ pub fn table(nodes: &[Instance], now: SystemTime) -> String {
         ]);
     }
     let widths: Vec<usize> = (0..5)
-        .map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0))
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in &rows {
@@ -56,7 +61,10 @@ pub fn table(nodes: &[Instance], now: SystemTime) -> String {
         .map(|n| n.service.as_str())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    out.push_str(&format!("{} node(s) of {services} service(s)\n", nodes.len()));
+    out.push_str(&format!(
+        "{} node(s) of {services} service(s)\n",
+        nodes.len()
+    ));
     out
 }
 
@@ -94,7 +102,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("SERVICE"), "{text}");
         assert!(lines[1].starts_with("gateway "), "{text}");
-        assert!(lines[2].starts_with("user ") && lines[2].contains("1m15s"), "{text}");
+        assert!(
+            lines[2].starts_with("user ") && lines[2].contains("1m15s"),
+            "{text}"
+        );
         assert!(lines[2].contains(&a.id), "{text}");
         assert_eq!(lines[3], "2 node(s) of 2 service(s)");
     }

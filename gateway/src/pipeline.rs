@@ -17,8 +17,8 @@ use crate::classify::Attempt;
 use crate::cluster::NodeHandle;
 use crate::failure::Failure;
 use crate::observe::CallTrace;
-use telemetry::prometheus::names;
 use crate::settings::Route;
+use telemetry::prometheus::names;
 
 /// What the pipeline needs to know about one call.
 pub struct Call<'a> {

@@ -21,8 +21,8 @@ use crate::classify::Attempt;
 use crate::cluster::InFlight;
 use crate::failure::{Failure, REQUEST_ID, SERVED_BY};
 use crate::observe::{Door, Observed};
-use telemetry::grpc::OnEnd;
 use crate::pipeline::{self, Call, Tried};
+use telemetry::grpc::OnEnd;
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
     let id = request_id(request.headers());

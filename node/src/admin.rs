@@ -193,8 +193,7 @@ impl Admin {
                 })
             })
             .collect();
-        let ready = !nodes.is_empty()
-            && nodes.values().all(|n| n.state.stage() == Stage::Ready);
+        let ready = !nodes.is_empty() && nodes.values().all(|n| n.state.stage() == Stage::Ready);
         (ready, json!({ "ready": ready, "nodes": list }))
     }
 
@@ -337,7 +336,10 @@ async fn metrics(State(token): Token, headers: HeaderMap) -> Response {
     }
     match telemetry::prometheus::render() {
         Some(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),

@@ -7,26 +7,42 @@ use std::process::ExitCode;
 use clap::{Args, Parser};
 use config::Flags;
 
-/// Flags shared by every node binary.
+/// Flags shared by every node binary; global, so that a subcommand takes them too
+/// (`gateway nodes --etcd-addr …`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct CommonArgs {
     /// TOML configuration file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
     /// gRPC port (0: the OS chooses).
-    #[arg(long = "rpc-port", alias = "rpc_port", value_name = "PORT")]
+    #[arg(
+        long = "rpc-port",
+        alias = "rpc_port",
+        value_name = "PORT",
+        global = true
+    )]
     pub rpc_port: Option<u16>,
     /// etcd endpoints, `127.0.0.1:2379|127.0.0.1:2380` or with commas.
-    #[arg(long = "etcd-addr", alias = "etcd_addr", value_name = "ENDPOINTS")]
+    #[arg(
+        long = "etcd-addr",
+        alias = "etcd_addr",
+        value_name = "ENDPOINTS",
+        global = true
+    )]
     pub etcd_addr: Option<String>,
     /// Registry backend.
-    #[arg(long = "registry", value_name = "BACKEND", value_parser = ["etcd", "memory"])]
+    #[arg(long = "registry", value_name = "BACKEND", value_parser = ["etcd", "memory"], global = true)]
     pub registry: Option<String>,
     /// Address other nodes dial to reach this one (`auto`: first non-loopback IPv4).
-    #[arg(long = "advertise-host", alias = "advertise_host", value_name = "HOST")]
+    #[arg(
+        long = "advertise-host",
+        alias = "advertise_host",
+        value_name = "HOST",
+        global = true
+    )]
     pub advertise_host: Option<String>,
     /// Print the effective configuration as TOML and exit.
-    #[arg(long = "print-config", alias = "print_config")]
+    #[arg(long = "print-config", alias = "print_config", global = true)]
     pub print_config: bool,
 }
 

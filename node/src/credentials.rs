@@ -275,7 +275,10 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // The call continues the trace of whatever this node is doing (the handler of a
         // call it serves), unless its maker set a trace of its own (the gateway's attempt).
-        if !request.headers().contains_key(telemetry::trace::TRACEPARENT) {
+        if !request
+            .headers()
+            .contains_key(telemetry::trace::TRACEPARENT)
+        {
             telemetry::trace::inject(
                 &telemetry::trace::TraceContext::current(),
                 request.headers_mut(),

@@ -16,8 +16,8 @@ use tracing::Instrument;
 
 use crate::admin::NodeAdmin;
 use crate::advertise::{join_host_port, resolve_host};
-use crate::observe::ObserveLayer;
 use crate::credentials::{ClusterCredentials, RequireCredentialLayer};
+use crate::observe::ObserveLayer;
 use crate::{NodeError, membership};
 
 /// What a node is and what it serves.

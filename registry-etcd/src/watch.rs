@@ -41,7 +41,7 @@ pub(crate) async fn follow(
         match streamed.await {
             Interrupted::Stopped => return,
             Interrupted::Broken(reason) => {
-                metrics::counter!("rust_ms_registry_relists_total").increment(1);
+                metrics::counter!("rustms_registry_relists_total").increment(1);
                 tracing::warn!(%reason, revision, "watch interrupted, will re-list and diff");
             }
         }

@@ -91,7 +91,7 @@ impl Follow {
                 }
                 // The backend gave this watch up: list again.
                 None => {
-                    metrics::counter!("rust_ms_registry_relists_total").increment(1);
+                    metrics::counter!("rustms_registry_relists_total").increment(1);
                     self.watch = None
                 }
             }

@@ -153,17 +153,17 @@ async fn keep_alive(
                 None
             }
             Ok(Liveness::Lost(reason)) => {
-                metrics::counter!("rust_ms_registry_keepalive_failures_total").increment(1);
+                metrics::counter!("rustms_registry_keepalive_failures_total").increment(1);
                 Some(reason)
             }
             // Unreachable backend: the lease may still be alive; only after a whole TTL
             // without a good refresh is it surely gone.
             Err(error) if last_refreshed.elapsed() >= registration.ttl => {
-                metrics::counter!("rust_ms_registry_keepalive_failures_total").increment(1);
+                metrics::counter!("rustms_registry_keepalive_failures_total").increment(1);
                 Some(format!("no refresh for a whole TTL ({error})"))
             }
             Err(error) => {
-                metrics::counter!("rust_ms_registry_keepalive_failures_total").increment(1);
+                metrics::counter!("rustms_registry_keepalive_failures_total").increment(1);
                 tracing::warn!(service = %instance.service, id = %instance.id, %error, "lease refresh failed, will retry");
                 None
             }
@@ -184,7 +184,7 @@ async fn keep_alive(
             s.registered = true;
             s.leases_acquired += 1;
         });
-        metrics::counter!("rust_ms_registry_lease_reacquisitions_total").increment(1);
+        metrics::counter!("rustms_registry_lease_reacquisitions_total").increment(1);
         tracing::info!(service = %instance.service, id = %instance.id, "registered again");
     }
 }

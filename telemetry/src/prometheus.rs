@@ -1,7 +1,7 @@
 //! The process's metrics: one recorder behind the `metrics` facade (so that every crate
 //! of a node can count without knowing who reads), rendered in Prometheus text format.
-//! Names follow Prometheus conventions: `rust_ms_` first, base units (`_seconds`),
-//! `_total` on counters.
+//! Names follow Prometheus conventions: `rustms_` first (in `rust_ms_`, linters read
+//! `ms` as milliseconds), base units (`_seconds`), `_total` on counters.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,44 +12,44 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// The names every node and the gateway report under.
 pub mod names {
     /// gRPC calls a node served, by `service`, `method` and `grpc_code`.
-    pub const SERVER_REQUESTS: &str = "rust_ms_server_requests_total";
+    pub const SERVER_REQUESTS: &str = "rustms_server_requests_total";
     /// How long a node took to serve a call, to its last message.
-    pub const SERVER_DURATION: &str = "rust_ms_server_request_duration_seconds";
+    pub const SERVER_DURATION: &str = "rustms_server_request_duration_seconds";
     /// Changes of the registry a node saw, by `event` (`join`, `update`, `leave`).
-    pub const REGISTRY_EVENTS: &str = "rust_ms_registry_events_total";
+    pub const REGISTRY_EVENTS: &str = "rustms_registry_events_total";
     /// Registrations made again after a lease was lost.
-    pub const LEASE_REACQUISITIONS: &str = "rust_ms_registry_lease_reacquisitions_total";
+    pub const LEASE_REACQUISITIONS: &str = "rustms_registry_lease_reacquisitions_total";
     /// Lease refreshes that failed (the lease may still be alive).
-    pub const KEEPALIVE_FAILURES: &str = "rust_ms_registry_keepalive_failures_total";
+    pub const KEEPALIVE_FAILURES: &str = "rustms_registry_keepalive_failures_total";
     /// Times a watch ended and the registry was listed again.
-    pub const RELISTS: &str = "rust_ms_registry_relists_total";
+    pub const RELISTS: &str = "rustms_registry_relists_total";
     /// Calls through the gateway, by `door` (`api`, `rpc`), `service`, `method`,
     /// `http_status` and `grpc_code`.
-    pub const GATEWAY_REQUESTS: &str = "rust_ms_gateway_requests_total";
+    pub const GATEWAY_REQUESTS: &str = "rustms_gateway_requests_total";
     /// How long a call through the gateway took, retries included.
-    pub const GATEWAY_DURATION: &str = "rust_ms_gateway_request_duration_seconds";
+    pub const GATEWAY_DURATION: &str = "rustms_gateway_request_duration_seconds";
     /// Calls through the gateway not finished yet, by `door`.
-    pub const GATEWAY_IN_FLIGHT: &str = "rust_ms_gateway_requests_in_flight";
+    pub const GATEWAY_IN_FLIGHT: &str = "rustms_gateway_requests_in_flight";
     /// Attempts sent to another node after one failed, by `service`.
-    pub const GATEWAY_RETRIES: &str = "rust_ms_gateway_retries_total";
+    pub const GATEWAY_RETRIES: &str = "rustms_gateway_retries_total";
     /// Retries refused because the retry budget was spent, by `service`.
-    pub const GATEWAY_BUDGET_EXHAUSTED: &str = "rust_ms_gateway_retry_budget_exhausted_total";
+    pub const GATEWAY_BUDGET_EXHAUSTED: &str = "rustms_gateway_retry_budget_exhausted_total";
     /// Calls refused by a route's rate limit (429), by `service`.
-    pub const GATEWAY_RATE_LIMITED: &str = "rust_ms_gateway_rate_limited_total";
+    pub const GATEWAY_RATE_LIMITED: &str = "rustms_gateway_rate_limited_total";
     /// Calls refused by an open circuit, by `service`.
-    pub const GATEWAY_CIRCUIT_REFUSED: &str = "rust_ms_gateway_circuit_refused_total";
+    pub const GATEWAY_CIRCUIT_REFUSED: &str = "rustms_gateway_circuit_refused_total";
     /// 1 while a service's circuit is open or half-open, by `service`.
-    pub const GATEWAY_CIRCUIT_OPEN: &str = "rust_ms_gateway_circuit_open";
+    pub const GATEWAY_CIRCUIT_OPEN: &str = "rustms_gateway_circuit_open";
     /// Nodes set aside after transport failures, by `service`.
-    pub const GATEWAY_EJECTIONS: &str = "rust_ms_gateway_ejections_total";
+    pub const GATEWAY_EJECTIONS: &str = "rustms_gateway_ejections_total";
     /// Active health checks, by `service` and `result` (`serving`, `not_serving`).
-    pub const GATEWAY_HEALTH_CHECKS: &str = "rust_ms_gateway_health_checks_total";
+    pub const GATEWAY_HEALTH_CHECKS: &str = "rustms_gateway_health_checks_total";
     /// Live nodes the gateway routes to, by `service`.
-    pub const GATEWAY_NODES: &str = "rust_ms_gateway_nodes";
+    pub const GATEWAY_NODES: &str = "rustms_gateway_nodes";
     /// The revision of the route table in force (0: the configured one).
-    pub const GATEWAY_ROUTE_REVISION: &str = "rust_ms_gateway_route_table_revision";
+    pub const GATEWAY_ROUTE_REVISION: &str = "rustms_gateway_route_table_revision";
     /// 1, labelled with the node's `service` and `version`, one per node of the process.
-    pub const NODE_INFO: &str = "rust_ms_node_info";
+    pub const NODE_INFO: &str = "rustms_node_info";
 }
 
 /// Latency buckets, in seconds: 250 µs to 10 s.
@@ -163,7 +163,10 @@ fn describe() {
         describe_histogram!(name, Unit::Seconds, help);
     }
     for (name, help) in [
-        (GATEWAY_IN_FLIGHT, "Calls through the gateway not finished yet."),
+        (
+            GATEWAY_IN_FLIGHT,
+            "Calls through the gateway not finished yet.",
+        ),
         (
             GATEWAY_CIRCUIT_OPEN,
             "1 while the service's circuit is open or half-open.",
@@ -173,7 +176,10 @@ fn describe() {
             GATEWAY_ROUTE_REVISION,
             "Revision of the route table in force; 0 for the configured one.",
         ),
-        (NODE_INFO, "1 per node of this process, with its service and version."),
+        (
+            NODE_INFO,
+            "1 per node of this process, with its service and version.",
+        ),
     ] {
         describe_gauge!(name, help);
     }

@@ -15,10 +15,10 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
-pub use opentelemetry::trace::{SpanKind, Status, Tracer};
-pub use opentelemetry::{Context as TraceContext, KeyValue as Attribute};
 pub use opentelemetry::context::FutureExt;
 pub use opentelemetry::trace::TraceContextExt as SpanOfContext;
+pub use opentelemetry::trace::{SpanKind, Status, Tracer};
+pub use opentelemetry::{Context as TraceContext, KeyValue as Attribute};
 pub use opentelemetry_sdk::trace::SdkTracer;
 
 #[derive(Debug, thiserror::Error)]

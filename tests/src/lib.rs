@@ -7,6 +7,8 @@ pub mod dropping_node;
 pub mod etcd;
 pub mod http;
 pub mod in_process;
+pub mod metrics;
+pub mod otlp;
 pub mod probe;
 pub mod process;
 pub mod user_next;

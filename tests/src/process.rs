@@ -193,7 +193,9 @@ impl Node {
     pub async fn listening(&self, kind: &str) -> String {
         let marker = format!("] {kind} listening on ");
         let line = self.wait_for(&marker, Duration::from_secs(60)).await;
-        line.rsplit(' ')
+        // Last on the line; in a JSON line, before the closing quote and brace.
+        line.trim_end_matches(['"', '}'])
+            .rsplit(' ')
             .next()
             .expect("address at the end")
             .to_owned()

@@ -42,16 +42,20 @@ async fn dev_stack_runs_gateway_three_users_two_orders_on_the_memory_registry() 
             },
         )
         .await;
-    let cluster = http_get(&http, "/cluster").await;
+    // One admin port for the process, where the gateway's view of the stack is.
+    let admin = stack.listening("admin").await;
+    let cluster = http_get(&admin, "/admin/cluster").await;
     let body = cluster.split("\r\n\r\n").nth(1).expect("HTTP body");
-    let nodes: serde_json::Value = serde_json::from_str(body).expect("JSON");
-    assert_eq!(nodes["user"].as_array().map(Vec::len), Some(3), "{nodes}");
-    assert_eq!(nodes["order"].as_array().map(Vec::len), Some(2), "{nodes}");
-    assert_eq!(
-        nodes["gateway"].as_array().map(Vec::len),
-        Some(1),
-        "{nodes}"
-    );
+    let view: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let nodes = |service: &str| view["services"][service]["nodes"].as_array().map(Vec::len);
+    assert_eq!(nodes("user"), Some(3), "{view}");
+    assert_eq!(nodes("order"), Some(2), "{view}");
+    assert_eq!(nodes("gateway"), Some(1), "{view}");
+    let ready = http_get(&admin, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    // What runs where is not on the public port.
+    let public = http_get(&http, "/cluster").await;
+    assert!(public.starts_with("HTTP/1.0 404"), "{public}");
     assert!(
         !stack.lines().iter().any(|l| l.contains("etcd")),
         "the dev stack never touches etcd"
@@ -72,8 +76,7 @@ async fn dev_stack_runs_gateway_three_users_two_orders_on_the_memory_registry() 
     for wanted in [
         "/api/user/{method}",
         "/api/order/{method}",
-        "/cluster",
-        "/routes",
+        "/admin/cluster",
     ] {
         assert!(index.contains(wanted), "{wanted} missing from {index}");
     }

@@ -41,6 +41,8 @@ struct Gateway {
     node: Node,
     http: String,
     rpc: String,
+    /// The admin port: `/admin/cluster`, `/admin/routes`, `/metrics`.
+    admin: String,
 }
 
 async fn start_gateway(etcd: &Etcd, n: usize, config: &Path) -> Gateway {
@@ -57,7 +59,13 @@ async fn start_gateway(etcd: &Etcd, n: usize, config: &Path) -> Gateway {
     );
     let http = node.listening("http").await;
     let rpc = node.listening("rpc").await;
-    Gateway { node, http, rpc }
+    let admin = node.listening("admin").await;
+    Gateway {
+        node,
+        http,
+        rpc,
+        admin,
+    }
 }
 
 async fn start_user(etcd: &Etcd, n: usize) -> (Node, String) {
@@ -90,10 +98,10 @@ async fn wait_for_nodes(
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Ok(reply) = client
-            .get(&format!("http://{}/cluster", gateway.http))
+            .get(&format!("http://{}/admin/cluster", gateway.admin))
             .await
         {
-            let mut seen: Vec<String> = reply.body[service]
+            let mut seen: Vec<String> = reply.body["services"][service]["nodes"]
                 .as_array()
                 .map(|nodes| {
                     nodes
@@ -506,7 +514,7 @@ async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
 
 async fn route_timeout(client: &HttpClient, gateway: &Gateway) -> Option<String> {
     let reply = client
-        .get(&format!("http://{}/routes", gateway.http))
+        .get(&format!("http://{}/admin/routes", gateway.admin))
         .await
         .ok()?;
     reply.body["routes"]["user"]["timeout"]
@@ -760,6 +768,7 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
     let gateway = Gateway {
         http: gateway_node.listening("http").await,
         rpc: gateway_node.listening("rpc").await,
+        admin: gateway_node.listening("admin").await,
         node: gateway_node,
     };
     let client = HttpClient::default();

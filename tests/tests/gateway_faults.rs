@@ -68,6 +68,7 @@ async fn registry(etcd: &Etcd) -> Arc<dyn registry::Registry> {
 async fn a_call_that_may_have_run_is_never_sent_to_a_second_node() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway(&etcd).await;
+    let admin = gateway.listening("admin").await;
     let (probe, echoes) = tests::probe::start_counting(registry(&etcd).await, None).await;
     // A second node of the same service and version that reads each call whole, then
     // drops its connection: the call may have run there.
@@ -97,10 +98,14 @@ async fn a_call_that_may_have_run_is_never_sent_to_a_second_node() {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let cluster = client
-            .get(&format!("http://{http}/cluster"))
+            .get(&format!("http://{admin}/admin/cluster"))
             .await
             .expect("a reply");
-        if cluster.body["probe"].as_array().map(Vec::len) == Some(2) {
+        if cluster.body["services"]["probe"]["nodes"]
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+        {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{}", cluster.text);

@@ -20,6 +20,7 @@ const CALLS: usize = 2_000;
 struct Stack {
     gateway: Node,
     http: String,
+    admin: String,
     users: Vec<Node>,
     etcd_addr: String,
 }
@@ -44,9 +45,11 @@ async fn stack(etcd: &Etcd, routes: &str) -> Stack {
     let config = config.to_str().expect("a UTF-8 temp path").to_owned();
     let gateway = Node::start("gateway", "gateway", &["--config", &config], &env);
     let http = gateway.listening("http").await;
+    let admin = gateway.listening("admin").await;
     let mut stack = Stack {
         gateway,
         http,
+        admin,
         users: Vec::new(),
         etcd_addr,
     };
@@ -118,7 +121,7 @@ async fn with_no_route_a_kill_9_loses_no_call_of_a_method_the_proto_marks_safe()
     let mut stack = stack(&etcd, "").await;
     // The policy and where it comes from, as /routes shows it.
     let routes = HttpClient::default()
-        .get(&format!("http://{}/routes", stack.http))
+        .get(&format!("http://{}/admin/routes", stack.admin))
         .await
         .expect("a reply");
     let exists = &routes.body["methods"]["user"]["Exists"];
@@ -144,7 +147,7 @@ async fn a_route_that_turns_retries_off_loses_the_calls_in_flight_on_a_killed_no
     let off = "[routes.user.methods.Exists]\nidempotent = false\n";
     let mut stack = stack(&etcd, off).await;
     let routes = HttpClient::default()
-        .get(&format!("http://{}/routes", stack.http))
+        .get(&format!("http://{}/admin/routes", stack.admin))
         .await
         .expect("a reply");
     assert_eq!(
