@@ -3,12 +3,16 @@
 #   protobuf-compiler  etcd-client's build script compiles etcd's .proto files with protoc
 #   etcd-server        the etcd binary the local test image is made of
 #   etcd-client        etcdctl, for looking at the registry by hand
+#   prometheus         promtool, Prometheus's own parser, which reads /metrics in the tests
+#   chromium           the headless browser the dashboard test drives
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

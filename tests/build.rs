@@ -50,7 +50,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo::rerun-if-changed=proto");
     detect_etcd();
+    detect_chromium();
     Ok(())
+}
+
+/// Whether a headless Chromium is there for the dashboard tests (`MS_CHROMIUM`, or
+/// `chromium` on PATH): `no_chromium` otherwise, so they show as ignored, except under
+/// `CI=true`, where they run and fail saying so.
+fn detect_chromium() {
+    println!("cargo::rustc-check-cfg=cfg(no_chromium)");
+    println!("cargo::rerun-if-env-changed=MS_CHROMIUM");
+    println!("cargo::rerun-if-env-changed=CI");
+    println!("cargo::rerun-if-changed=/usr/bin/chromium");
+    let found = match std::env::var_os("MS_CHROMIUM") {
+        Some(path) => PathBuf::from(path).is_file(),
+        None => std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|dir| {
+            ["chromium", "chromium-browser", "google-chrome"]
+                .iter()
+                .any(|name| dir.join(name).is_file())
+        }),
+    };
+    if !found && std::env::var_os("CI").is_none() {
+        println!("cargo::rustc-cfg=no_chromium");
+    }
 }
 
 /// Where etcd comes from for the tests, as `Etcd::start` in src/etcd.rs chooses it.
