@@ -125,7 +125,7 @@ pub fn cluster_view(api: &Api) -> Value {
 pub async fn routes_view(api: &Api) -> Value {
     let in_force = api.routes.in_force();
     let mut body = serde_json::to_value(&*in_force).unwrap_or_default();
-    let services = services_behind(&api);
+    let services = services_behind(api);
     let mut methods = serde_json::Map::new();
     for service in services {
         let route = api.routes.route(&service);

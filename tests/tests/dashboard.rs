@@ -49,10 +49,7 @@ async fn the_dashboard_lists_the_live_nodes_and_drops_one_that_is_killed() {
         gateway.listening("http").await,
         gateway.listening("admin").await,
     );
-    let (first_rpc, second_rpc) = (
-        first.listening("rpc").await,
-        second.listening("rpc").await,
-    );
+    let (first_rpc, second_rpc) = (first.listening("rpc").await, second.listening("rpc").await);
     let client = HttpClient::default();
     let exists = format!("http://{http}/api/user/Exists");
     client
