@@ -119,9 +119,14 @@ struct Cluster {
     etcd: Proc,
     etcd_addr: String,
     echoes: Vec<(Proc, String)>,
+    /// As an operator runs it: metrics on, traces sampled at 1% to `collector`.
     gateway: Proc,
     gateway_rpc: String,
     gateway_http: String,
+    /// The same gateway with metrics and traces off, to measure what they cost.
+    plain: Proc,
+    plain_rpc: String,
+    collector: telemetry::collector::Collector,
 }
 
 async fn start_etcd(tmp: &Path) -> Result<(Proc, String), String> {
@@ -158,6 +163,12 @@ fn node_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("MS_ADVERTISE_HOST", "127.0.0.1"),
         ("MS_LISTEN_HOST", "127.0.0.1"),
+        // Several nodes on one host: each admin port where the OS puts it.
+        ("MS_ADMIN__LISTEN", "127.0.0.1:0"),
+        // The harness counts nodes through /cluster.
+        ("MS_GATEWAY__PUBLIC_CLUSTER_VIEW", "true"),
+        // One line per call is not what a proxy at 40,000 calls/s is run with.
+        ("MS_GATEWAY__ACCESS_LOG", "false"),
     ]
 }
 
@@ -215,11 +226,22 @@ impl Cluster {
         for n in 1..=3 {
             echoes.push(start_echo(&etcd_addr, n).await?);
         }
-        let mut gateway = start_gateway(&etcd_addr, "gateway", &[]).await?;
+        let collector = telemetry::collector::Collector::start()
+            .await
+            .map_err(|e| format!("the OTLP collector: {e}"))?;
+        let observed = [
+            ("MS_TELEMETRY__OTLP_ENDPOINT", collector.endpoint.as_str()),
+            ("MS_TELEMETRY__SAMPLE_RATIO", "0.01"),
+        ];
+        let mut gateway = start_gateway(&etcd_addr, "gateway", &observed).await?;
         let gateway_rpc = gateway.listening("rpc").await?;
         let gateway_http = gateway.listening("http").await?;
         let addresses: Vec<&str> = echoes.iter().map(|(_, a)| a.as_str()).collect();
         wait_joined(&mut gateway, &addresses).await?;
+        let unobserved = [("MS_TELEMETRY__METRICS", "false"), ("MS_ADMIN__LISTEN", "")];
+        let mut plain = start_gateway(&etcd_addr, "gateway-plain", &unobserved).await?;
+        let plain_rpc = plain.listening("rpc").await?;
+        wait_joined(&mut plain, &addresses).await?;
         Ok(Cluster {
             tmp,
             etcd,
@@ -228,6 +250,9 @@ impl Cluster {
             gateway,
             gateway_rpc,
             gateway_http,
+            plain,
+            plain_rpc,
+            collector,
         })
     }
 
@@ -417,6 +442,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             proxy: Some(&cluster.gateway),
         },
         Target {
+            name: "rust-ms rpc, telemetry off",
+            address: addr(&cluster.plain_rpc)?,
+            proxy: Some(&cluster.plain),
+        },
+        Target {
             name: "nginx",
             address: addr(&nginx_addr)?,
             proxy: Some(&nginx),
@@ -508,6 +538,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     ));
     nginx.stop(Duration::from_secs(5)).await;
     haproxy.stop(Duration::from_secs(5)).await;
+    results.spans_exported = cluster.collector.count();
+    eprintln!(
+        "spans exported at 1% sampling: {}",
+        results.spans_exported
+    );
 
     if !cli.proxies_only {
         results
@@ -527,10 +562,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         etcd,
         echoes,
         gateway,
+        plain,
         tmp,
         ..
     } = cluster;
     gateway.stop(Duration::from_secs(10)).await;
+    plain.stop(Duration::from_secs(10)).await;
     for (echo, _) in echoes {
         echo.stop(Duration::from_secs(10)).await;
     }
@@ -690,9 +727,11 @@ async fn propagation_memory(target: &str, trials: usize) -> Result<Propagation, 
             listen_host: "127.0.0.1".to_owned(),
             ..NodeConfig::default()
         };
+        let mut settings = gateway::settings::GatewaySettings::default();
+        settings.gateway.public_cluster_view = true;
         tokio::spawn(gateway::service().serve(Launch {
             config,
-            settings: Default::default(),
+            settings,
             backend: Connected::Memory(registry.clone()),
             shutdown: shutdown.clone(),
         }));
@@ -849,7 +888,8 @@ async fn scale(cluster: &Cluster, instances: usize) -> Result<Scale, String> {
     Ok(scale)
 }
 
-/// How many nodes (gateways included) `GET /cluster` lists.
+/// How many nodes (gateways included) `GET /cluster` lists (`{"services": {name:
+/// {"nodes": [...]}}}`).
 async fn cluster_size(http: &str) -> usize {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(http).await else {
@@ -870,10 +910,10 @@ async fn cluster_size(http: &str) -> usize {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
-            v.as_object().map(|services| {
+            v["services"].as_object().map(|services| {
                 services
                     .values()
-                    .filter_map(|nodes| nodes.as_array().map(Vec::len))
+                    .filter_map(|service| service["nodes"].as_array().map(Vec::len))
                     .sum()
             })
         })

@@ -59,6 +59,9 @@ pub struct Results {
     pub propagation: Vec<Propagation>,
     pub scale: Option<Scale>,
     pub failover: Vec<Failover>,
+    /// Spans the gateway exported at 1% sampling while measured (its traces are on).
+    #[serde(default)]
+    pub spans_exported: usize,
 }
 
 fn or_dash(value: Option<f64>, digits: usize) -> String {
@@ -90,6 +93,10 @@ impl Results {
                 row.failed
             ));
         }
+        out.push_str(&format!(
+            "\n`rust-ms rpc` runs as an operator would: metrics on (served on its admin port), traces sampled at 1% and exported over OTLP/gRPC to a collector in the harness ({} spans arrived), access log off. `rust-ms rpc, telemetry off` is the same gateway with metrics and traces off.\n",
+            self.spans_exported
+        ));
         if !self.propagation.is_empty() {
             out.push_str("\n## Discovery propagation (register → routable through every gateway)\n\n| registry | gateways | trials | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
             for p in &self.propagation {

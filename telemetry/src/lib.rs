@@ -7,6 +7,8 @@
 //!   configured, and the W3C `traceparent`/`tracestate` carried from node to node.
 //! - [`grpc`]: how a gRPC call ended, read off its response as it streams by.
 
+#[cfg(feature = "collector")]
+pub mod collector;
 pub mod grpc;
 pub mod prometheus;
 pub mod trace;

@@ -8,7 +8,6 @@ pub mod etcd;
 pub mod http;
 pub mod in_process;
 pub mod metrics;
-pub mod otlp;
 pub mod probe;
 pub mod process;
 pub mod user_next;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tests::etcd::Etcd;
 use tests::http::HttpClient;
 use tests::metrics::{promtool_check, sum};
-use tests::otlp::Collector;
+use telemetry::collector::Collector;
 use tests::process::{Node, run_to_end};
 use tests::require;
 
@@ -196,7 +196,7 @@ async fn metrics_parse_with_promtool_and_count_every_call_at_the_gateway_and_the
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn one_trace_runs_from_the_caller_through_the_gateway_order_and_user() {
     let etcd = require!(Etcd::start().await);
-    let collector = Collector::start().await;
+    let collector = Collector::start().await.expect("a collector on loopback");
     let traced = [
         ("MS_TELEMETRY__OTLP_ENDPOINT", collector.endpoint.as_str()),
         ("MS_LOG__FORMAT", "json"),

@@ -1,5 +1,6 @@
-//! An OpenTelemetry collector endpoint run by a test: the real OTLP/gRPC TraceService
-//! on a loopback port, keeping every span it is sent.
+//! An OpenTelemetry collector endpoint for tests and benchmarks (feature `collector`):
+//! the real OTLP/gRPC TraceService on a loopback port, keeping every span it is sent, so
+//! that a test can check the traces its nodes export without running a collector.
 
 use std::sync::{Arc, Mutex};
 
@@ -75,11 +76,9 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub async fn start() -> Collector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port for the collector");
-        let address = listener.local_addr().expect("its address");
+    pub async fn start() -> std::io::Result<Collector> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
         let sink = Sink::default();
         let stop = CancellationToken::new();
         let server = tonic::transport::Server::builder()
@@ -89,11 +88,16 @@ impl Collector {
                 stop.clone().cancelled_owned(),
             );
         tokio::spawn(server);
-        Collector {
+        Ok(Collector {
             endpoint: format!("http://{address}"),
             sink,
             stop,
-        }
+        })
+    }
+
+    /// How many spans arrived so far.
+    pub fn count(&self) -> usize {
+        self.sink.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Every span received so far.
