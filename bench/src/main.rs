@@ -165,10 +165,6 @@ fn node_env() -> Vec<(&'static str, &'static str)> {
         ("MS_LISTEN_HOST", "127.0.0.1"),
         // Several nodes on one host: each admin port where the OS puts it.
         ("MS_ADMIN__LISTEN", "127.0.0.1:0"),
-        // The harness counts nodes through /cluster.
-        ("MS_GATEWAY__PUBLIC_CLUSTER_VIEW", "true"),
-        // One line per call is not what a proxy at 40,000 calls/s is run with.
-        ("MS_GATEWAY__ACCESS_LOG", "false"),
     ]
 }
 
@@ -190,6 +186,12 @@ async fn start_gateway(
     extra: &[(&str, &str)],
 ) -> Result<Proc, String> {
     let mut env = node_env();
+    env.extend_from_slice(&[
+        // The harness counts nodes through /cluster.
+        ("MS_GATEWAY__PUBLIC_CLUSTER_VIEW", "true"),
+        // One line per call is not what a proxy at 40,000 calls/s is run with.
+        ("MS_GATEWAY__ACCESS_LOG", "false"),
+    ]);
     env.extend_from_slice(extra);
     Proc::start(
         name,
@@ -539,10 +541,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     nginx.stop(Duration::from_secs(5)).await;
     haproxy.stop(Duration::from_secs(5)).await;
     results.spans_exported = cluster.collector.count();
-    eprintln!(
-        "spans exported at 1% sampling: {}",
-        results.spans_exported
-    );
+    eprintln!("spans exported at 1% sampling: {}", results.spans_exported);
 
     if !cli.proxies_only {
         results

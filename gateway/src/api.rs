@@ -41,6 +41,7 @@ pub struct Api {
     pub settings: GatewaySection,
     /// Where the gateway's spans go, when traces are exported.
     pub(crate) tracer: Option<telemetry::trace::SdkTracer>,
+    pub(crate) meters: Arc<crate::observe::Meters>,
     schemas: Schemas,
     pub(crate) retries: TpsBudget,
     pub(crate) round_robin: AtomicUsize,
@@ -60,6 +61,7 @@ impl Api {
             view,
             routes,
             tracer: tracing.map(|t| t.tracer().clone()),
+            meters: Arc::default(),
             schemas: Schemas::default(),
             retries: TpsBudget::new(Duration::from_secs(10), 10, percent),
             round_robin: AtomicUsize::new(0),
@@ -103,6 +105,7 @@ pub async fn handle(
         &parts,
         &id,
         api.tracer.as_ref(),
+        &api.meters,
         api.settings.access_log,
     );
     let request = Request::from_parts(parts, body);

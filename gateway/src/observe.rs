@@ -3,10 +3,12 @@
 //! metrics are on); a span continuing the caller's trace, with a child span per attempt
 //! whose context the node receives (when traces are exported); and one access log line.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use http::HeaderMap;
+use metrics::{Counter, Gauge, Histogram};
 use telemetry::grpc::{CallEnd, code_name};
 use telemetry::prometheus::names;
 use telemetry::trace::{
@@ -17,7 +19,7 @@ use tonic::Code;
 use crate::cluster::NodeHandle;
 
 /// The two front doors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Door {
     /// `/api/{service}/{method}`: JSON transcoded to gRPC.
     Api,
@@ -31,6 +33,86 @@ impl Door {
             Door::Api => "api",
             Door::Rpc => "rpc",
         }
+    }
+}
+
+// `Door as usize` indexes `Meters::in_flight`.
+const _: () = assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1);
+
+/// The metric handles of the calls the gateway has seen, kept so that recording a call
+/// costs a lookup by name, not building and hashing a labelled key per metric.
+#[derive(Default)]
+pub struct Meters {
+    methods: RwLock<HashMap<(Door, String), MethodsOf>>,
+    in_flight: [OnceLock<Gauge>; 2],
+}
+
+/// A service's methods, by name.
+type MethodsOf = HashMap<String, Arc<MethodMeters>>;
+
+struct MethodMeters {
+    duration: Histogram,
+    /// By HTTP status and gRPC code: a handful per method.
+    requests: Mutex<Vec<(u16, Code, Counter)>>,
+}
+
+impl Meters {
+    fn in_flight(&self, door: Door) -> &Gauge {
+        self.in_flight[door as usize]
+            .get_or_init(|| metrics::gauge!(names::GATEWAY_IN_FLIGHT, "door" => door.as_str()))
+    }
+
+    fn method(&self, door: Door, service: &str, method: &str) -> Arc<MethodMeters> {
+        let found = self
+            .methods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(door, service.to_owned()))
+            .and_then(|methods| methods.get(method).cloned());
+        if let Some(found) = found {
+            return found;
+        }
+        let mut all = self.methods.write().unwrap_or_else(|p| p.into_inner());
+        all.entry((door, service.to_owned()))
+            .or_default()
+            .entry(method.to_owned())
+            .or_insert_with(|| {
+                Arc::new(MethodMeters {
+                    duration: metrics::histogram!(names::GATEWAY_DURATION,
+                        "door" => door.as_str(),
+                        "service" => service.to_owned(),
+                        "method" => method.to_owned()),
+                    requests: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn record(
+        &self,
+        door: Door,
+        service: &str,
+        method: &str,
+        status: u16,
+        code: Code,
+        seconds: f64,
+    ) {
+        let meters = self.method(door, service, method);
+        meters.duration.record(seconds);
+        let mut requests = meters.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, counter)) = requests.iter().find(|(s, c, _)| *s == status && *c == code)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(names::GATEWAY_REQUESTS,
+            "door" => door.as_str(),
+            "service" => service.to_owned(),
+            "method" => method.to_owned(),
+            "http_status" => status.to_string(),
+            "grpc_code" => code_name(code));
+        counter.increment(1);
+        requests.push((status, code, counter));
     }
 }
 
@@ -63,6 +145,12 @@ impl CallTrace {
             telemetry::trace::inject(&self.incoming, &mut headers);
             return (headers, AttemptSpan(None));
         };
+        // A trace not sampled records nothing: pass its context on without the cost of
+        // another span that would be dropped.
+        if !call.span().span_context().is_sampled() {
+            telemetry::trace::inject(call, &mut headers);
+            return (headers, AttemptSpan(None));
+        }
         let span = tracer
             .span_builder("attempt")
             .with_kind(SpanKind::Client)
@@ -120,9 +208,9 @@ impl AttemptSpan {
 pub struct Observed {
     door: Door,
     started: Instant,
-    request_id: String,
-    http_method: http::Method,
-    path: String,
+    meters: Option<Arc<Meters>>,
+    /// Request id, HTTP method and path, kept only for the access log.
+    logged: Option<(String, http::Method, String)>,
     pub trace: CallTrace,
     /// Labels only for what exists: a service with nodes, a method it has. Anything a
     /// caller invents is `unknown`, so that made-up paths cannot grow the metrics.
@@ -130,7 +218,6 @@ pub struct Observed {
     method: Option<String>,
     node: Option<String>,
     http_status: u16,
-    access_log: bool,
     done: bool,
 }
 
@@ -140,24 +227,30 @@ impl Observed {
         request: &http::request::Parts,
         request_id: &str,
         tracer: Option<&SdkTracer>,
+        meters: &Arc<Meters>,
         access_log: bool,
     ) -> Self {
         let path = request.uri.path();
-        if telemetry::prometheus::installed() {
-            metrics::gauge!(names::GATEWAY_IN_FLIGHT, "door" => door.as_str()).increment(1.0);
+        let meters = telemetry::prometheus::installed().then(|| meters.clone());
+        if let Some(meters) = &meters {
+            meters.in_flight(door).increment(1.0);
         }
         Self {
             door,
             started: Instant::now(),
-            request_id: request_id.to_owned(),
-            http_method: request.method.clone(),
+            meters,
+            logged: access_log.then(|| {
+                (
+                    request_id.to_owned(),
+                    request.method.clone(),
+                    path.to_owned(),
+                )
+            }),
             trace: CallTrace::start(tracer, &request.headers, path),
-            path: path.to_owned(),
             service: None,
             method: None,
             node: None,
             http_status: 200,
-            access_log,
             done: false,
         }
     }
@@ -193,37 +286,34 @@ impl Observed {
         }
         let elapsed = self.started.elapsed();
         self.trace.end(code, self.http_status);
-        if telemetry::prometheus::installed() {
-            let door = self.door.as_str();
-            let service = self.service.take().unwrap_or_else(|| "unknown".to_owned());
-            let method = match self.method.take() {
+        if let Some(meters) = &self.meters {
+            let service = self.service.as_deref().unwrap_or("unknown");
+            let method = match self.method.as_deref() {
                 Some(method) if code != Code::Unimplemented => method,
-                _ => "unknown".to_owned(),
+                _ => "unknown",
             };
-            metrics::counter!(names::GATEWAY_REQUESTS,
-                "door" => door,
-                "service" => service.clone(),
-                "method" => method.clone(),
-                "http_status" => self.http_status.to_string(),
-                "grpc_code" => code_name(code))
-            .increment(1);
-            metrics::histogram!(names::GATEWAY_DURATION,
-                "door" => door, "service" => service, "method" => method)
-            .record(elapsed.as_secs_f64());
-            metrics::gauge!(names::GATEWAY_IN_FLIGHT, "door" => door).decrement(1.0);
+            meters.record(
+                self.door,
+                service,
+                method,
+                self.http_status,
+                code,
+                elapsed.as_secs_f64(),
+            );
+            meters.in_flight(self.door).decrement(1.0);
         }
-        if self.access_log {
+        if let Some((request_id, http_method, path)) = &self.logged {
             let trace_id = self.trace.trace_id();
             tracing::info!(
                 target: "rust_ms::access",
                 door = self.door.as_str(),
-                method = %self.http_method,
-                path = %self.path,
+                method = %http_method,
+                path = %path,
                 status = self.http_status,
                 grpc_code = code_name(code),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 node = self.node.as_deref().unwrap_or("-"),
-                request_id = %self.request_id,
+                request_id = %request_id,
                 trace_id = trace_id.as_deref().unwrap_or("-"),
                 "access"
             );

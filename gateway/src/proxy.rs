@@ -49,6 +49,7 @@ pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Respo
         &parts,
         &id,
         api.tracer.as_ref(),
+        &api.meters,
         api.settings.access_log,
     );
     // At debug: a span per call costs more than the call's own work on the hot path.

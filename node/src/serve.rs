@@ -193,7 +193,8 @@ pub async fn run_node(
     let credentials = RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew);
     let service_name = spec.service.clone();
     let call_spans = spec.call_spans;
-    let observe = ObserveLayer::new(&spec.service, spec.tracing.as_ref());
+    // A node that opens its own call spans (the gateway) records its calls itself too.
+    let observe = ObserveLayer::new(&spec.service, spec.tracing.as_ref(), spec.call_spans);
     // One span per call, so that whatever a handler logs says which call it was in.
     let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))

@@ -469,8 +469,8 @@ impl Serve {
         self
     }
 
-    /// The node opens its own span for each call (the gateway, at debug level), instead
-    /// of the runtime's span at info.
+    /// The node opens its own span for each call (the gateway, at debug level) and
+    /// records its own call metrics and traces, instead of the runtime doing it.
     pub fn own_call_spans(mut self) -> Self {
         self.own_call_spans = true;
         self

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use telemetry::collector::Collector;
 use tests::etcd::Etcd;
 use tests::http::HttpClient;
 use tests::metrics::{promtool_check, sum};
-use telemetry::collector::Collector;
 use tests::process::{Node, run_to_end};
 use tests::require;
 

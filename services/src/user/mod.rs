@@ -1,5 +1,6 @@
 //! The `user` service: `user.v1.UserService`.
 
+mod cache;
 mod readiness;
 mod rules;
 mod service;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use rust_ms::{Connected, Serve, Service};
 use tracing::Instrument;
 
+use cache::CachedReads;
 use readiness::{PROBE_EVERY, StoreReadiness, probe_store};
 
 /// The `user` service, its accounts on the store every node of it shares: etcd beside the
@@ -54,10 +56,12 @@ fn build(
         .settings::<UserSettings>()
         .descriptors(crate::USER_DESCRIPTOR_SET)
         .setup(|context| async move {
-            let store = store(context.backend())?;
             // Without its store a node can only fail calls: it says so through
-            // grpc.health.v1, and the gateway routes around it until the store is back.
+            // grpc.health.v1, and the gateway routes around it until the store is back;
+            // reads of accounts it has seen are still answered meanwhile.
             let (readiness, ready) = StoreReadiness::new();
+            let store: Arc<dyn UserStore> =
+                Arc::new(CachedReads::new(store(context.backend())?, ready.clone()));
             tokio::spawn(
                 probe_store(
                     store.clone(),

@@ -231,6 +231,11 @@ pub(crate) mod fake {
             self.down.store(down, Ordering::SeqCst);
         }
 
+        /// Deletes an account behind every cache's back (another node's doing).
+        pub(crate) fn remove(&self, username: &str) {
+            self.inner.users().remove(username);
+        }
+
         pub(crate) fn set_hanging(&self, hanging: bool) {
             self.hanging.store(hanging, Ordering::SeqCst);
         }
