@@ -5,6 +5,7 @@
 #   etcd-client        etcdctl, for looking at the registry by hand
 #   prometheus         promtool, Prometheus's own parser, which reads /metrics in the tests
 #   chromium           the headless browser the dashboard test drives
+#   docker-compose     runs deploy/compose.yml, the cluster the fault test breaks
 set -euo pipefail
 
 need=()
@@ -13,6 +14,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

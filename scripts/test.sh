@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of rust-ms: unit tests, the registry conformance suite on both backends,
-# and the integration tests against etcd in containers and the real binaries.
+# the integration tests against etcd in containers and the real binaries, and, with a
+# Docker engine, the compose cluster under faults (its images are built here first).
 #
 # etcd comes from MS_TEST_ETCD_ENDPOINTS (an etcd already running), else from the image in
 # MS_ETCD_IMAGE, else from rust-ms/etcd:local, built here from Debian's etcd-server.
@@ -19,6 +20,11 @@ if [ -z "${MS_TEST_ETCD_ENDPOINTS:-}" ] && [ -z "${MS_ETCD_IMAGE:-}" ]; then
     docker image inspect rust-ms/etcd:local >/dev/null 2>&1 || scripts/build-etcd-image.sh rust-ms/etcd:local
     export MS_ETCD_IMAGE=rust-ms/etcd:local
   fi
+fi
+# The compose cluster's fault test runs the images of this tree's binaries.
+if docker info >/dev/null 2>&1; then
+  docker image inspect rust-ms/etcd:local >/dev/null 2>&1 || scripts/build-etcd-image.sh rust-ms/etcd:local
+  scripts/build-images.sh
 fi
 # The integration tests start the real binaries: build them first.
 cargo build --workspace --bins

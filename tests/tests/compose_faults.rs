@@ -269,11 +269,11 @@ async fn the_compose_cluster_serves_through_a_killed_node_a_lost_etcd_member_a_p
     let cluster = Cluster::up().await;
     let client = HttpClient::default();
     // The cluster comes up: both gateways serve /api, and see every node.
-    for (api, _) in &cluster.gateways {
+    for (n, (api, _)) in cluster.gateways.iter().enumerate() {
         let reply = client
             .post_until(
                 &format!("http://{api}/api/user/Register"),
-                &json!({ "username": format!("ada-{api}"), "password": "correct horse" }),
+                &json!({ "username": format!("ada-{n}"), "password": "correct horse" }),
                 200,
                 PATIENCE,
             )
