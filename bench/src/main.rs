@@ -16,7 +16,7 @@ use prost::Message;
 use rust_ms_bench::echo::pb::{Payload, StreamRequest};
 use rust_ms_bench::load::{self, Load, Outcome};
 use rust_ms_bench::procs::{Proc, free_port};
-use rust_ms_bench::results::{Failover, Propagation, Results, Row, Scale};
+use rust_ms_bench::results::{Failover, Propagation, Results, Row, Scale, TelemetryCost};
 
 const PROXY_CORE: usize = 0;
 const OTHER_CORE: usize = 1;
@@ -47,6 +47,9 @@ struct Cli {
     /// Where RESULTS.md, results.json and results.png go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
+    /// ABBA rounds of the telemetry-cost measurement (each gateway measured twice a round).
+    #[arg(long, default_value_t = 8)]
+    telemetry_rounds: usize,
     /// Only the proxy rows (no propagation, scale or failover).
     #[arg(long)]
     proxies_only: bool,
@@ -397,6 +400,57 @@ async fn measure_grpc(
     Ok(())
 }
 
+/// What metrics and 1% traces cost per call: the gateway with them and without, measured
+/// in turns (ABBA, `rounds` times) so that neither gains from going first or from the
+/// machine's drift, on unary 100 B and on one call at a time.
+async fn telemetry_cost(
+    cluster: &Cluster,
+    path: &str,
+    frame: &Bytes,
+    load: Load,
+    rounds: usize,
+) -> Result<Vec<TelemetryCost>, String> {
+    let one_at_a_time = Load {
+        connections: 1,
+        streams: 1,
+        calls: (load.calls / 10).max(1_000),
+        ..load
+    };
+    let mut costs = Vec::new();
+    for (name, load) in [
+        ("unary 100 B", load),
+        ("unary 100 B, 1 call at a time", one_at_a_time),
+    ] {
+        let on = (addr(&cluster.gateway_rpc)?, &cluster.gateway);
+        let off = (addr(&cluster.plain_rpc)?, &cluster.plain);
+        // (cpu, calls) with telemetry, then without.
+        let mut used = [(Duration::ZERO, 0u64); 2];
+        for round in 0..rounds * 2 {
+            let turn = if round % 4 == 0 || round % 4 == 3 {
+                0
+            } else {
+                1
+            };
+            let (address, proc) = [on, off][turn];
+            let before = proc.cpu();
+            let outcome = load::grpc(address, path, frame.clone(), load).await?;
+            used[turn].0 += proc.cpu().saturating_sub(before);
+            used[turn].1 += outcome.calls as u64;
+        }
+        let per_call =
+            |(cpu, calls): (Duration, u64)| cpu.as_secs_f64() * 1e6 / calls.max(1) as f64;
+        let cost = TelemetryCost {
+            load: name.to_owned(),
+            rounds,
+            with_us_per_call: per_call(used[0]),
+            without_us_per_call: per_call(used[1]),
+        };
+        eprintln!("telemetry cost: {cost:?}");
+        costs.push(cost);
+    }
+    Ok(costs)
+}
+
 fn payload(size: usize) -> Bytes {
     let message = Payload {
         data: vec![b'x'; size],
@@ -444,7 +498,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             proxy: Some(&cluster.gateway),
         },
         Target {
-            name: "rust-ms rpc, telemetry off",
+            name: "rust-ms rpc without telemetry",
             address: addr(&cluster.plain_rpc)?,
             proxy: Some(&cluster.plain),
         },
@@ -540,6 +594,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     ));
     nginx.stop(Duration::from_secs(5)).await;
     haproxy.stop(Duration::from_secs(5)).await;
+    if cli.only.is_empty() {
+        results.telemetry =
+            telemetry_cost(&cluster, echo_path, &small, load, cli.telemetry_rounds).await?;
+    }
     results.spans_exported = cluster.collector.count();
     eprintln!("spans exported at 1% sampling: {}", results.spans_exported);
 

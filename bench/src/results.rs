@@ -62,6 +62,18 @@ pub struct Results {
     /// Spans the gateway exported at 1% sampling while measured (its traces are on).
     #[serde(default)]
     pub spans_exported: usize,
+    /// The gateway's CPU per call with metrics and 1% traces, and without, in turns.
+    #[serde(default)]
+    pub telemetry: Vec<TelemetryCost>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelemetryCost {
+    pub load: String,
+    /// ABBA rounds: each gateway measured `2 × rounds` times, in turns.
+    pub rounds: usize,
+    pub with_us_per_call: f64,
+    pub without_us_per_call: f64,
 }
 
 fn or_dash(value: Option<f64>, digits: usize) -> String {
@@ -94,9 +106,23 @@ impl Results {
             ));
         }
         out.push_str(&format!(
-            "\n`rust-ms rpc` runs as an operator would: metrics on (served on its admin port), traces sampled at 1% and exported over OTLP/gRPC to a collector in the harness ({} spans arrived), access log off. `rust-ms rpc, telemetry off` is the same gateway with metrics and traces off.\n",
+            "\n`rust-ms rpc` runs as an operator would: metrics on (served on its admin port), traces sampled at 1% and exported over OTLP/gRPC to a collector in the harness ({} spans arrived), access log off. `rust-ms rpc without telemetry` is the same gateway with metrics and traces off.\n",
             self.spans_exported
         ));
+        if !self.telemetry.is_empty() {
+            out.push_str("\n## What metrics and traces cost\n\nThe gateway with metrics on and traces sampled at 1% and exported, and the same gateway without, measured in turns (ABBA) so that neither gains from the order or the machine's drift:\n\n| load | rounds | with µs/call | without µs/call | cost |\n|---|---:|---:|---:|---:|\n");
+            for t in &self.telemetry {
+                out.push_str(&format!(
+                    "| {} | {} | {:.1} | {:.1} | {:+.1}% |\n",
+                    t.load,
+                    t.rounds,
+                    t.with_us_per_call,
+                    t.without_us_per_call,
+                    (t.with_us_per_call / t.without_us_per_call.max(f64::MIN_POSITIVE) - 1.0)
+                        * 100.0
+                ));
+            }
+        }
         if !self.propagation.is_empty() {
             out.push_str("\n## Discovery propagation (register → routable through every gateway)\n\n| registry | gateways | trials | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
             for p in &self.propagation {

@@ -401,19 +401,25 @@ async fn unary(
             .insert(node::credentials::BODY_HEADER, digest);
     }
     for (key, value) in metadata {
-        if let (Ok(key), Ok(value)) = (
+        if let (Ok(key), Ok(mut value)) = (
             tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            value.parse(),
+            value.parse::<tonic::metadata::MetadataValue<_>>(),
         ) {
+            // The request id and claims are new on every call: sent as literals, they
+            // leave HTTP/2's header table to the headers that repeat.
+            value.set_sensitive(true);
             request.metadata_mut().insert(key, value);
         }
     }
     for (name, value) in &trace {
         if let (Ok(key), Ok(value)) = (
             tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-            value.to_str().map(str::parse),
-        ) && let Ok(value) = value
+            value
+                .to_str()
+                .map(str::parse::<tonic::metadata::MetadataValue<_>>),
+        ) && let Ok(mut value) = value
         {
+            value.set_sensitive(true);
             request.metadata_mut().insert(key, value);
         }
     }

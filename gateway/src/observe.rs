@@ -12,7 +12,7 @@ use metrics::{Counter, Gauge, Histogram};
 use telemetry::grpc::{CallEnd, code_name};
 use telemetry::prometheus::names;
 use telemetry::trace::{
-    Attribute, SdkTracer, SpanKind, SpanOfContext, Status, TraceContext, Tracer,
+    Attribute, SdkTracer, Span as _, SpanKind, SpanOfContext, Status, TraceContext, Tracer,
 };
 use tonic::Code;
 
@@ -36,14 +36,15 @@ impl Door {
     }
 }
 
-// `Door as usize` indexes `Meters::in_flight`.
+// `Door as usize` indexes `Meters`' arrays.
 const _: () = assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1);
 
 /// The metric handles of the calls the gateway has seen, kept so that recording a call
 /// costs a lookup by name, not building and hashing a labelled key per metric.
 #[derive(Default)]
 pub struct Meters {
-    methods: RwLock<HashMap<(Door, String), MethodsOf>>,
+    /// By door, then service.
+    methods: [RwLock<HashMap<String, MethodsOf>>; 2],
     in_flight: [OnceLock<Gauge>; 2],
 }
 
@@ -63,17 +64,17 @@ impl Meters {
     }
 
     fn method(&self, door: Door, service: &str, method: &str) -> Arc<MethodMeters> {
-        let found = self
-            .methods
+        let by_service = &self.methods[door as usize];
+        let found = by_service
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(door, service.to_owned()))
+            .get(service)
             .and_then(|methods| methods.get(method).cloned());
         if let Some(found) = found {
             return found;
         }
-        let mut all = self.methods.write().unwrap_or_else(|p| p.into_inner());
-        all.entry((door, service.to_owned()))
+        let mut all = by_service.write().unwrap_or_else(|p| p.into_inner());
+        all.entry(service.to_owned())
             .or_default()
             .entry(method.to_owned())
             .or_insert_with(|| {
@@ -127,10 +128,15 @@ impl CallTrace {
     fn start(tracer: Option<&SdkTracer>, headers: &HeaderMap, name: &str) -> Self {
         let incoming = telemetry::trace::extract(headers);
         let call = tracer.map(|tracer| {
-            let span = tracer
-                .span_builder(name.to_owned())
+            // Named once it is known to be kept: most calls are not sampled, and their
+            // span is never seen.
+            let mut span = tracer
+                .span_builder("call")
                 .with_kind(SpanKind::Server)
                 .start_with_context(tracer, &incoming);
+            if span.is_recording() {
+                span.update_name(name.to_owned());
+            }
             (tracer.clone(), incoming.with_span(span))
         });
         Self { incoming, call }
@@ -174,6 +180,9 @@ impl CallTrace {
     fn end(&self, code: Code, http_status: u16) {
         if let Some((_, cx)) = &self.call {
             let span = cx.span();
+            if !span.is_recording() {
+                return;
+            }
             span.set_attribute(Attribute::new("rpc.grpc.status_code", code as i64));
             span.set_attribute(Attribute::new(
                 "http.response.status_code",

@@ -26,7 +26,10 @@ use telemetry::grpc::OnEnd;
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
     let id = request_id(request.headers());
-    if let Ok(value) = id.parse() {
+    if let Ok(mut value) = http::HeaderValue::from_str(&id) {
+        // New on every call: not worth a place in HTTP/2's header table (see
+        // telemetry::trace::inject).
+        value.set_sensitive(true);
         request.headers_mut().insert(REQUEST_ID, value);
     }
     // Claims are the gateway's word after it verified a token; a caller cannot assert them.

@@ -17,7 +17,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
 pub use opentelemetry::context::FutureExt;
 pub use opentelemetry::trace::TraceContextExt as SpanOfContext;
-pub use opentelemetry::trace::{SpanKind, Status, Tracer};
+pub use opentelemetry::trace::{Span, SpanKind, Status, Tracer};
 pub use opentelemetry::{Context as TraceContext, KeyValue as Attribute};
 pub use opentelemetry_sdk::trace::SdkTracer;
 
@@ -127,10 +127,13 @@ struct HeadersIn<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeadersIn<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
+        if let (Ok(name), Ok(mut value)) = (
             http::HeaderName::from_bytes(key.as_bytes()),
             http::HeaderValue::from_str(&value),
         ) {
+            // A value new on every call: HTTP/2 sends it as a literal rather than index
+            // it, which would push the headers that repeat out of its table.
+            value.set_sensitive(true);
             self.0.insert(name, value);
         }
     }
