@@ -102,6 +102,29 @@ impl Node {
         )
     }
 
+    /// A node of the workspace on the etcd at `etcd_addr`, every port on loopback where
+    /// the OS puts it, with `more` variables (which win). A user node gets a token secret
+    /// unless `more` sets one.
+    pub fn on_etcd_with(
+        binary_name: &str,
+        label: &str,
+        etcd_addr: &str,
+        more: &[(&str, &str)],
+    ) -> Node {
+        let mut env = vec![
+            ("MS_HTTP_PORT", "0"),
+            ("MS_RPC_PORT", "0"),
+            ("MS_ADVERTISE_HOST", "127.0.0.1"),
+            ("MS_LISTEN_HOST", "127.0.0.1"),
+            ("MS_REGISTRY__ETCD_ADDR", etcd_addr),
+        ];
+        if binary_name == "user" {
+            env.push(("MS_USER__TOKEN_SECRET", "integration-test-secret"));
+        }
+        env.extend_from_slice(more);
+        Self::start(binary_name, label, &[], &env)
+    }
+
     /// [`Node::start`] for a program outside the workspace (a scaffolded service).
     pub fn start_program(program: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut command = clean_command(program);

@@ -21,20 +21,13 @@ fn artifacts() -> PathBuf {
 }
 
 fn node(binary: &str, label: &str, etcd: &Etcd) -> Node {
-    let etcd_addr = etcd.etcd_addr();
-    let mut env = vec![
-        ("MS_HTTP_PORT", "0"),
-        ("MS_RPC_PORT", "0"),
-        ("MS_ADVERTISE_HOST", "127.0.0.1"),
-        ("MS_LISTEN_HOST", "127.0.0.1"),
-        ("MS_REGISTRY__ETCD_ADDR", etcd_addr.as_str()),
-        // A killed node leaves the registry two seconds after its last refresh.
-        ("MS_REGISTRY__TTL", "2s"),
-    ];
-    if binary == "user" {
-        env.push(("MS_USER__TOKEN_SECRET", "dashboard-test-secret"));
-    }
-    Node::start(binary, label, &[], &env)
+    // A killed node leaves the registry two seconds after its last refresh.
+    Node::on_etcd_with(
+        binary,
+        label,
+        &etcd.etcd_addr(),
+        &[("MS_REGISTRY__TTL", "2s")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

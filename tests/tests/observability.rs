@@ -15,21 +15,8 @@ use tests::require;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A node of `binary` on etcd, loopback ports the OS picks, and `more` variables.
 fn node(binary: &str, label: &str, etcd: &Etcd, more: &[(&str, &str)]) -> Node {
-    let etcd_addr = etcd.etcd_addr();
-    let mut env = vec![
-        ("MS_HTTP_PORT", "0"),
-        ("MS_RPC_PORT", "0"),
-        ("MS_ADVERTISE_HOST", "127.0.0.1"),
-        ("MS_LISTEN_HOST", "127.0.0.1"),
-        ("MS_REGISTRY__ETCD_ADDR", etcd_addr.as_str()),
-    ];
-    if binary == "user" {
-        env.push(("MS_USER__TOKEN_SECRET", "observability-test-secret"));
-    }
-    env.extend_from_slice(more);
-    Node::start(binary, label, &[], &env)
+    Node::on_etcd_with(binary, label, &etcd.etcd_addr(), more)
 }
 
 async fn get_text(client: &HttpClient, url: &str) -> String {
