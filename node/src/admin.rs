@@ -252,9 +252,16 @@ pub async fn start(name: &str, config: &NodeConfig) -> Result<Option<SocketAddr>
     }
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|source| NodeError::Bind {
-            address: format!("{address} (admin.listen)"),
-            source,
+        .map_err(|source| {
+            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                "; each node on a host needs its own: admin.listen = \"127.0.0.1:0\" (MS_ADMIN__LISTEN) lets the OS choose"
+            } else {
+                ""
+            };
+            NodeError::Bind {
+                address: format!("{address} (admin.listen{hint})"),
+                source,
+            }
         })?;
     let bound = listener.local_addr().map_err(|e| NodeError::Serve {
         what: "reading the admin port's address",

@@ -108,6 +108,37 @@ async fn an_unreachable_etcd_ends_start_up_naming_every_endpoint() {
 }
 
 #[tokio::test]
+async fn an_admin_port_already_taken_ends_start_up_with_one_line_saying_how_to_share_the_host() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let output = run_to_end(
+        "gateway",
+        &["--registry", "memory"],
+        &[
+            ("MS_ADMIN__LISTEN", address.as_str()),
+            ("MS_HTTP_PORT", "0"),
+            ("MS_RPC_PORT", "0"),
+            ("MS_ADVERTISE_HOST", "127.0.0.1"),
+        ],
+        PATIENCE,
+    )
+    .await;
+    assert_clean_failure(
+        &output,
+        1,
+        &[&address, "admin.listen", "127.0.0.1:0", "in use"],
+    );
+    let bad = run_to_end(
+        "user",
+        &["--print-config"],
+        &[("MS_ADMIN__LISTEN", "localhost:9900")],
+        PATIENCE,
+    )
+    .await;
+    assert_clean_failure(&bad, 1, &["admin.listen", "MS_ADMIN__LISTEN"]);
+}
+
+#[tokio::test]
 async fn print_config_shows_the_effective_layers() {
     let output = run_to_end(
         "gateway",
@@ -138,13 +169,14 @@ async fn print_config_never_shows_a_secret() {
             ("MS_SECURITY__CALL_KEY", "call-key-do-not-print"),
             ("MS_USER__TOKEN_SECRET", "token-secret-do-not-print"),
             ("MS_REGISTRY__PASSWORD", "etcd-password-do-not-print"),
+            ("MS_ADMIN__TOKEN", "admin-token-do-not-print"),
         ],
         PATIENCE,
     )
     .await;
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     assert!(!output.stdout.contains("do-not-print"), "{}", output.stdout);
-    for key in ["call_key", "token_secret", "password"] {
+    for key in ["call_key", "token_secret", "password", "token"] {
         assert!(
             output.stdout.contains(&format!("{key} = \"<redacted>\"")),
             "{key}: {}",
