@@ -66,7 +66,7 @@ pub fn admit(
 impl Admitted {
     /// Lets the call past the route's circuit breaker, if it has one; the ticket settles
     /// the breaker with the call's outcome.
-    pub fn pass_breaker(&self, service: &str) -> Result<BreakerTicket<'_>, Failure> {
+    pub fn pass_breaker<'a>(&'a self, service: &'a str) -> Result<BreakerTicket<'a>, Failure> {
         let Some((_, breaker)) = &self.guards.breaker else {
             return Ok(BreakerTicket(None));
         };
@@ -79,16 +79,12 @@ impl Admitted {
             )
             .retry_after(wait)
         })?;
-        Ok(BreakerTicket(Some((
-            breaker,
-            admission,
-            service.to_owned(),
-        ))))
+        Ok(BreakerTicket(Some((breaker, admission, service))))
     }
 }
 
 /// A call let through the breaker, to be settled with its outcome.
-pub struct BreakerTicket<'a>(Option<(&'a Mutex<CircuitBreaker>, Admission, String)>);
+pub struct BreakerTicket<'a>(Option<(&'a Mutex<CircuitBreaker>, Admission, &'a str)>);
 
 impl BreakerTicket<'_> {
     /// Records the outcome: failures that say the service is in trouble count, a
@@ -100,13 +96,14 @@ impl BreakerTicket<'_> {
                 .err()
                 .is_some_and(|f| is_server_failure(f.code));
             let mut breaker = lock(breaker);
+            let was_open = breaker.state() != BreakerState::Closed;
             breaker.record(admission, failed);
             let open = breaker.state() != BreakerState::Closed;
-            metrics::gauge!(names::GATEWAY_CIRCUIT_OPEN, "service" => service).set(if open {
-                1.0
-            } else {
-                0.0
-            });
+            // Only a change is worth a labelled key: most calls leave the circuit as it was.
+            if open != was_open {
+                metrics::gauge!(names::GATEWAY_CIRCUIT_OPEN, "service" => service.to_owned())
+                    .set(if open { 1.0 } else { 0.0 });
+            }
         }
     }
 }

@@ -94,29 +94,30 @@ async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
 /// gateway knows of it (health check, set aside, calls in flight, latency by method) and
 /// the service's circuit breaker.
 pub fn cluster_view(api: &Api) -> Value {
-    let mut services = serde_json::Map::new();
-    for handle in api.view.nodes() {
-        let node = &handle.instance;
-        let entry = services.entry(node.service.clone()).or_insert_with(|| {
-            json!({
-                "breaker": api.guards.breaker_state(&node.service),
-                "nodes": [],
-            })
-        });
-        if let Some(Value::Array(list)) = entry.get_mut("nodes") {
-            list.push(json!({
-                "id": node.id,
-                "address": node.address,
-                "version": node.version,
-                "metadata": node.metadata,
-                "healthy": api.view.is_healthy(&handle),
-                "ejected": api.view.is_ejected(&handle),
-                "in_flight": handle.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-                "latency_ms": handle.stats.latencies_ms(),
-            }));
-        }
-    }
-    json!({ "services": services })
+    let nodes = api.view.nodes();
+    node::admin::cluster_json(
+        nodes.iter().map(|handle| {
+            let stats = &handle.stats;
+            let details = [
+                ("healthy", json!(api.view.is_healthy(handle))),
+                ("ejected", json!(api.view.is_ejected(handle))),
+                (
+                    "in_flight",
+                    json!(stats.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
+                ),
+                ("latency_ms", json!(stats.latencies_ms())),
+            ];
+            let details = details
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            (&handle.instance, details)
+        }),
+        |service| {
+            let breaker = json!(api.guards.breaker_state(service));
+            [("breaker".to_owned(), breaker)].into_iter().collect()
+        },
+    )
 }
 
 /// `/admin/routes`: the route table in force and where it came from, and for each method

@@ -224,6 +224,14 @@ impl GuardsByService {
             limit: limit.map(|c| (c, Mutex::new(TokenBucket::new(c)))),
             breaker: breaker.map(|c| (c, Mutex::new(CircuitBreaker::new(c)))),
         });
+        if guards.breaker.is_some() {
+            // A new breaker starts closed; the admit stage reports each change after.
+            metrics::gauge!(
+                telemetry::prometheus::names::GATEWAY_CIRCUIT_OPEN,
+                "service" => service.to_owned()
+            )
+            .set(0.0);
+        }
         all.insert(service.to_owned(), guards.clone());
         guards
     }

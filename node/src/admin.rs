@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use config::NodeConfig;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::NodeError;
@@ -230,6 +230,33 @@ impl Admin {
             None => Value::Null,
         }
     }
+}
+
+/// `{"services": {name: {…per_service(name), "nodes": [{id, address, version, metadata,
+/// …details}]}}}`: the shape of `/admin/cluster`, which the dashboard reads, whoever
+/// publishes it (a node's view of the registry, the gateway's view with health).
+pub fn cluster_json<'a>(
+    nodes: impl IntoIterator<Item = (&'a registry::Instance, Map<String, Value>)>,
+    per_service: impl Fn(&str) -> Map<String, Value>,
+) -> Value {
+    let mut services = Map::new();
+    for (node, details) in nodes {
+        let entry = services.entry(node.service.clone()).or_insert_with(|| {
+            let mut service = per_service(&node.service);
+            service.insert("nodes".to_owned(), Value::Array(Vec::new()));
+            Value::Object(service)
+        });
+        if let Some(Value::Array(list)) = entry.get_mut("nodes") {
+            let mut listed = Map::new();
+            listed.insert("id".to_owned(), json!(node.id));
+            listed.insert("address".to_owned(), json!(node.address));
+            listed.insert("version".to_owned(), json!(node.version));
+            listed.insert("metadata".to_owned(), json!(node.metadata));
+            listed.extend(details);
+            list.push(Value::Object(listed));
+        }
+    }
+    json!({ "services": services })
 }
 
 /// Opens the admin port of `config` for the process `name` (nothing when `admin.listen` is empty) and installs

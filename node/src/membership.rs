@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use registry::{Change, Instance, Registry, Scope};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// The nodes a node knows of, by service and id.
@@ -29,21 +29,10 @@ impl Known {
     /// `{"services": {"user": {"nodes": [{id, address, version, metadata}]}}}`.
     pub fn to_json(&self) -> Value {
         let nodes = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let mut services = serde_json::Map::new();
-        for ((service, _), node) in nodes.iter() {
-            let entry = services
-                .entry(service.clone())
-                .or_insert_with(|| json!({ "nodes": [] }));
-            if let Some(Value::Array(list)) = entry.get_mut("nodes") {
-                list.push(json!({
-                    "id": node.id,
-                    "address": node.address,
-                    "version": node.version,
-                    "metadata": node.metadata,
-                }));
-            }
-        }
-        json!({ "services": services })
+        crate::admin::cluster_json(
+            nodes.values().map(|node| (node, serde_json::Map::new())),
+            |_| serde_json::Map::new(),
+        )
     }
 }
 
