@@ -51,8 +51,16 @@ async fn dev_stack_runs_gateway_three_users_two_orders_on_the_memory_registry() 
     assert_eq!(nodes("user"), Some(3), "{view}");
     assert_eq!(nodes("order"), Some(2), "{view}");
     assert_eq!(nodes("gateway"), Some(1), "{view}");
-    let ready = http_get(&admin, "/readyz").await;
-    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    // Every node of the process registered and listed: the one admin port is ready.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http_get(&admin, "/readyz").await;
+        if ready.starts_with("HTTP/1.0 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // What runs where is not on the public port.
     let public = http_get(&http, "/cluster").await;
     assert!(public.starts_with("HTTP/1.0 404"), "{public}");
