@@ -604,7 +604,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     if !cli.proxies_only {
         results
             .propagation
-            .push(propagation_etcd(&mut cluster, cli.trials).await?);
+            .extend(propagation_etcd(&mut cluster, cli.trials).await?);
         let target = cluster.echoes[0].1.clone();
         results
             .propagation
@@ -716,8 +716,12 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
-/// Register → answered through both gateways, `trials` times, through etcd.
-async fn propagation_etcd(cluster: &mut Cluster, trials: usize) -> Result<Propagation, String> {
+/// Register → answered through both gateways, `trials` times, through etcd; then the same
+/// for a pushed route table.
+async fn propagation_etcd(
+    cluster: &mut Cluster,
+    trials: usize,
+) -> Result<Vec<Propagation>, String> {
     use rust_ms::registry::{Instance, Registration, Registry};
     let mut second = start_gateway(&cluster.etcd_addr, "gateway-2", &[]).await?;
     let second_http = second.listening("http").await?;
@@ -754,16 +758,65 @@ async fn propagation_etcd(cluster: &mut Cluster, trials: usize) -> Result<Propag
         let _ = registered.deregister().await;
     }
     times.sort();
-    second.signal("TERM");
-    second.stop(Duration::from_secs(10)).await;
-    let propagation = Propagation {
+    let registration = Propagation {
         registry: "etcd".to_owned(),
         gateways: 2,
         trials,
         p50_ms: percentile_ms(&times, 50.0),
         p99_ms: percentile_ms(&times, 99.0),
     };
-    eprintln!("propagation through etcd: {propagation:?}");
+    eprintln!("propagation through etcd: {registration:?}");
+    let routes = route_propagation(&etcd, &gateways, trials).await;
+    second.signal("TERM");
+    second.stop(Duration::from_secs(10)).await;
+    Ok(vec![registration, routes?])
+}
+
+/// A route table stored in etcd (what `gateway routes push` does) → in force on both
+/// gateways, as their `/routes` view reports its revision, `trials` times.
+async fn route_propagation(
+    etcd: &rust_ms::etcd::EtcdRegistry,
+    gateways: &[String],
+    trials: usize,
+) -> Result<Propagation, String> {
+    let key = gateway::live_routes::etcd::key(etcd.namespace());
+    let kv = etcd.kv();
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        let table = format!("[routes.routeprop]\ntimeout = \"{}ms\"\n", 1_000 + trial);
+        let started = Instant::now();
+        let stored = kv
+            .put(key.clone(), table)
+            .await
+            .map_err(|e| e.to_string())?;
+        let revision = stored.header().map(|h| h.revision()).unwrap_or_default();
+        for gateway in gateways {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let view = get_json(gateway, "/routes").await;
+                if view.and_then(|v| v["revision"].as_i64()) >= Some(revision) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "route table {revision} never in force on {gateway}"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        times.push(started.elapsed());
+    }
+    // The table stays: it routes only `routeprop`, a service nothing here registers.
+    times.sort();
+    let propagation = Propagation {
+        registry: "etcd: route table pushed".to_owned(),
+        gateways: gateways.len(),
+        trials,
+        p50_ms: percentile_ms(&times, 50.0),
+        p99_ms: percentile_ms(&times, 99.0),
+    };
+    eprintln!("route table propagation through etcd: {propagation:?}");
     Ok(propagation)
 }
 
@@ -945,27 +998,27 @@ async fn scale(cluster: &Cluster, instances: usize) -> Result<Scale, String> {
     Ok(scale)
 }
 
+/// A raw HTTP/1.1 GET on a fresh connection; the body read as JSON.
+async fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
 /// How many nodes (gateways included) `GET /cluster` lists (`{"services": {name:
 /// {"nodes": [...]}}}`).
 async fn cluster_size(http: &str) -> usize {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(http).await else {
-        return 0;
-    };
-    let request = "GET /cluster HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut reply = Vec::new();
-    if stream.read_to_end(&mut reply).await.is_err() {
-        return 0;
-    }
-    let text = String::from_utf8_lossy(&reply);
-    let Some((_, body)) = text.split_once("\r\n\r\n") else {
-        return 0;
-    };
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
+    get_json(http, "/cluster")
+        .await
         .and_then(|v| {
             v["services"].as_object().map(|services| {
                 services

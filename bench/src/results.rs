@@ -124,7 +124,7 @@ impl Results {
             }
         }
         if !self.propagation.is_empty() {
-            out.push_str("\n## Discovery propagation (register → routable through every gateway)\n\n| registry | gateways | trials | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
+            out.push_str("\n## Propagation (a change in the registry → in force on every gateway: a node registered is routable, a route table pushed is applied)\n\n| registry | gateways | trials | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n");
             for p in &self.propagation {
                 out.push_str(&format!(
                     "| {} | {} | {} | {:.2} | {:.2} |\n",

@@ -547,9 +547,11 @@ async fn a_node_that_hangs_under_load_costs_no_safe_call_and_is_back_after_it_re
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
+    // An attempt gets a third of the route's 3 s, then the call moves on: no call waits
+    // out the whole 3 s hang.
     assert!(
-        slowest <= Duration::from_secs(3) + Duration::from_millis(500),
-        "{slowest:?}"
+        slowest < Duration::from_secs(3),
+        "a call waited {slowest:?}, as long as the hang"
     );
     assert!(
         gateway.count("set aside") + gateway.count("out of rotation") > 0,
