@@ -281,7 +281,7 @@ pub async fn start(name: &str, config: &NodeConfig) -> Result<Option<SocketAddr>
         .await
         .map_err(|source| {
             let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
-                "; each node on a host needs its own: admin.listen = \"127.0.0.1:0\" (MS_ADMIN__LISTEN) lets the OS choose"
+                "; each node on a host needs its own: --admin-listen 127.0.0.1:0 (admin.listen, MS_ADMIN__LISTEN) lets the OS choose"
             } else {
                 ""
             };

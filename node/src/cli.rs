@@ -41,6 +41,14 @@ pub struct CommonArgs {
         global = true
     )]
     pub advertise_host: Option<String>,
+    /// Admin port address (`127.0.0.1:0`: the OS chooses; `""`: none).
+    #[arg(
+        long = "admin-listen",
+        alias = "admin_listen",
+        value_name = "ADDR",
+        global = true
+    )]
+    pub admin_listen: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long = "print-config", alias = "print_config", global = true)]
     pub print_config: bool,
@@ -61,6 +69,9 @@ impl CommonArgs {
         }
         if let Some(host) = &self.advertise_host {
             flags.set("advertise_host", "--advertise-host", host);
+        }
+        if let Some(listen) = &self.admin_listen {
+            flags.set("admin.listen", "--admin-listen", listen);
         }
         flags
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tests::process::{Output, run_to_end};
+use tests::process::{Node, Output, run_to_end};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -108,7 +108,8 @@ async fn an_unreachable_etcd_ends_start_up_naming_every_endpoint() {
 }
 
 #[tokio::test]
-async fn an_admin_port_already_taken_ends_start_up_with_one_line_saying_how_to_share_the_host() {
+async fn an_admin_port_already_taken_ends_start_up_naming_the_admin_listen_flag_that_shares_the_host()
+ {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let address = taken.local_addr().expect("its address").to_string();
     let output = run_to_end(
@@ -126,8 +127,38 @@ async fn an_admin_port_already_taken_ends_start_up_with_one_line_saying_how_to_s
     assert_clean_failure(
         &output,
         1,
-        &[&address, "admin.listen", "127.0.0.1:0", "in use"],
+        &[
+            &address,
+            "admin.listen",
+            "--admin-listen 127.0.0.1:0",
+            "in use",
+        ],
     );
+    // What the line says works: the flag beats the environment and the OS picks a port.
+    let mut shared = Node::start(
+        "gateway",
+        "gateway",
+        &["--registry", "memory", "--admin-listen", "127.0.0.1:0"],
+        &[
+            ("MS_ADMIN__LISTEN", address.as_str()),
+            ("MS_HTTP_PORT", "0"),
+            ("MS_RPC_PORT", "0"),
+            ("MS_ADVERTISE_HOST", "127.0.0.1"),
+        ],
+    );
+    let admin = shared.listening("admin").await;
+    assert_ne!(admin, address);
+    shared.sigterm().await;
+    assert_eq!(shared.exit_code(PATIENCE).await, Some(0));
+
+    let flagged = run_to_end(
+        "user",
+        &["--print-config", "--admin-listen", "localhost:9900"],
+        &[],
+        PATIENCE,
+    )
+    .await;
+    assert_clean_failure(&flagged, 1, &["admin.listen", "--admin-listen"]);
     let bad = run_to_end(
         "user",
         &["--print-config"],
