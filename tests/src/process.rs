@@ -88,29 +88,10 @@ impl Node {
         Self::start_program(&binary(binary_name), label, args, env)
     }
 
-    /// A node of the workspace on the etcd at `etcd_addr`, on a loopback port the OS picks.
-    pub fn on_etcd(binary_name: &str, label: &str, etcd_addr: &str) -> Node {
-        Self::start(
-            binary_name,
-            label,
-            &[],
-            &[
-                ("MS_RPC_PORT", "0"),
-                ("MS_ADVERTISE_HOST", "127.0.0.1"),
-                ("MS_REGISTRY__ETCD_ADDR", etcd_addr),
-            ],
-        )
-    }
-
     /// A node of the workspace on the etcd at `etcd_addr`, every port on loopback where
     /// the OS puts it, with `more` variables (which win). A user node gets a token secret
     /// unless `more` sets one.
-    pub fn on_etcd_with(
-        binary_name: &str,
-        label: &str,
-        etcd_addr: &str,
-        more: &[(&str, &str)],
-    ) -> Node {
+    pub fn on_etcd(binary_name: &str, label: &str, etcd_addr: &str, more: &[(&str, &str)]) -> Node {
         let mut env = vec![
             ("MS_HTTP_PORT", "0"),
             ("MS_RPC_PORT", "0"),

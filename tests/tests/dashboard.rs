@@ -22,7 +22,7 @@ fn artifacts() -> PathBuf {
 
 fn node(binary: &str, label: &str, etcd: &Etcd) -> Node {
     // A killed node leaves the registry two seconds after its last refresh.
-    Node::on_etcd_with(
+    Node::on_etcd(
         binary,
         label,
         &etcd.etcd_addr(),

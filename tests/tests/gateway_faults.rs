@@ -189,7 +189,7 @@ async fn a_status_too_large_for_the_gateway_fails_that_call_and_never_the_node()
 async fn only_post_and_get_of_safe_methods_run_anything() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway(&etcd).await;
-    let user = Node::on_etcd("user", "user", &etcd.etcd_addr());
+    let user = Node::on_etcd("user", "user", &etcd.etcd_addr(), &[]);
     user.listening("rpc").await;
     let client = HttpClient::default();
     let exists = |name: &str| format!("http://{http}/api/user/Exists?username={name}");
@@ -302,7 +302,7 @@ async fn an_etcd_outage_is_answered_by_the_service_naming_its_store_and_ejects_n
     let (gateway, http) = gateway(&etcd).await;
     let etcd_addr = etcd.etcd_addr();
     let users: Vec<Node> = (1..=2)
-        .map(|n| Node::on_etcd("user", &format!("user-{n}"), etcd_addr.as_str()))
+        .map(|n| Node::on_etcd("user", &format!("user-{n}"), etcd_addr.as_str(), &[]))
         .collect();
     for user in &users {
         let address = user.listening("rpc").await;
@@ -497,7 +497,7 @@ async fn a_node_that_hangs_under_load_costs_no_safe_call_and_is_back_after_it_re
     let etcd_addr = etcd.etcd_addr();
     let mut users = Vec::new();
     for n in 1..=3 {
-        let node = Node::on_etcd("user", &format!("user-{n}"), etcd_addr.as_str());
+        let node = Node::on_etcd("user", &format!("user-{n}"), etcd_addr.as_str(), &[]);
         let address = node.listening("rpc").await;
         gateway
             .wait_for(&format!("Server [user] cluster [{address}] join"), PATIENCE)
@@ -593,7 +593,7 @@ async fn raw_status(address: &str, request: &[u8]) -> Option<u16> {
 async fn bad_input_of_every_kind_gets_a_4xx_and_ordinary_calls_go_on_throughout() {
     let etcd = require!(Etcd::start().await);
     let (gateway, http) = gateway(&etcd).await;
-    let user = Node::on_etcd("user", "user", &etcd.etcd_addr());
+    let user = Node::on_etcd("user", "user", &etcd.etcd_addr(), &[]);
     user.listening("rpc").await;
     let client = HttpClient::default();
     let exists = format!("http://{http}/api/user/Exists");

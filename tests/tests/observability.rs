@@ -16,7 +16,7 @@ use tests::require;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn node(binary: &str, label: &str, etcd: &Etcd, more: &[(&str, &str)]) -> Node {
-    Node::on_etcd_with(binary, label, &etcd.etcd_addr(), more)
+    Node::on_etcd(binary, label, &etcd.etcd_addr(), more)
 }
 
 async fn get_text(client: &HttpClient, url: &str) -> String {

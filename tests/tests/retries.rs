@@ -26,7 +26,7 @@ struct Stack {
 }
 
 fn user(etcd_addr: &str, n: usize) -> Node {
-    Node::on_etcd("user", &format!("user-{n}"), etcd_addr)
+    Node::on_etcd("user", &format!("user-{n}"), etcd_addr, &[])
 }
 
 /// Three user nodes behind a gateway whose configuration file holds `routes` (TOML).
