@@ -122,10 +122,13 @@ impl Meters {
 pub struct CallTrace {
     incoming: TraceContext,
     call: Option<(SdkTracer, TraceContext)>,
+    /// The caller's headers go on with each attempt (the rpc port): its trace context
+    /// needs no writing again.
+    forwarded: bool,
 }
 
 impl CallTrace {
-    fn start(tracer: Option<&SdkTracer>, headers: &HeaderMap, name: &str) -> Self {
+    fn start(tracer: Option<&SdkTracer>, headers: &HeaderMap, name: &str, door: Door) -> Self {
         let incoming = telemetry::trace::extract(headers);
         let call = tracer.map(|tracer| {
             // Named once it is known to be kept: most calls are not sampled, and their
@@ -139,7 +142,11 @@ impl CallTrace {
             }
             (tracer.clone(), incoming.with_span(span))
         });
-        Self { incoming, call }
+        Self {
+            incoming,
+            call,
+            forwarded: door == Door::Rpc,
+        }
     }
 
     /// The trace headers an attempt on `node` carries: a child span of the call's (to be
@@ -148,7 +155,9 @@ impl CallTrace {
     pub fn attempt(&self, node: &NodeHandle) -> (HeaderMap, AttemptSpan) {
         let mut headers = HeaderMap::new();
         let Some((tracer, call)) = &self.call else {
-            telemetry::trace::inject(&self.incoming, &mut headers);
+            if !self.forwarded {
+                telemetry::trace::inject(&self.incoming, &mut headers);
+            }
             return (headers, AttemptSpan(None));
         };
         // A trace not sampled records nothing: pass its context on without the cost of
@@ -255,7 +264,7 @@ impl Observed {
                     path.to_owned(),
                 )
             }),
-            trace: CallTrace::start(tracer, &request.headers, path),
+            trace: CallTrace::start(tracer, &request.headers, path, door),
             service: None,
             method: None,
             node: None,

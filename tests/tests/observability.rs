@@ -291,6 +291,96 @@ async fn one_trace_runs_from_the_caller_through_the_gateway_order_and_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn a_gateway_that_exports_no_spans_passes_the_callers_trace_on_through_both_doors() {
+    use services::proto::user::v1::ExistsRequest;
+    use services::proto::user::v1::user_service_client::UserServiceClient;
+
+    let etcd = require!(Etcd::start().await);
+    let collector = Collector::start().await.expect("a collector on loopback");
+    let user = node(
+        "user",
+        "user",
+        &etcd,
+        &[("MS_TELEMETRY__OTLP_ENDPOINT", collector.endpoint.as_str())],
+    );
+    let gateway = node("gateway", "gateway", &etcd, &[]);
+    let (http, rpc) = (
+        gateway.listening("http").await,
+        gateway.listening("rpc").await,
+    );
+    let _ = user.listening("rpc").await;
+    let client = HttpClient::default();
+    let exists = format!("http://{http}/api/user/Exists");
+    client
+        .post_until(&exists, &json!({ "username": "nobody" }), 200, PATIENCE)
+        .await;
+
+    let (api_trace, rpc_trace) = (
+        "0af7651916cd43dd8448eb211c80319c",
+        "5b8efff798038103d269b633813fc60c",
+    );
+    let caller_span = "b7ad6b7169203331";
+    let reply = client
+        .send(
+            "POST",
+            &exists,
+            &[("traceparent", &format!("00-{api_trace}-{caller_span}-01"))],
+            json!({ "username": "nobody" }).to_string().into(),
+        )
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{rpc}"))
+        .expect("an http:// uri")
+        .connect()
+        .await
+        .expect("the gateway's rpc port");
+    let mut request = tonic::Request::new(ExistsRequest {
+        username: "nobody".into(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{rpc_trace}-{caller_span}-01")
+            .parse()
+            .expect("an ASCII value"),
+    );
+    UserServiceClient::new(channel)
+        .exists(request)
+        .await
+        .expect("Exists through the rpc port");
+
+    // The node's server span is the caller's child: nothing in between was exported, and
+    // the caller's context arrived as it was sent.
+    for trace_id in [api_trace, rpc_trace] {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let served = loop {
+            let found = collector
+                .spans()
+                .into_iter()
+                .find(|s| s.trace_id == trace_id);
+            if let Some(span) = found {
+                break span;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no span of trace {trace_id} arrived: {:#?}",
+                collector.spans()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(served.service, "user", "{served:?}");
+        assert_eq!(served.name, "/user.v1.UserService/Exists", "{served:?}");
+        assert_eq!(served.parent_span_id, caller_span, "{served:?}");
+    }
+    assert!(
+        collector.spans().iter().all(|s| s.service == "user"),
+        "the gateway exported spans: {:#?}",
+        collector.spans()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn readyz_says_not_ready_while_the_gateway_drains_and_the_admin_port_shows_no_secret() {
     use tests::probe::proto::Note;
     use tests::probe::proto::probe_service_client::ProbeServiceClient;
