@@ -1,0 +1,91 @@
+//! The Prometheus rules an operator loads (`deploy/prometheus/rules.yml`): promtool reads
+//! them, its unit tests (`rules_test.yml`) see each alert fire where it should and stay
+//! quiet beside it, and every metric they read is one rust-ms exports.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use telemetry::prometheus::names;
+
+fn rules_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+/// promtool's verdict on `args`, or its own words when it says no.
+fn promtool(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .map_err(|e| format!("cannot run promtool (apt-get install prometheus): {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+#[test]
+fn promtool_reads_the_rules() {
+    promtool(&["check", "rules", "rules.yml"]).unwrap_or_else(|why| panic!("{why}"));
+}
+
+#[test]
+fn each_alert_fires_on_its_cases_and_not_beside_them() {
+    promtool(&["test", "rules", "rules_test.yml"]).unwrap_or_else(|why| panic!("{why}"));
+}
+
+#[test]
+fn the_rules_read_only_metrics_rust_ms_exports() {
+    let exported: BTreeSet<&str> = [
+        names::SERVER_REQUESTS,
+        names::SERVER_DURATION,
+        names::REGISTRY_EVENTS,
+        names::LEASE_REACQUISITIONS,
+        names::KEEPALIVE_FAILURES,
+        names::RELISTS,
+        names::GATEWAY_REQUESTS,
+        names::GATEWAY_DURATION,
+        names::GATEWAY_IN_FLIGHT,
+        names::GATEWAY_RETRIES,
+        names::GATEWAY_BUDGET_EXHAUSTED,
+        names::GATEWAY_RATE_LIMITED,
+        names::GATEWAY_CIRCUIT_REFUSED,
+        names::GATEWAY_CIRCUIT_OPEN,
+        names::GATEWAY_EJECTIONS,
+        names::GATEWAY_HEALTH_CHECKS,
+        names::GATEWAY_NODES,
+        names::GATEWAY_ROUTE_REVISION,
+        names::NODE_INFO,
+    ]
+    .into();
+    let rules = std::fs::read_to_string(rules_dir().join("rules.yml")).expect("rules.yml");
+    // Recorded series are named `level:metric:operations`; what they read is in `expr`.
+    let read: BTreeSet<&str> = rules
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.contains("record:"))
+        .flat_map(|line| line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')))
+        .filter(|word| word.starts_with("rustms_"))
+        .map(|word| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .filter(|base| exported.contains(base))
+                .unwrap_or(word)
+        })
+        .collect();
+    assert!(
+        read.len() >= 6,
+        "the rules read too few metrics to be checked: {read:?}"
+    );
+    let unknown: Vec<_> = read.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "rules.yml reads metrics rust-ms does not export: {unknown:?}"
+    );
+}
