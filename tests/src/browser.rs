@@ -23,7 +23,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long Chromium may take to start and load the page.
-const LAUNCH_PATIENCE: Duration = Duration::from_secs(30);
+const LAUNCH_PATIENCE: Duration = Duration::from_secs(60);
+/// Starts tried before giving up on a Chromium that stays silent: on a loaded CI
+/// machine one start in many has printed nothing for 30 s, while the next started at once.
+const LAUNCH_TRIES: usize = 2;
 /// How long one DevTools command may take to be answered.
 const COMMAND_PATIENCE: Duration = Duration::from_secs(30);
 /// How often [`Browser::wait_for`] evaluates its expression.
@@ -47,6 +50,8 @@ pub enum BrowserError {
     },
     #[error("chromium gave no DevTools address ({why}); its stderr:\n{stderr}")]
     NoDevToolsAddress { why: String, stderr: String },
+    #[error("chromium printed no DevTools address within {waited:?}; its stderr:\n{stderr}")]
+    Silent { waited: Duration, stderr: String },
     #[error("no page target from {url}: {reason}")]
     NoPageTarget { url: String, reason: String },
     #[error("websocket to {url}: {source}")]
@@ -189,7 +194,8 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    /// Starts headless Chromium on `url` and waits (up to 30 s) until the page has loaded.
+    /// Starts headless Chromium on `url` and waits (up to 60 s) until the page has loaded;
+    /// a Chromium that prints nothing in that time is stopped and started once more.
     ///
     /// When no chromium binary is found (see [`chromium_binary`]) the reason is printed to
     /// stderr and [`BrowserError::NotFound`] returned.
@@ -198,12 +204,27 @@ impl Browser {
             eprintln!("browser: {reason}");
             BrowserError::NotFound(reason)
         })?;
+        let mut tries = 1;
+        loop {
+            match Self::launch_once(&binary, url).await {
+                Err(BrowserError::Silent { waited, stderr }) if tries < LAUNCH_TRIES => {
+                    eprintln!(
+                        "browser: chromium silent for {waited:?} (stderr: {stderr:?}); starting it again"
+                    );
+                    tries += 1;
+                }
+                launched => return launched,
+            }
+        }
+    }
+
+    async fn launch_once(binary: &Path, url: &str) -> Result<Browser, BrowserError> {
         let deadline = Instant::now() + LAUNCH_PATIENCE;
         let profile = tempfile::Builder::new()
             .prefix("ms-chromium-")
             .tempdir()
             .map_err(BrowserError::Profile)?;
-        let mut command = Command::new(&binary);
+        let mut command = Command::new(binary);
         command
             .arg("--headless")
             .arg("--no-sandbox")
@@ -222,7 +243,7 @@ impl Browser {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(|source| BrowserError::Spawn {
-            binary: binary.clone(),
+            binary: binary.to_owned(),
             source,
         })?;
         let stderr = child.stderr.take();
@@ -260,8 +281,8 @@ impl Browser {
                     });
                 }
                 Err(_) => {
-                    return Err(BrowserError::NoDevToolsAddress {
-                        why: format!("nothing within {LAUNCH_PATIENCE:?}"),
+                    return Err(BrowserError::Silent {
+                        waited: LAUNCH_PATIENCE,
                         stderr: seen.join("\n"),
                     });
                 }
