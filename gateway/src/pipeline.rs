@@ -82,7 +82,8 @@ where
                     .unwrap_or_else(|_| Err(timed_out(call)))
             }
             None => attempt(node.clone(), trace_headers).await,
-        };
+        }
+        .map_err(|tried| deadline_passed_at_node(call, tried));
         span.end(outcome.as_ref().err().map(|t| t.failure.message.as_str()));
         let attempt_class = outcome.as_ref().err().map(|tried| tried.attempt);
         record(api, &node, call.method, started, attempt_class);
@@ -159,10 +160,76 @@ fn timed_out(call: &Call<'_>) -> Tried {
     )
 }
 
+/// The node enforces the deadline the gateway sends it (`grpc-timeout`), and tonic
+/// answers CANCELLED ("Timeout expired") when it runs out there first: that is this
+/// call's deadline passing, not a caller going away.
+fn deadline_passed_at_node(call: &Call<'_>, tried: Tried) -> Tried {
+    let passed = call
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline);
+    if passed && tried.failure.code == Code::Cancelled {
+        timed_out(call)
+    } else {
+        tried
+    }
+}
+
 fn no_node_left(service: &str, tried: usize) -> Failure {
     let message = match tried {
         0 => format!("no healthy node of {service:?}"),
         n => format!("no healthy node of {service:?} left to try ({n} tried)"),
     };
     Failure::new(Code::Unavailable, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn call(route: &Route, deadline: Instant) -> Call<'_> {
+        Call {
+            service: "user",
+            method: "Exists",
+            route,
+            idempotent: true,
+            deadline: Some(deadline),
+        }
+    }
+
+    fn cancelled_by_the_node() -> Tried {
+        Tried::new(
+            Attempt::Answered,
+            Failure::new(Code::Cancelled, "Timeout expired"),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_cancelling_past_the_calls_deadline_is_a_deadline_exceeded() {
+        let route = Route::default();
+        let deadline = Instant::now() + Duration::from_millis(5);
+        tokio::time::sleep(Duration::from_millis(6)).await;
+        let settled = deadline_passed_at_node(&call(&route, deadline), cancelled_by_the_node());
+        assert_eq!(settled.failure.code, Code::DeadlineExceeded);
+        assert_eq!(settled.attempt, Attempt::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_cancelling_before_the_deadline_stays_cancelled() {
+        let route = Route::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let settled = deadline_passed_at_node(&call(&route, deadline), cancelled_by_the_node());
+        assert_eq!(settled.failure.code, Code::Cancelled);
+        assert_eq!(settled.attempt, Attempt::Answered);
+
+        // Other failures past the deadline keep their own code.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let unavailable = Tried::new(
+            Attempt::Lost,
+            Failure::new(Code::Unavailable, "connection reset"),
+        );
+        let settled = deadline_passed_at_node(&call(&route, deadline), unavailable);
+        assert_eq!(settled.failure.code, Code::Unavailable);
+    }
 }
