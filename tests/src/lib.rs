@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod dropping_node;
 pub mod etcd;
+pub mod grpc;
 pub mod http;
 pub mod in_process;
 pub mod metrics;

@@ -3,24 +3,38 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// What `promtool check metrics` says of `text`: `Ok` when it parses and follows the
 /// naming conventions, else promtool's own words.
 pub fn promtool_check(text: &str) -> Result<(), String> {
+    promtool(&["check", "metrics"], Path::new("."), Some(text))
+}
+
+/// Runs `promtool ARGS` in `dir`, with `stdin` on its standard input: `Ok` when it
+/// succeeds, else what it printed.
+pub fn promtool(args: &[&str], dir: &Path, stdin: Option<&str>) -> Result<(), String> {
     let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
+        .args(args)
+        .current_dir(dir)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run promtool (apt-get install prometheus): {e}"))?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(text.as_bytes())
-        .map_err(|e| e.to_string())?;
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(text.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
     let output = child.wait_with_output().map_err(|e| e.to_string())?;
     if output.status.success() {
         Ok(())

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use telemetry::prometheus::names;
 
@@ -12,22 +11,8 @@ fn rules_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
 }
 
-/// promtool's verdict on `args`, or its own words when it says no.
 fn promtool(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("promtool")
-        .args(args)
-        .current_dir(rules_dir())
-        .output()
-        .map_err(|e| format!("cannot run promtool (apt-get install prometheus): {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    tests::metrics::promtool(args, &rules_dir(), None)
 }
 
 #[test]

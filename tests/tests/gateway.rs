@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use tests::etcd::Etcd;
+use tests::grpc::channel as grpc_channel;
 use tests::http::HttpClient;
 use tests::process::{Node, run_to_end};
 use tests::require;
@@ -139,14 +140,6 @@ async fn users_behind_a_gateway(
     let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
     wait_for_nodes(&client, &gateway, "user", &addresses).await;
     (users, gateway, client)
-}
-
-async fn grpc_channel(address: &str) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(format!("http://{address}"))
-        .expect("an http:// uri")
-        .connect()
-        .await
-        .expect("connect over gRPC")
 }
 
 fn api(gateway: &Gateway, method: &str) -> String {

@@ -330,11 +330,7 @@ async fn a_gateway_that_exports_no_spans_passes_the_callers_trace_on_through_bot
         .await
         .expect("a reply");
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let channel = tonic::transport::Channel::from_shared(format!("http://{rpc}"))
-        .expect("an http:// uri")
-        .connect()
-        .await
-        .expect("the gateway's rpc port");
+    let channel = tests::grpc::channel(&rpc).await;
     let mut request = tonic::Request::new(ExistsRequest {
         username: "nobody".into(),
     });

@@ -7,10 +7,10 @@ use std::time::Duration;
 use prost::Message;
 use serde_json::json;
 use tests::etcd::Etcd;
+use tests::grpc::channel;
 use tests::http::HttpClient;
 use tests::process::Node;
 use tests::require;
-use tonic::transport::Channel;
 use tonic_reflection::pb::{v1, v1alpha};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -28,14 +28,6 @@ fn start(binary: &str, etcd: &Etcd) -> Node {
             ("MS_REGISTRY__ETCD_ADDR", &etcd.etcd_addr()),
         ],
     )
-}
-
-async fn channel(address: &str) -> Channel {
-    Channel::from_shared(format!("http://{address}"))
-        .expect("a valid URI")
-        .connect()
-        .await
-        .expect("connect")
 }
 
 /// The services a reflection v1 server lists.

@@ -9,6 +9,7 @@ use services::proto::user::v1::user_service_client::UserServiceClient;
 use services::proto::user::v1::{ExistsRequest, GetRequest, LoginRequest, RegisterRequest};
 use services::user::TokenIssuer;
 use tests::etcd::Etcd;
+use tests::grpc::channel;
 use tests::process::Node;
 use tests::require;
 use tonic::Code;
@@ -28,14 +29,6 @@ fn service_node(binary: &str, n: usize, etcd: &Etcd) -> Node {
         &["--rpc-port", "0", "--etcd-addr", &etcd.etcd_addr()],
         &env,
     )
-}
-
-async fn channel(address: &str) -> Channel {
-    Channel::from_shared(format!("http://{address}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect to node")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
