@@ -209,6 +209,12 @@ impl Node {
         signal(self.pid(), "-TERM").await;
     }
 
+    /// Freezes the process (SIGSTOP): its sockets stay open, nothing it was sent is read
+    /// or answered, as with a node that hangs.
+    pub async fn sigstop(&self) {
+        signal(self.pid(), "-STOP").await;
+    }
+
     pub async fn sigkill(&mut self) {
         self.child.start_kill().expect("kill -9");
         let _ = self.child.wait().await;

@@ -1,7 +1,8 @@
 //! Safe retries with zero configuration: the gateway reads each method's
-//! `idempotency_level` from the reflected proto. Killing one of three `user` nodes under
-//! a loop of `Exists` calls loses none; a route that turns retries off for `Exists` shows
-//! the proto's word is what saved them.
+//! `idempotency_level` from the reflected proto. Killing one of three `user` nodes with
+//! calls in flight on it (frozen first, so that some surely are) under a loop of `Exists`
+//! calls loses none; a route that turns retries off for `Exists` loses those calls, which
+//! shows the proto's word is what saved them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,9 +70,11 @@ impl Stack {
         self.users.push(node);
     }
 
-    /// `CALLS` Exists calls from `CALLERS` callers; the first user node is killed (-9)
-    /// once a quarter of them are done. How many failed.
-    async fn failed_calls_through_a_kill(&mut self) -> usize {
+    /// `CALLS` Exists calls from `CALLERS` callers. Once a quarter of them are done, the
+    /// first user node is frozen (SIGSTOP) until the gateway has calls in flight on it,
+    /// then killed (-9) with them there. How many calls failed, and how many were in
+    /// flight on the node when it died (at least one).
+    async fn failed_calls_through_a_kill(&mut self) -> (usize, usize) {
         let exists = format!("http://{}/api/user/Exists", self.http);
         let body = json!({ "username": "nobody" });
         HttpClient::default()
@@ -99,11 +102,41 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let mut killed = self.users.remove(0);
+        let address = killed.listening("rpc").await;
+        killed.sigstop().await;
+        let in_flight = self.in_flight_on(&address).await;
         killed.sigkill().await;
         for caller in callers {
             caller.await.expect("a caller ran");
         }
-        failed.load(Ordering::SeqCst)
+        (failed.load(Ordering::SeqCst), in_flight)
+    }
+
+    /// Waits until the gateway's `/admin/cluster` shows calls in flight on the node at
+    /// `address`; how many.
+    async fn in_flight_on(&self, address: &str) -> usize {
+        let cluster = format!("http://{}/admin/cluster", self.admin);
+        let client = HttpClient::default();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let reply = client.get(&cluster).await.expect("/admin/cluster answers");
+            let in_flight = reply.body["services"]["user"]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|node| node["address"] == address)
+                .and_then(|node| node["in_flight"].as_u64())
+                .unwrap_or(0);
+            if in_flight > 0 {
+                return in_flight as usize;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no call in flight on the frozen node {address} within {PATIENCE:?}: {}",
+                reply.text
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn stop(self) {
@@ -132,9 +165,9 @@ async fn with_no_route_a_kill_9_loses_no_call_of_a_method_the_proto_marks_safe()
         false
     );
 
-    let failed = stack.failed_calls_through_a_kill().await;
+    let (failed, in_flight) = stack.failed_calls_through_a_kill().await;
     eprintln!(
-        "measured: {CALLS} Exists calls, no route, kill -9 of one of three user nodes: {failed} failed"
+        "measured: {CALLS} Exists calls, no route, kill -9 of one of three user nodes with {in_flight} in flight on it: {failed} failed"
     );
     assert_eq!(failed, 0);
     stack.stop().await;
@@ -155,19 +188,13 @@ async fn a_route_that_turns_retries_off_loses_the_calls_in_flight_on_a_killed_no
         "{}",
         routes.text
     );
-    // A kill may land between two calls on that node; a few rounds make one land on some.
-    let mut failed = 0;
-    for round in 0..3 {
-        failed += stack.failed_calls_through_a_kill().await;
-        eprintln!("measured: round {round}, retries off for Exists: {failed} failed so far");
-        if failed > 0 {
-            break;
-        }
-        stack.add_user(4 + round).await;
-    }
+    let (failed, in_flight) = stack.failed_calls_through_a_kill().await;
+    eprintln!(
+        "measured: retries off for Exists, kill -9 of a node with {in_flight} calls in flight on it: {failed} failed"
+    );
     assert!(
         failed > 0,
-        "no call was lost with retries off: the test proves nothing"
+        "{in_flight} calls were in flight on the killed node and none was lost with retries off"
     );
     stack.stop().await;
 }
