@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -206,16 +208,19 @@ async fn register_and_login_through_the_gateway_and_exists_calls_split_evenly() 
 }
 
 /// Sequential Exists calls until `stop` or `limit`; returns (calls, failures as text).
+/// Sequential Exists calls until `limit` or `stop`; `made` counts them as they go.
 async fn load(
     client: HttpClient,
     url: String,
     limit: usize,
     stop: tokio_util::sync::CancellationToken,
+    made: Arc<AtomicUsize>,
 ) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut calls = 0;
     while calls < limit && !stop.is_cancelled() {
         calls += 1;
+        made.store(calls, Ordering::SeqCst);
         match client.post(&url, &json!({"username": "dave"})).await {
             Ok(reply) if reply.status == 200 && reply.body["exists"] == json!(true) => {}
             Ok(reply) => failures.push(format!("call {calls}: {} {}", reply.status, reply.text)),
@@ -242,14 +247,23 @@ async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() 
 
     // kill -9 in the middle of 2,000 sequential calls.
     let stop = tokio_util::sync::CancellationToken::new();
+    let made = Arc::new(AtomicUsize::new(0));
     let running = tokio::spawn(load(
         client.clone(),
         api(&gateway, "Exists"),
         2_000,
         stop.clone(),
+        made.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    while made.load(Ordering::SeqCst) < 500 && !running.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     users[0].0.sigkill().await;
+    let made_before_the_kill = made.load(Ordering::SeqCst);
+    assert!(
+        made_before_the_kill < 2_000,
+        "the load ended before the kill ({made_before_the_kill} calls)"
+    );
     let (calls, failures) = running.await.unwrap();
     eprintln!(
         "measured: {calls} calls, {} failed, with a kill -9",
@@ -273,6 +287,7 @@ async fn no_call_fails_while_a_node_is_killed_or_all_nodes_restart_one_by_one() 
         api(&gateway, "Exists"),
         100_000,
         stop.clone(),
+        Arc::default(),
     ));
     let mut fresh_nodes = Vec::new();
     for (round, old) in [1usize, 2].into_iter().enumerate() {
