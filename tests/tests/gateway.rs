@@ -197,18 +197,22 @@ async fn register_and_login_through_the_gateway_and_exists_calls_split_evenly() 
             .or_default() += 1;
     }
     assert_eq!(served.len(), 3, "all three nodes served: {served:?}");
+    // One call at a time leaves p2c nothing in flight to compare: each pick is a fair
+    // draw, so a node's share is binomial (600, 1/3), mean 200, deviation 11.5. Five
+    // deviations either way fail an even balancer once in millions of runs and still
+    // catch one that gives a node half the calls, or a node a fifth of them.
     for address in &addresses {
         let count = served.get(address).copied().unwrap_or(0);
         assert!(
-            (170..=230).contains(&count),
+            (142..=258).contains(&count),
             "{address} served {count} of 600: {served:?}"
         );
     }
     eprintln!("measured: 600 Exists calls split {served:?}");
 }
 
-/// Sequential Exists calls until `stop` or `limit`; returns (calls, failures as text).
-/// Sequential Exists calls until `limit` or `stop`; `made` counts them as they go.
+/// Sequential Exists calls until `limit` or `stop`, counted in `made` as they go; returns
+/// (calls, failures as text).
 async fn load(
     client: HttpClient,
     url: String,
