@@ -12,6 +12,7 @@ use node::client::ServiceChannel;
 use node::credentials::{ClusterCredentials, Signed};
 use registry::{Change, Instance, Registry, Scope};
 use telemetry::prometheus::names;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,8 +35,14 @@ impl Drop for NodeHandle {
     }
 }
 
+/// Health checks in flight at once, across all of a gateway's nodes. Each check holds a
+/// connection attempt and its buffers: a gateway starting against 10,000 nodes checked
+/// them all in one burst, 10,000 connections at once and twice the memory it settles at.
+pub const HEALTH_CHECKS_AT_ONCE: usize = 256;
+
 /// Asks the node's grpc.health.v1 every `interval`; a NOT_SERVING answer or no answer
-/// takes it out of rotation until a check says SERVING again.
+/// takes it out of rotation until a check says SERVING again. A check waits for one of
+/// the `at_once` permits shared by every node; the wait is not counted against the node.
 async fn check_health(
     channel: ServiceChannel,
     registered_as: String,
@@ -43,6 +50,7 @@ async fn check_health(
     address: String,
     healthy: Arc<AtomicBool>,
     interval: Duration,
+    at_once: Arc<Semaphore>,
 ) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -56,6 +64,9 @@ async fn check_health(
         first = false;
         let request = HealthCheckRequest {
             service: service.clone(),
+        };
+        let Ok(_permit) = at_once.acquire().await else {
+            return; // Closed: the view is gone.
         };
         let answer =
             tokio::time::timeout(interval.min(Duration::from_secs(2)), client.check(request)).await;
@@ -167,15 +178,12 @@ impl NodeHandle {
     /// A handle with no health checks and a connection never opened, for balancer tests.
     #[doc(hidden)]
     pub fn for_tests(instance: Instance) -> NodeHandle {
-        let options = ViewOptions {
-            ejection: Ejection {
-                after_failures: 0,
-                for_how_long: Duration::ZERO,
-                max_ejected_percent: 0,
-            },
-            health_interval: Duration::ZERO,
-            credentials: ClusterCredentials::default(),
+        let ejection = Ejection {
+            after_failures: 0,
+            for_how_long: Duration::ZERO,
+            max_ejected_percent: 0,
         };
+        let options = ViewOptions::new(ejection, Duration::ZERO, ClusterCredentials::default());
         NodeHandle::new(instance, &options).expect("a valid test address")
     }
 
@@ -209,6 +217,7 @@ impl NodeHandle {
                 instance.address.clone(),
                 healthy.clone(),
                 health_interval,
+                options.health_checks.clone(),
             ))
         });
         Some(NodeHandle {
@@ -298,6 +307,30 @@ pub struct ViewOptions {
     pub health_interval: Duration,
     /// What every call the gateway makes to a node carries: signature, client certificate.
     pub credentials: ClusterCredentials,
+    /// Permits for health checks in flight, shared by every node of the view.
+    health_checks: Arc<Semaphore>,
+}
+
+impl ViewOptions {
+    /// At most [`HEALTH_CHECKS_AT_ONCE`] health checks in flight.
+    pub fn new(
+        ejection: Ejection,
+        health_interval: Duration,
+        credentials: ClusterCredentials,
+    ) -> Self {
+        Self {
+            ejection,
+            health_interval,
+            credentials,
+            health_checks: Arc::new(Semaphore::new(HEALTH_CHECKS_AT_ONCE)),
+        }
+    }
+
+    /// At most `checks` health checks in flight.
+    pub fn with_health_checks_at_once(mut self, checks: usize) -> Self {
+        self.health_checks = Arc::new(Semaphore::new(checks.max(1)));
+        self
+    }
 }
 
 impl ClusterView {
@@ -326,15 +359,15 @@ impl ClusterView {
             by_grpc: Arc::default(),
             epoch: Instant::now(),
             listed: Arc::new(tokio::sync::watch::Sender::new(true)),
-            options: ViewOptions {
-                ejection: Ejection {
+            options: ViewOptions::new(
+                Ejection {
                     after_failures: 3,
                     for_how_long: Duration::from_secs(10),
                     max_ejected_percent: MAX_EJECTED_PERCENT,
                 },
-                health_interval: Duration::ZERO,
-                credentials: ClusterCredentials::default(),
-            },
+                Duration::ZERO,
+                ClusterCredentials::default(),
+            ),
         }
     }
 
@@ -534,5 +567,102 @@ mod tests {
         let (view, nodes) = view_of(&["a"]);
         fail_three_times(&view, &nodes[0]);
         assert!(view.is_ejected(&nodes[0]));
+    }
+
+    /// A grpc.health.v1 server that holds each check for a while and counts how many
+    /// it holds at once.
+    #[derive(Default, Clone)]
+    struct SlowHealth {
+        holding: Arc<AtomicUsize>,
+        most_at_once: Arc<AtomicUsize>,
+        answered: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl tonic_health::pb::health_server::Health for SlowHealth {
+        async fn check(
+            &self,
+            _: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+        ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+            let now = self.holding.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.holding.fetch_sub(1, Ordering::SeqCst);
+            self.answered.fetch_add(1, Ordering::SeqCst);
+            Ok(tonic::Response::new(
+                tonic_health::pb::HealthCheckResponse {
+                    status: tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+                },
+            ))
+        }
+
+        type WatchStream =
+            futures::stream::Empty<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>;
+
+        async fn watch(
+            &self,
+            _: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+        ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not watched here"))
+        }
+    }
+
+    #[tokio::test]
+    async fn many_nodes_joining_at_once_are_all_checked_but_never_more_than_the_limit_at_once() {
+        let health = SlowHealth::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("its address").to_string();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(tonic_health::pb::health_server::HealthServer::new(
+                    health.clone(),
+                ))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let ejection = Ejection {
+            after_failures: 3,
+            for_how_long: Duration::from_secs(10),
+            max_ejected_percent: MAX_EJECTED_PERCENT,
+        };
+        // One round of checks: the first runs on join, the next an hour later.
+        let options = ViewOptions::new(
+            ejection,
+            Duration::from_secs(3600),
+            ClusterCredentials::default(),
+        )
+        .with_health_checks_at_once(4);
+        let view = ClusterView {
+            options,
+            ..ClusterView::for_tests()
+        };
+        const NODES: usize = 20;
+        for n in 0..NODES {
+            view.apply(Change::Joined(
+                Instance::new("user", &address).with_id(format!("n{n}")),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while health.answered.load(Ordering::SeqCst) < NODES {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {NODES} nodes checked within 60 s",
+                health.answered.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let most = health.most_at_once.load(Ordering::SeqCst);
+        assert!(
+            most <= 4,
+            "{most} checks in flight at once, over the limit of 4"
+        );
+        assert!(
+            view.nodes_of("user")
+                .iter()
+                .all(|node| view.is_healthy(node)),
+            "every node answered SERVING"
+        );
+        server.abort();
     }
 }

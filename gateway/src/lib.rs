@@ -49,15 +49,16 @@ pub fn service() -> Service<GatewaySettings> {
 async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeError> {
     let http = context.listen(context.config().http_port).await?;
     let settings = context.settings();
-    let options = cluster::ViewOptions {
-        ejection: cluster::Ejection {
-            after_failures: settings.gateway.eject_after_failures,
-            for_how_long: settings.gateway.eject_for,
-            max_ejected_percent: cluster::MAX_EJECTED_PERCENT,
-        },
-        health_interval: settings.gateway.health_interval,
-        credentials: context.credentials().clone(),
+    let ejection = cluster::Ejection {
+        after_failures: settings.gateway.eject_after_failures,
+        for_how_long: settings.gateway.eject_for,
+        max_ejected_percent: cluster::MAX_EJECTED_PERCENT,
     };
+    let options = cluster::ViewOptions::new(
+        ejection,
+        settings.gateway.health_interval,
+        context.credentials().clone(),
+    );
     let view = cluster::ClusterView::follow(context.registry(), options, context.shutdown());
     let routes = LiveRoutes::new(settings.routes.clone());
     match context.backend() {
