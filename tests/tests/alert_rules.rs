@@ -1,6 +1,7 @@
 //! The Prometheus rules an operator loads (`deploy/prometheus/rules.yml`): promtool reads
 //! them, its unit tests (`rules_test.yml`) see each alert fire where it should and stay
-//! quiet beside it, and every metric they read is one rust-ms exports.
+//! quiet beside it, and every metric they read is one rust-ms exports, with its gRPC
+//! codes spelled as the metrics spell them.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -73,4 +74,33 @@ fn the_rules_read_only_metrics_rust_ms_exports() {
         unknown.is_empty(),
         "rules.yml reads metrics rust-ms does not export: {unknown:?}"
     );
+}
+
+/// The rules and the series their unit tests replay spell gRPC codes as the metrics do:
+/// a rule matching `Unavailable` where the metrics say `UNAVAILABLE` would never fire.
+#[test]
+fn the_rules_and_their_tests_name_grpc_codes_as_the_metrics_spell_them() {
+    let spelled: BTreeSet<&str> = (0..=16)
+        .map(|n| telemetry::grpc::code_name(tonic::Code::from_i32(n)))
+        .collect();
+    for file in ["rules.yml", "rules_test.yml"] {
+        let text = std::fs::read_to_string(rules_dir().join(file)).expect(file);
+        let named: Vec<&str> = text
+            .match_indices("grpc_code")
+            .filter_map(|(at, _)| {
+                // grpc_code="X", grpc_code=~"X|Y" or grpc_code!="X": the quoted value.
+                let rest = &text[at..];
+                let open = rest.find('"')?;
+                let close = rest[open + 1..].find('"')?;
+                Some(&rest[open + 1..open + 1 + close])
+            })
+            .flat_map(|value| value.split('|'))
+            .collect();
+        assert!(!named.is_empty(), "{file} names no gRPC code");
+        let unknown: Vec<_> = named.iter().filter(|c| !spelled.contains(*c)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names grpc_code values the metrics never carry: {unknown:?} (they carry {spelled:?})"
+        );
+    }
 }
