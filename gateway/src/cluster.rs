@@ -65,8 +65,9 @@ async fn check_health(
         let request = HealthCheckRequest {
             service: service.clone(),
         };
+        // Only a closed semaphore refuses a permit, and nothing closes this one.
         let Ok(_permit) = at_once.acquire().await else {
-            return; // Closed: the view is gone.
+            return;
         };
         let answer =
             tokio::time::timeout(interval.min(Duration::from_secs(2)), client.check(request)).await;
@@ -621,22 +622,14 @@ mod tests {
                 ))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
-        let ejection = Ejection {
-            after_failures: 3,
-            for_how_long: Duration::from_secs(10),
-            max_ejected_percent: MAX_EJECTED_PERCENT,
-        };
+        let view = ClusterView::for_tests();
         // One round of checks: the first runs on join, the next an hour later.
-        let options = ViewOptions::new(
-            ejection,
-            Duration::from_secs(3600),
-            ClusterCredentials::default(),
-        )
+        let options = ViewOptions {
+            health_interval: Duration::from_secs(3600),
+            ..view.options.clone()
+        }
         .with_health_checks_at_once(4);
-        let view = ClusterView {
-            options,
-            ..ClusterView::for_tests()
-        };
+        let view = ClusterView { options, ..view };
         const NODES: usize = 20;
         for n in 0..NODES {
             view.apply(Change::Joined(
