@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,66 @@ pub struct NodeConfig {
     pub admin: AdminConfig,
     /// Metrics on and off, and where traces go.
     pub telemetry: TelemetryConfig,
+    /// Calls this node makes to other services (`context.client("user")`).
+    pub client: ClientConfig,
+}
+
+/// `[client]`: how a node calls other services: deadlines, retries, health checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientConfig {
+    /// The deadline of a call to another service; a call made while serving one that
+    /// has less time left gets what is left instead.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The share of calls, in percent (0 to 1000), that may be retried on another node
+    /// after they may have run there (only methods safe to repeat ever are).
+    pub retry_budget_percent: f32,
+    /// How often each called node's grpc.health.v1 is asked; 0s turns checks off.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Consecutive transport failures that set a called node aside; 0 never does.
+    pub eject_after_failures: u32,
+    /// How long a node is set aside.
+    #[serde(with = "humantime_serde")]
+    pub eject_for: Duration,
+    /// Per called service, by its registered name: `[client.services.user] timeout = "2s"`.
+    pub services: BTreeMap<String, CalledService>,
+}
+
+/// `[client.services.<name>]`: what differs for calls to one service.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CalledService {
+    /// The deadline of its calls, instead of `client.timeout`.
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            retry_budget_percent: 20.0,
+            health_interval: Duration::from_secs(5),
+            eject_after_failures: 3,
+            eject_for: Duration::from_secs(10),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The deadline of calls to `service`.
+    pub fn timeout_of(&self, service: &str) -> Duration {
+        self.services
+            .get(service)
+            .and_then(|called| called.timeout)
+            .unwrap_or(self.timeout)
+    }
 }
 
 /// `[admin]`: one port per process for the operator, apart from the ports callers use.
@@ -163,6 +224,7 @@ impl Default for NodeConfig {
             http: HttpLimits::default(),
             admin: AdminConfig::default(),
             telemetry: TelemetryConfig::default(),
+            client: ClientConfig::default(),
         }
     }
 }
@@ -330,6 +392,26 @@ impl crate::Validate for NodeConfig {
         }
         if let Err(reason) = self.admin.address() {
             return bad("admin.listen", reason);
+        }
+        let client = &self.client;
+        if client.timeout.is_zero() {
+            return bad("client.timeout", "must be more than 0s".to_owned());
+        }
+        if let Some((name, _)) = client
+            .services
+            .iter()
+            .find(|(_, called)| called.timeout.is_some_and(|t| t.is_zero()))
+        {
+            return bad(
+                &format!("client.services.{name}.timeout"),
+                "must be more than 0s".to_owned(),
+            );
+        }
+        if !(0.0..=1000.0).contains(&client.retry_budget_percent) {
+            return bad(
+                "client.retry_budget_percent",
+                format!("{} is not between 0 and 1000", client.retry_budget_percent),
+            );
         }
         let telemetry = &self.telemetry;
         if !(0.0..=1.0).contains(&telemetry.sample_ratio) {

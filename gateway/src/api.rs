@@ -22,17 +22,17 @@ use tracing::Instrument;
 
 use crate::admit::admit;
 use crate::auth::JwtVerifier;
-use crate::classify::Attempt;
-use crate::cluster::{ClusterView, InFlight, NodeHandle};
 use crate::codec::DynamicCodec;
 use crate::failure::{Failure, REQUEST_ID, json_reply};
 use crate::live_routes::LiveRoutes;
 use crate::observe::{Door, Observed};
 use crate::pipeline::{self, Call, Tried};
 use crate::resilience::GuardsByService;
-use crate::schema::Schemas;
 use crate::settings::{GatewaySection, Route};
 use crate::transcode;
+use cluster::Attempt;
+use cluster::Schemas;
+use cluster::{ClusterView, InFlight, Node};
 
 /// Everything a call through the gateway needs, shared by all requests.
 pub struct Api {
@@ -77,7 +77,10 @@ impl Api {
     }
 
     /// What `node`'s service offers at its version, by reflection, cached.
-    pub async fn schema_of(&self, node: &NodeHandle) -> Result<Arc<crate::schema::Schema>, String> {
+    pub async fn schema_of(
+        &self,
+        node: &Node,
+    ) -> Result<Arc<cluster::Schema>, cluster::SchemaError> {
         self.schemas.of(node).await
     }
 }
@@ -209,7 +212,7 @@ async fn call(
         ));
     }
     observed.service(service);
-    let readable = crate::balance::candidates(&api.view, nodes, &[]);
+    let readable = cluster::candidates(&api.view, &nodes, &[]);
     if readable.is_empty() {
         return Err(Failure::new(
             Code::Unavailable,
@@ -276,9 +279,12 @@ async fn call(
     };
     // In a rolling upgrade only the versions that have the method can serve it.
     let nodes = || {
-        let mut nodes = api.view.nodes_of(service);
-        nodes.retain(|n| versions.contains(&n.instance.version));
-        nodes
+        api.view
+            .nodes_of(service)
+            .iter()
+            .filter(|n| versions.contains(&n.instance.version))
+            .cloned()
+            .collect()
     };
     let output = method.output();
     let outcome = pipeline::run(api, &call, &observed.trace, nodes, |node, trace| {
@@ -298,7 +304,7 @@ async fn call(
 }
 
 /// Classify: what a failed unary attempt says, and what the caller is told.
-fn attempt_failed(node: &NodeHandle, status: &tonic::Status) -> Tried {
+fn attempt_failed(node: &Node, status: &tonic::Status) -> Tried {
     let attempt = Attempt::of_status(status);
     let failure = match attempt {
         Attempt::Answered => Failure::new(status.code(), status.message()),
@@ -332,7 +338,7 @@ async fn find_method(
     api: &Api,
     service: &str,
     name: &str,
-    healthy: &[Arc<NodeHandle>],
+    healthy: &[Arc<Node>],
 ) -> Result<(MethodDescriptor, BTreeSet<String>), Failure> {
     let live: BTreeSet<String> = healthy.iter().map(|n| n.instance.version.clone()).collect();
     api.schemas.forget_versions_except(service, &live);
@@ -341,7 +347,7 @@ async fn find_method(
     let mut known_methods = BTreeSet::new();
     let mut last_error = None;
     let mut newest_first: Vec<&String> = live.iter().collect();
-    newest_first.sort_by_key(|v| std::cmp::Reverse(version_order(v)));
+    newest_first.sort_by_key(|v| std::cmp::Reverse(cluster::meta::version_order(v)));
     for version in newest_first {
         let mut schema = None;
         for node in healthy.iter().filter(|n| &n.instance.version == version) {
@@ -376,7 +382,7 @@ async fn find_method(
     }
 }
 async fn unary(
-    node: &NodeHandle,
+    node: &Node,
     path: PathAndQuery,
     input: DynamicMessage,
     output: MessageDescriptor,
@@ -426,22 +432,4 @@ async fn unary(
     grpc.unary(request, path, DynamicCodec::new(output))
         .await
         .map(tonic::Response::into_inner)
-}
-/// `0.10.2` after `0.9.7`: numeric parts compare as numbers, the rest as text.
-fn version_order(version: &str) -> Vec<(u64, &str)> {
-    version
-        .split(['.', '-', '+'])
-        .map(|part| (part.parse().unwrap_or(0), part))
-        .collect()
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn newer_versions_order_after_older_ones_numerically() {
-        let mut versions = vec!["0.10.0", "0.9.1", "1.0.0", "0.9.0"];
-        versions.sort_by_key(|v| version_order(v));
-        assert_eq!(versions, ["0.9.0", "0.9.1", "0.10.0", "1.0.0"]);
-    }
 }

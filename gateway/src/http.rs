@@ -66,6 +66,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// The services the gateway routes to now (not the gateways themselves).
 fn services_behind(api: &Api) -> std::collections::BTreeSet<String> {
     api.view
+        .snapshot()
         .nodes()
         .iter()
         .map(|node| node.instance.service.clone())
@@ -94,12 +95,13 @@ async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
 /// gateway knows of it (health check, set aside, calls in flight, latency by method) and
 /// the service's circuit breaker.
 pub fn cluster_view(api: &Api) -> Value {
-    let nodes = api.view.nodes();
+    let snapshot = api.view.snapshot();
+    let nodes = snapshot.nodes();
     node::admin::cluster_json(
         nodes.iter().map(|handle| {
             let stats = &handle.stats;
             let details = [
-                ("healthy", json!(api.view.is_healthy(handle))),
+                ("healthy", json!(handle.is_healthy())),
                 ("ejected", json!(api.view.is_ejected(handle))),
                 (
                     "in_flight",
@@ -130,8 +132,8 @@ pub async fn routes_view(api: &Api) -> Value {
     let mut methods = serde_json::Map::new();
     for service in services {
         let route = api.routes.route(&service);
-        for node in api.view.nodes_of(&service) {
-            let Ok(schema) = api.schema_of(&node).await else {
+        for node in api.view.nodes_of(&service).iter() {
+            let Ok(schema) = api.schema_of(node).await else {
                 continue;
             };
             let policies: serde_json::Map<String, Value> = schema

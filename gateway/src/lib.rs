@@ -8,9 +8,6 @@
 pub mod admit;
 pub mod api;
 pub mod auth;
-pub mod balance;
-pub mod classify;
-pub mod cluster;
 pub mod codec;
 pub mod failure;
 pub mod http;
@@ -21,7 +18,6 @@ pub mod pipeline;
 pub mod proxy;
 pub mod reflection;
 pub mod resilience;
-pub mod schema;
 pub mod settings;
 pub mod status;
 pub mod transcode;
@@ -58,8 +54,14 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         ejection,
         settings.gateway.health_interval,
         context.credentials().clone(),
+        cluster::ViewMetrics::GATEWAY,
     );
-    let view = cluster::ClusterView::follow(context.registry(), options, context.shutdown());
+    let view = cluster::ClusterView::follow(
+        context.registry(),
+        registry::Scope::All,
+        options,
+        context.shutdown(),
+    );
     let routes = LiveRoutes::new(settings.routes.clone());
     match context.backend() {
         #[cfg(feature = "etcd")]

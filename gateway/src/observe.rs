@@ -16,7 +16,7 @@ use telemetry::trace::{
 };
 use tonic::Code;
 
-use crate::cluster::NodeHandle;
+use cluster::Node;
 
 /// The two front doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,7 +152,7 @@ impl CallTrace {
     /// The trace headers an attempt on `node` carries: a child span of the call's (to be
     /// ended with [`AttemptSpan::end`]), or, when spans are not exported, the caller's own
     /// context passed on as it came.
-    pub fn attempt(&self, node: &NodeHandle) -> (HeaderMap, AttemptSpan) {
+    pub fn attempt(&self, node: &Node) -> (HeaderMap, AttemptSpan) {
         let mut headers = HeaderMap::new();
         let Some((tracer, call)) = &self.call else {
             if !self.forwarded {
@@ -284,7 +284,7 @@ impl Observed {
     }
 
     /// The node that answered.
-    pub fn answered_by(&mut self, node: &Arc<NodeHandle>) {
+    pub fn answered_by(&mut self, node: &Arc<Node>) {
         self.node = Some(node.instance.address.clone());
     }
 

@@ -12,12 +12,12 @@ use tonic::Code;
 use tower::retry::budget::Budget as _;
 
 use crate::api::Api;
-use crate::balance;
-use crate::classify::Attempt;
-use crate::cluster::NodeHandle;
 use crate::failure::Failure;
 use crate::observe::CallTrace;
 use crate::settings::Route;
+use cluster as balance;
+use cluster::Attempt;
+use cluster::Node;
 use telemetry::prometheus::names;
 
 /// What the pipeline needs to know about one call.
@@ -53,18 +53,18 @@ pub async fn run<T, F, Fut>(
     api: &Api,
     call: &Call<'_>,
     trace: &CallTrace,
-    nodes: impl Fn() -> Vec<Arc<NodeHandle>>,
+    nodes: impl Fn() -> Vec<Arc<Node>>,
     mut attempt: F,
-) -> Result<(T, Arc<NodeHandle>), Failure>
+) -> Result<(T, Arc<Node>), Failure>
 where
     // The node, and the trace headers the attempt carries to it.
-    F: FnMut(Arc<NodeHandle>, http::HeaderMap) -> Fut,
+    F: FnMut(Arc<Node>, http::HeaderMap) -> Fut,
     Fut: Future<Output = Result<T, Tried>>,
 {
     api.retries.deposit();
     let mut tried: Vec<String> = Vec::new();
     loop {
-        let candidates = balance::candidates(&api.view, nodes(), &tried);
+        let candidates = balance::candidates(&api.view, &nodes(), &tried);
         let Some(node) = balance::pick(
             &candidates,
             call.route.balance,
@@ -114,7 +114,7 @@ fn attempt_deadline(call: &Call<'_>, started: Instant) -> Option<Instant> {
 }
 
 /// Record: the latency of a reply, or a failure toward setting the node aside.
-fn record(api: &Api, node: &NodeHandle, method: &str, started: Instant, failed: Option<Attempt>) {
+fn record(api: &Api, node: &Node, method: &str, started: Instant, failed: Option<Attempt>) {
     let node_fault = failed.is_some_and(Attempt::is_node_fault);
     api.view.record(node, method, started.elapsed(), node_fault);
 }

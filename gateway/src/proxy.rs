@@ -17,11 +17,11 @@ use tracing::Instrument;
 
 use crate::admit::admit;
 use crate::api::{Api, request_id};
-use crate::classify::Attempt;
-use crate::cluster::InFlight;
 use crate::failure::{Failure, REQUEST_ID, SERVED_BY};
 use crate::observe::{Door, Observed};
 use crate::pipeline::{self, Call, Tried};
+use cluster::Attempt;
+use cluster::InFlight;
 use telemetry::grpc::OnEnd;
 
 pub async fn forward(State(api): State<Arc<Api>>, mut request: Request) -> Response {
@@ -83,12 +83,17 @@ async fn forward_to_a_node(
     method: &str,
     observed: &mut Observed,
 ) -> Result<Response, Failure> {
-    let targets = api.view.serving(grpc_service).ok_or_else(|| {
-        Failure::new(
-            tonic::Code::Unimplemented,
-            format!("no node serves {grpc_service:?}"),
-        )
-    })?;
+    let targets = api
+        .view
+        .snapshot()
+        .serving(grpc_service)
+        .cloned()
+        .ok_or_else(|| {
+            Failure::new(
+                tonic::Code::Unimplemented,
+                format!("no node serves {grpc_service:?}"),
+            )
+        })?;
     let service = targets.owner.as_str();
     observed.service(service);
     observed.method(method);

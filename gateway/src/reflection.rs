@@ -37,7 +37,8 @@ pub async fn v1alpha(State(api): State<Arc<Api>>, request: Request) -> Response 
 /// now, read by reflection from one of its nodes (and cached, as for `/api`).
 async fn builder(api: &Api) -> tonic_reflection::server::Builder<'static> {
     let mut one_node_per_version = BTreeMap::new();
-    for node in api.view.nodes() {
+    let snapshot = api.view.snapshot();
+    for node in snapshot.nodes() {
         let key = (node.instance.service.clone(), node.instance.version.clone());
         if node.instance.service != "gateway" {
             one_node_per_version.entry(key).or_insert(node);
@@ -46,7 +47,7 @@ async fn builder(api: &Api) -> tonic_reflection::server::Builder<'static> {
     // Newer versions first (by their text), so a file two versions share is the newer's.
     let mut files: BTreeMap<String, FileDescriptorProto> = BTreeMap::new();
     for ((service, version), node) in one_node_per_version.into_iter().rev() {
-        match api.schema_of(&node).await {
+        match api.schema_of(node).await {
             Ok(schema) => {
                 for file in schema.files() {
                     files

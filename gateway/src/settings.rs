@@ -60,16 +60,7 @@ impl Default for GatewaySection {
 /// Services by name. Also what `gateway routes push` stores in etcd, as TOML.
 pub type RouteTable = BTreeMap<String, Route>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Power of two choices on in-flight requests, latency breaking ties.
-    #[default]
-    P2c,
-    RoundRobin,
-    /// At random, in proportion to each node's `weight` metadata (default 1).
-    Weighted,
-}
+pub use cluster::Balance;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

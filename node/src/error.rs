@@ -37,4 +37,7 @@ pub enum NodeError {
     /// A TLS setting that cannot be used; `key` is the configuration key.
     #[error("{key}: {cause}")]
     Tls { key: String, cause: String },
+
+    #[error(transparent)]
+    Credentials(#[from] cluster::credentials::CredentialsError),
 }

@@ -118,8 +118,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The handler's calls to other services end by the deadline of the call it serves.
+        let serving_until = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(cluster::deadline::parse_grpc_timeout)
+            .map(|timeout| tokio::time::Instant::now() + timeout);
         if !self.observer.enabled {
-            let called = self.inner.call(request);
+            let called = cluster::deadline::serving_until(serving_until, self.inner.call(request));
             let served = Served {
                 observer: self.observer.clone(),
                 path: String::new(),
@@ -149,7 +156,10 @@ where
         // The handler's own calls continue the trace: the server span when there is
         // one, else the caller's context passed through as it came.
         let current = span.clone().unwrap_or(parent);
-        let called = self.inner.call(request).with_context(current);
+        let called = cluster::deadline::serving_until(
+            serving_until,
+            self.inner.call(request).with_context(current),
+        );
         let served = Served {
             observer: self.observer.clone(),
             path,

@@ -23,9 +23,9 @@ use tonic::service::{Routes, RoutesBuilder};
 
 use crate::backend::Connected;
 use crate::cli::CommonArgs;
-use crate::client::ServiceChannel;
-use crate::credentials::ClusterCredentials;
 use crate::{HttpServer, NodeError, NodeSpec};
+use cluster::ServiceChannel;
+use cluster::credentials::ClusterCredentials;
 
 /// A tonic service a node can serve: what `tonic-build` generates (`GreeterServer<T>`).
 pub trait GrpcService:
@@ -334,12 +334,19 @@ impl<S> Context<S> {
         self.shutdown.clone()
     }
 
-    /// A channel to every node of `service`, balanced, following joins and leaves, its
-    /// calls carrying this cluster's credentials. Wrap it in the generated client:
-    /// `UserServiceClient::new(context.client("user").await?)`.
+    /// A channel to every node of `service`, balanced, health-checked, following joins
+    /// and leaves, its calls carrying this cluster's credentials, each with a deadline
+    /// (`[client] timeout`, or what is left of the call being served) and sent on to
+    /// another node when a node fails (see [`ServiceChannel`]). Wrap it in the generated
+    /// client: `UserServiceClient::new(context.client("user").await?)`.
     pub async fn client(&self, service: &str) -> Result<ServiceChannel, NodeError> {
         let registry = self.registry();
-        crate::client::service_channel(registry.clone(), service, self.credentials.clone())
+        let options = cluster::ClientOptions::from_config(
+            &self.config.client,
+            service,
+            self.credentials.clone(),
+        );
+        ServiceChannel::connect(registry.clone(), service, options, &self.shutdown)
             .await
             .map_err(|source| NodeError::Registry {
                 backend: registry.describe(),

@@ -73,12 +73,12 @@
 
 pub use config::{ConfigError, NoSections, NodeConfig, Validate};
 pub use node::backend::Connected;
-pub use node::client::ServiceChannel;
 pub use node::credentials::ClusterCredentials;
 pub use node::{
     BoxError, CLAIM_HEADER_PREFIX, Context, Launch, NodeError as Error, REQUEST_ID_HEADER, Serve,
     Service,
 };
+pub use node::{ClientOptions, ServiceChannel};
 /// The registry contract: instances, snapshots, watches.
 pub use registry;
 pub use tonic;

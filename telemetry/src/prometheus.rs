@@ -48,6 +48,21 @@ pub mod names {
     pub const GATEWAY_NODES: &str = "rustms_gateway_nodes";
     /// The revision of the route table in force (0: the configured one).
     pub const GATEWAY_ROUTE_REVISION: &str = "rustms_gateway_route_table_revision";
+    /// Calls a node made to another service through its service client, by `service`
+    /// (the called one), `method` and `grpc_code`.
+    pub const CLIENT_REQUESTS: &str = "rustms_client_requests_total";
+    /// How long a call to another service took, retries included, to its last message.
+    pub const CLIENT_DURATION: &str = "rustms_client_request_duration_seconds";
+    /// Attempts of the service client sent to another node after one failed, by `service`.
+    pub const CLIENT_RETRIES: &str = "rustms_client_retries_total";
+    /// Retries of the service client refused because its retry budget was spent.
+    pub const CLIENT_BUDGET_EXHAUSTED: &str = "rustms_client_retry_budget_exhausted_total";
+    /// Nodes of a called service the client set aside after transport failures.
+    pub const CLIENT_EJECTIONS: &str = "rustms_client_ejections_total";
+    /// The service client's health checks of called nodes, by `service` and `result`.
+    pub const CLIENT_HEALTH_CHECKS: &str = "rustms_client_health_checks_total";
+    /// Live nodes of a called service the client balances over, by `service`.
+    pub const CLIENT_NODES: &str = "rustms_client_nodes";
     /// 1, labelled with the node's `service` and `version`, one per node of the process.
     pub const NODE_INFO: &str = "rustms_node_info";
 }
@@ -146,6 +161,23 @@ fn describe() {
             GATEWAY_HEALTH_CHECKS,
             "Active grpc.health.v1 checks of nodes, by result.",
         ),
+        (CLIENT_REQUESTS, "Calls this node made to other services."),
+        (
+            CLIENT_RETRIES,
+            "Attempts of calls to other services sent to another node after one failed.",
+        ),
+        (
+            CLIENT_BUDGET_EXHAUSTED,
+            "Retries of calls to other services refused because the retry budget was spent.",
+        ),
+        (
+            CLIENT_EJECTIONS,
+            "Nodes of called services set aside after transport failures.",
+        ),
+        (
+            CLIENT_HEALTH_CHECKS,
+            "Health checks of called services' nodes, by result.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);
@@ -158,6 +190,10 @@ fn describe() {
         (
             GATEWAY_DURATION,
             "How long a call through the gateway took, retries included.",
+        ),
+        (
+            CLIENT_DURATION,
+            "How long a call to another service took, retries included.",
         ),
     ] {
         describe_histogram!(name, Unit::Seconds, help);
@@ -172,6 +208,7 @@ fn describe() {
             "1 while the service's circuit is open or half-open.",
         ),
         (GATEWAY_NODES, "Live nodes the gateway routes to."),
+        (CLIENT_NODES, "Live nodes of a called service."),
         (
             GATEWAY_ROUTE_REVISION,
             "Revision of the route table in force; 0 for the configured one.",

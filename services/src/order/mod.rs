@@ -110,14 +110,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tonic::transport::Channel;
+    use rust_ms::registry::Registry;
     use tonic::transport::server::TcpIncoming;
 
     use super::*;
     use crate::user::{MemoryUserStore, TokenIssuer, UserService};
 
-    /// An order service whose user service is a real one on a local port.
-    async fn orders() -> OrderService {
+    /// An order service whose user service is a real one on a local port, and the user
+    /// node's registration (dropping it deregisters the node).
+    async fn orders() -> (OrderService, rust_ms::registry::Registered) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let users = UserService::new(
@@ -130,13 +131,22 @@ mod tests {
                 .add_service(users.into_server())
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect_lazy();
-        OrderService::new(ServiceChannel::new(
-            channel,
-            rust_ms::ClusterCredentials::default().key,
-        ))
+        // One user node, found through a registry as in a cluster.
+        let registry = Arc::new(rust_ms::memory::MemoryRegistry::new());
+        let user = rust_ms::registry::Instance::new("user", address.to_string());
+        let registered = registry
+            .register(rust_ms::registry::Registration::new(user))
+            .await
+            .unwrap();
+        let options = rust_ms::ClientOptions::from_config(
+            &Default::default(),
+            "user",
+            rust_ms::ClusterCredentials::default(),
+        );
+        let users = ServiceChannel::connect(registry, "user", options, &Default::default())
+            .await
+            .unwrap();
+        (OrderService::new(users), registered)
     }
 
     fn create(username: &str, subject: Option<&str>) -> Request<CreateRequest> {
@@ -156,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_20kb_username_gets_short_messages_from_create() {
-        let orders = orders().await;
+        let (orders, _user) = orders().await;
         let long = "a".repeat(20_000);
 
         let status = orders.create(create(&long, None)).await.unwrap_err();

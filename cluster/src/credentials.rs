@@ -10,6 +10,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tower::{Layer, Service};
 
+/// A TLS setting that cannot be used; `key` is the configuration key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {cause}")]
+pub struct CredentialsError {
+    pub key: String,
+    pub cause: String,
+}
+
 /// What a node presents and checks on calls inside the cluster: a signature under the
 /// call key and, with `security.mtls`, mutual TLS.
 #[derive(Clone, Debug, Default)]
@@ -33,18 +41,18 @@ impl std::fmt::Debug for MutualTls {
 
 impl ClusterCredentials {
     /// Reads the key and the PEM files; an unreadable file is an error naming its key.
-    pub fn from_config(security: &config::SecurityConfig) -> Result<Self, crate::NodeError> {
+    pub fn from_config(security: &config::SecurityConfig) -> Result<Self, CredentialsError> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
         let key = CallKey::new(&security.call_key);
         let Some(mtls) = &security.mtls else {
             return Ok(Self { key, tls: None });
         };
-        let (ca, cert, key_file) = mtls.mutual_files().map_err(|cause| crate::NodeError::Tls {
+        let (ca, cert, key_file) = mtls.mutual_files().map_err(|cause| CredentialsError {
             key: "security.mtls".to_owned(),
             cause,
         })?;
         let read = |name: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| crate::NodeError::Tls {
+            std::fs::read(path).map_err(|e| CredentialsError {
                 key: format!("security.mtls.{name}"),
                 cause: format!("cannot read {}: {e}", path.display()),
             })
@@ -64,14 +72,14 @@ impl ClusterCredentials {
 
     /// Where to reach a node at `address` (`host:port`): `https` and this node's client
     /// certificate under mutual TLS, plain `http` otherwise.
-    pub fn endpoint(&self, address: &str) -> Result<tonic::transport::Endpoint, String> {
+    pub fn endpoint(
+        &self,
+        address: &str,
+    ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| e.to_string())?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))?;
         match &self.tls {
-            Some(tls) => endpoint
-                .tls_config(tls.client.clone())
-                .map_err(|e| e.to_string()),
+            Some(tls) => endpoint.tls_config(tls.client.clone()),
             None => Ok(endpoint),
         }
     }
@@ -241,6 +249,9 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// One HTTP/2 connection to one node, its calls carrying this node's call credential.
+pub type NodeChannel = Signed<tonic::transport::Channel>;
+
 /// Client side: adds the credential to every request of the wrapped service.
 #[derive(Clone, Debug)]
 pub struct Signed<S> {
@@ -355,7 +366,7 @@ where
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -4,25 +4,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterView, NodeHandle};
-use crate::settings::Balance;
+use crate::node::Node;
+use crate::view::ClusterView;
+
+/// How a call picks among the nodes that may take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices on in-flight requests, latency breaking ties.
+    #[default]
+    P2c,
+    RoundRobin,
+    /// At random, in proportion to each node's `weight` metadata (default 1).
+    Weighted,
+}
 
 /// The nodes that may take the next attempt of a call: not tried for it yet, with a
 /// weight above 0, passing their health checks and not set aside after transport
 /// failures. When no such node is left, the set-aside ones, then those failing their
 /// checks: a node in trouble answers with its own words (a service whose store is down
 /// says so), which serves a caller better than "no healthy node".
-pub fn candidates(
-    view: &ClusterView,
-    nodes: Vec<Arc<NodeHandle>>,
-    tried: &[String],
-) -> Vec<Arc<NodeHandle>> {
-    let open: Vec<_> = nodes
-        .into_iter()
-        .filter(|n| !tried.contains(&n.instance.id) && weight(n) > 0)
-        .collect();
-    let (healthy, failing): (Vec<_>, Vec<_>) = open.into_iter().partition(|n| view.is_healthy(n));
+pub fn candidates(view: &ClusterView, nodes: &[Arc<Node>], tried: &[String]) -> Vec<Arc<Node>> {
+    let open = nodes
+        .iter()
+        .filter(|n| !tried.contains(&n.instance.id) && n.meta.weight > 0)
+        .cloned();
+    let (healthy, failing): (Vec<_>, Vec<_>) = open.partition(|n| n.is_healthy());
     let (rested, set_aside): (Vec<_>, Vec<_>) =
         healthy.into_iter().partition(|n| !view.is_ejected(n));
     [rested, set_aside, failing]
@@ -33,11 +42,11 @@ pub fn candidates(
 
 /// Picks among [`candidates`] for a call of `method`, or `None` if there are none.
 pub fn pick(
-    candidates: &[Arc<NodeHandle>],
+    candidates: &[Arc<Node>],
     balance: Balance,
     round_robin: &AtomicUsize,
     method: &str,
-) -> Option<Arc<NodeHandle>> {
+) -> Option<Arc<Node>> {
     match candidates.len() {
         0 => None,
         1 => Some(candidates[0].clone()),
@@ -47,7 +56,7 @@ pub fn pick(
                 Some(candidates[n % len].clone())
             }
             Balance::Weighted => {
-                let weights: Vec<u64> = candidates.iter().map(|n| weight(n)).collect();
+                let weights: Vec<u64> = candidates.iter().map(|n| n.meta.weight).collect();
                 let total: u64 = weights.iter().sum();
                 let mut ticket = rand::rng().random_range(0..total.max(1));
                 for (node, weight) in candidates.iter().zip(&weights) {
@@ -71,27 +80,13 @@ pub fn pick(
     }
 }
 
-/// A node's `weight` metadata; 1 when absent or unreadable, 0 takes it out of rotation
-/// (under every balancer: a way to drain a node).
-fn weight(node: &NodeHandle) -> u64 {
-    node.instance
-        .metadata
-        .get("weight")
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(1)
-}
-
 /// Fewer calls in flight wins. On a tie, latency decides by chance: the faster node wins
 /// in proportion to how much faster it is (a node 3x faster wins 3 times in 4), and
 /// latencies within noise of each other count as equal, `a` (already a random pick) then
 /// winning. A node with one unlucky slow call thus still gets calls and recovers, instead
 /// of being starved by a deterministic comparison.
-fn less_loaded<'a>(
-    a: &'a Arc<NodeHandle>,
-    b: &'a Arc<NodeHandle>,
-    method: &str,
-) -> &'a Arc<NodeHandle> {
-    let in_flight = |n: &NodeHandle| n.stats.in_flight.load(Ordering::Relaxed);
+fn less_loaded<'a>(a: &'a Arc<Node>, b: &'a Arc<Node>, method: &str) -> &'a Arc<Node> {
+    let in_flight = |n: &Node| n.stats.in_flight.load(Ordering::Relaxed);
     match in_flight(a).cmp(&in_flight(b)) {
         std::cmp::Ordering::Less => a,
         std::cmp::Ordering::Greater => b,
@@ -114,32 +109,32 @@ mod tests {
     use super::*;
     use registry::Instance;
 
-    async fn node(id: &str, weight: Option<&str>) -> Arc<NodeHandle> {
+    async fn node(id: &str, weight: Option<&str>) -> Arc<Node> {
         let mut instance = Instance::new("user", "127.0.0.1:9").with_id(id);
         if let Some(weight) = weight {
             instance.metadata.insert("weight".into(), weight.into());
         }
-        Arc::new(NodeHandle::for_tests(instance))
+        Arc::new(Node::for_tests(instance).expect("a valid test address"))
     }
 
     #[tokio::test]
     async fn weight_zero_drains_a_node_even_when_it_is_the_only_one() {
-        let view = ClusterView::for_tests();
+        let view = ClusterView::for_tests(crate::view::ViewOptions::for_tests());
         let alone = vec![node("a", Some("0")).await];
-        assert!(candidates(&view, alone, &[]).is_empty());
+        assert!(candidates(&view, &alone, &[]).is_empty());
         let all_zero = vec![node("a", Some("0")).await, node("b", Some("0")).await];
-        assert!(candidates(&view, all_zero, &[]).is_empty());
+        assert!(candidates(&view, &all_zero, &[]).is_empty());
         let one_left = vec![node("a", Some("0")).await, node("b", None).await];
-        let picked = candidates(&view, one_left, &[]);
+        let picked = candidates(&view, &one_left, &[]);
         assert_eq!(picked.len(), 1);
         assert_eq!(picked[0].instance.id, "b");
     }
 
     #[tokio::test]
     async fn nodes_already_tried_for_a_call_are_not_candidates() {
-        let view = ClusterView::for_tests();
+        let view = ClusterView::for_tests(crate::view::ViewOptions::for_tests());
         let nodes = vec![node("a", None).await, node("b", None).await];
-        let left = candidates(&view, nodes, &["a".to_owned()]);
+        let left = candidates(&view, &nodes, &["a".to_owned()]);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].instance.id, "b");
     }
@@ -178,7 +173,7 @@ mod tests {
             .collect();
         assert_eq!(turns, ["a", "b", "a", "b"]);
         let busy: Vec<_> = (0..5)
-            .map(|_| crate::cluster::InFlight::start(&nodes[0]))
+            .map(|_| crate::stats::InFlight::start(&nodes[0]))
             .collect();
         for _ in 0..50 {
             assert_eq!(

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use node::client::ServiceChannel as Channel;
 use prost::Message;
 use prost_reflect::prost_types::FileDescriptorProto;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
@@ -16,9 +15,20 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::cluster::NodeHandle;
+use crate::credentials::NodeChannel as Channel;
+use crate::node::Node;
 
 const REFLECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a service's methods could not be learnt from one of its nodes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SchemaError {
+    #[error("no reflection answer within {0:?}")]
+    TimedOut(Duration),
+    /// The node's reflection failed or said something unusable.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
 
 /// The methods one version of a service offers, by their simple name (`Exists`).
 #[derive(Debug)]
@@ -60,25 +70,24 @@ impl Schemas {
     }
 
     /// The schema of `node`'s service at `node`'s version, read once and shared.
-    pub async fn of(&self, node: &NodeHandle) -> Result<Arc<Schema>, String> {
+    pub async fn of(&self, node: &Node) -> Result<Arc<Schema>, SchemaError> {
         let key = (node.instance.service.clone(), node.instance.version.clone());
         let cell = {
             let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
             cells.entry(key).or_default().clone()
         };
         // A node names the gRPC services it offers; reflection may know of more types.
-        let offered: Option<Vec<String>> = node
-            .instance
-            .metadata
-            .get("grpc.services")
-            .map(|list| list.split(',').map(str::to_owned).collect());
+        let offered = node
+            .meta
+            .says_what_it_serves
+            .then(|| node.meta.grpc_services.clone());
         cell.get_or_try_init(|| async {
             tokio::time::timeout(
                 REFLECTION_TIMEOUT,
                 read_schema(node.channel.clone(), offered),
             )
             .await
-            .map_err(|_| format!("no reflection answer within {REFLECTION_TIMEOUT:?}"))?
+            .map_err(|_| SchemaError::TimedOut(REFLECTION_TIMEOUT))?
             .map(Arc::new)
         })
         .await
@@ -86,7 +95,11 @@ impl Schemas {
     }
 }
 
-async fn ask(channel: &Channel, request: MessageRequest) -> Result<MessageResponse, String> {
+fn failed(reason: impl Into<String>) -> SchemaError {
+    SchemaError::Reflection(reason.into())
+}
+
+async fn ask(channel: &Channel, request: MessageRequest) -> Result<MessageResponse, SchemaError> {
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(request),
@@ -94,17 +107,17 @@ async fn ask(channel: &Channel, request: MessageRequest) -> Result<MessageRespon
     let mut replies = ServerReflectionClient::new(channel.clone())
         .server_reflection_info(futures::stream::iter([request]))
         .await
-        .map_err(|s| format!("reflection: {}", s.message()))?
+        .map_err(|s| failed(s.message()))?
         .into_inner();
     let reply = replies
         .message()
         .await
-        .map_err(|s| format!("reflection: {}", s.message()))?
-        .ok_or("reflection: no reply")?;
+        .map_err(|s| failed(s.message()))?
+        .ok_or_else(|| failed("no reply"))?;
     match reply.message_response {
-        Some(MessageResponse::ErrorResponse(e)) => Err(format!("reflection: {}", e.error_message)),
+        Some(MessageResponse::ErrorResponse(e)) => Err(failed(e.error_message)),
         Some(other) => Ok(other),
-        None => Err("reflection: empty reply".into()),
+        None => Err(failed("empty reply")),
     }
 }
 
@@ -113,11 +126,14 @@ fn is_infrastructure(service: &str) -> bool {
     service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")
 }
 
-async fn read_schema(channel: Channel, offered: Option<Vec<String>>) -> Result<Schema, String> {
+async fn read_schema(
+    channel: Channel,
+    offered: Option<Vec<String>>,
+) -> Result<Schema, SchemaError> {
     let MessageResponse::ListServicesResponse(list) =
         ask(&channel, MessageRequest::ListServices(String::new())).await?
     else {
-        return Err("reflection: unexpected answer to ListServices".into());
+        return Err(failed("unexpected answer to ListServices"));
     };
     let services: Vec<String> = list
         .service
@@ -134,17 +150,17 @@ async fn read_schema(channel: Channel, offered: Option<Vec<String>>) -> Result<S
         )
         .await?
         else {
-            return Err(format!("reflection: unexpected answer for {service}"));
+            return Err(failed(format!("unexpected answer for {service}")));
         };
         for bytes in found.file_descriptor_proto {
             let file = FileDescriptorProto::decode(bytes.as_slice())
-                .map_err(|e| format!("reflection: bad descriptor: {e}"))?;
+                .map_err(|e| failed(format!("bad descriptor: {e}")))?;
             files.insert(file.name().to_owned(), file);
         }
     }
     let mut pool = DescriptorPool::new();
     pool.add_file_descriptor_protos(files.values().cloned())
-        .map_err(|e| format!("reflection: {e}"))?;
+        .map_err(|e| failed(e.to_string()))?;
     let mut methods = BTreeMap::new();
     for service in &services {
         if let Some(descriptor) = pool.get_service_by_name(service) {

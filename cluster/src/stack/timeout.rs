@@ -1,0 +1,104 @@
+//! The per-attempt timeout layer: an attempt ends at the call's deadline or after the
+//! call's attempt timeout, whichever is sooner, and tells the node the call's deadline
+//! (`grpc-timeout`), which the node enforces on its side.
+
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::{BoxFuture, CallError, CallRequest, CallResponse, TimedOut, info_of, picked_of};
+use crate::classify::Attempt;
+
+#[derive(Clone, Copy, Default)]
+pub struct AttemptTimeoutLayer;
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> AttemptTimeout<S> {
+        AttemptTimeout { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+}
+
+impl<S> Service<CallRequest> for AttemptTimeout<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = CallError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = CallResponse;
+    type Error = CallError;
+    type Future = BoxFuture<Result<CallResponse, CallError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+        let now = Instant::now();
+        let limits = info_of(&request).and_then(|info| {
+            let attempt_ends = info.attempt_timeout.map(|timeout| now + timeout);
+            let ends = match (info.deadline, attempt_ends) {
+                (Some(deadline), Some(attempt)) => Some(deadline.min(attempt)),
+                (one, other) => one.or(other),
+            };
+            Ok((ends, info.deadline, picked_of(&request)?))
+        });
+        if let Ok((_, Some(deadline), _)) = &limits {
+            let left = deadline.saturating_duration_since(now);
+            if let Ok(value) = grpc_timeout(left).parse() {
+                request.headers_mut().insert("grpc-timeout", value);
+            }
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (ends, _, node) = limits?;
+            let Some(ends) = ends else {
+                return inner.call(request).await;
+            };
+            match tokio::time::timeout_at(ends, inner.call(request)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(CallError::Attempt {
+                    attempt: Attempt::TimedOut,
+                    node,
+                    source: Box::new(TimedOut(ends.saturating_duration_since(now))),
+                }),
+            }
+        })
+    }
+}
+
+/// `grpc-timeout` as the gRPC spec writes it: at most 8 digits and a unit. Rounded up to
+/// a whole millisecond: a node must never be told less time than the caller gives.
+pub(crate) fn grpc_timeout(left: std::time::Duration) -> String {
+    let millis = left.as_micros().div_ceil(1000).max(1);
+    if millis < 100_000_000 {
+        format!("{millis}m")
+    } else {
+        format!("{}S", left.as_secs().min(99_999_999))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_never_shorter_than_the_time_left_and_fits_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_micros(1)), "1m");
+        assert_eq!(grpc_timeout(Duration::from_micros(1_500)), "2m");
+        assert_eq!(grpc_timeout(Duration::from_secs(5)), "5000m");
+        assert_eq!(
+            grpc_timeout(Duration::from_secs(10 * 86_400 * 365)),
+            "99999999S"
+        );
+    }
+}
