@@ -102,8 +102,7 @@ impl Cluster {
         for caller in callers {
             caller.await.expect("a caller ran");
         }
-        let failed = failures.lock().unwrap().clone();
-        failed
+        failures.lock().unwrap().clone()
     }
 
     async fn stop(self) {

@@ -11,6 +11,9 @@ mod record;
 mod retry;
 mod timeout;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
