@@ -286,3 +286,34 @@ fn an_unknown_key_holding_a_datetime_is_named_as_written() {
         Ok(())
     });
 }
+
+#[test]
+fn client_deadlines_per_called_service_are_read_and_bad_ones_name_their_key() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "order.toml",
+            "[client]\ntimeout = \"3s\"\n[client.services.user]\ntimeout = \"1s\"\n",
+        )?;
+        jail.set_env("MS_CLIENT__SERVICES__STOCK__TIMEOUT", "250ms");
+        let loaded = load::<UserLike>(Some("order.toml".as_ref()), &Flags::new()).unwrap();
+        let client = &loaded.node.client;
+        assert_eq!(client.timeout_of("user"), Duration::from_secs(1));
+        assert_eq!(client.timeout_of("stock"), Duration::from_millis(250));
+        assert_eq!(client.timeout_of("other"), Duration::from_secs(3));
+
+        jail.create_file("zero.toml", "[client.services.user]\ntimeout = \"0s\"\n")?;
+        let message = err(load::<UserLike>(Some("zero.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("client.services.user.timeout"),
+            "{message}"
+        );
+
+        jail.create_file("typo.toml", "[client.services.user]\ntimout = \"1s\"\n")?;
+        let message = err(load::<UserLike>(Some("typo.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("unknown key client.services.user.timout"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
