@@ -44,6 +44,37 @@ async fn version_prints_the_name_the_version_and_the_commit() {
 }
 
 #[tokio::test]
+async fn help_shows_the_services_about_line_and_nothing_of_the_shared_flags_doc_comment() {
+    for (binary, about) in [
+        ("gateway", "The rust-ms API gateway"),
+        ("user", "The rust-ms example account service"),
+        (
+            "order",
+            "The rust-ms example order service, which calls user",
+        ),
+        ("greeter", "The rust-ms example greeter: Hello, {name}!"),
+    ] {
+        for flag in ["--help", "-h"] {
+            let output = run_to_end(binary, &[flag], &[], PATIENCE).await;
+            assert_eq!(output.code, Some(0), "{binary} {flag}: {}", output.stderr);
+            let first = output.stdout.lines().next().unwrap_or_default();
+            assert_eq!(first, about, "{binary} {flag}:\n{}", output.stdout);
+            // The doc comment of node::cli::CommonArgs is for its readers, not the user.
+            for internal in [
+                "Flags shared by every node binary",
+                "subcommand takes them too",
+            ] {
+                assert!(
+                    !output.stdout.contains(internal),
+                    "{binary} {flag}:\n{}",
+                    output.stdout
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_bad_flag_exits_2_with_one_line_naming_it() {
     let output = run_to_end("user", &["--rpc-port", "seventy"], &[], PATIENCE).await;
     assert_clean_failure(&output, 2, &["seventy", "--rpc-port"]);
