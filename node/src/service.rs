@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, FromArgMatches};
-use config::{Flags, NoSections, NodeConfig, Validate};
+use config::{Flags, Loaded, NoSections, NodeConfig, Validate};
 use registry::Registry;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -238,10 +238,12 @@ where
     pub fn run_with_args(self, args: CommonArgs) -> ExitCode {
         let name = self.name.clone();
         crate::cli::run(&name, async move {
-            let Some(launch) = Launch::from_args(&args, &self.flags).await? else {
+            let Some(loaded) = load_from_args::<S>(&args, &self.flags)? else {
                 return Ok(());
             };
-            crate::admin::start(&self.name, &launch.config).await?;
+            let listen = crate::admin::Listen::of(&loaded);
+            let launch = Launch::connect(loaded).await?;
+            crate::admin::start(&self.name, &launch.config, listen).await?;
             self.serve(launch).await
         })
     }
@@ -290,21 +292,35 @@ where
     /// Loads the configuration the command line names (`None` after `--print-config`),
     /// connects the configured backend, and cancels the token on SIGINT or SIGTERM.
     pub async fn from_args(args: &CommonArgs, extra: &Flags) -> Result<Option<Self>, NodeError> {
-        let mut flags = args.flags();
-        flags.extend(extra);
-        let Some(loaded) = crate::cli::load_config_with::<S>(args, &flags)? else {
+        let Some(loaded) = load_from_args::<S>(args, extra)? else {
             return Ok(None);
         };
+        Self::connect(loaded).await.map(Some)
+    }
+
+    /// Connects the backend `loaded` configures and cancels the token on SIGINT or SIGTERM.
+    async fn connect(loaded: Loaded<S>) -> Result<Self, NodeError> {
         let backend = crate::backend::connect(&loaded.node).await?;
         let shutdown = CancellationToken::new();
         crate::shutdown::cancel_on_signal(shutdown.clone());
-        Ok(Some(Self {
+        Ok(Self {
             config: loaded.node,
             settings: loaded.service,
             backend,
             shutdown,
-        }))
+        })
     }
+}
+
+/// The configuration the command line names, with the binary's `extra` flags; `None`
+/// after `--print-config`.
+fn load_from_args<S>(args: &CommonArgs, extra: &Flags) -> Result<Option<Loaded<S>>, NodeError>
+where
+    S: DeserializeOwned + Serialize + Default + Validate,
+{
+    let mut flags = args.flags();
+    flags.extend(extra);
+    crate::cli::load_config_with::<S>(args, &flags)
 }
 
 /// What a service's setup sees: its settings, the node's configuration, the registry, and

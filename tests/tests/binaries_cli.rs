@@ -201,6 +201,38 @@ async fn an_admin_port_already_taken_ends_start_up_naming_the_admin_listen_flag_
 }
 
 #[tokio::test]
+async fn an_admin_address_set_in_a_file_or_by_a_flag_that_is_taken_still_ends_start_up_naming_it() {
+    // Only the default gives way to a free port; what the operator set is kept or fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let dir = std::env::temp_dir().join(format!("rust-ms-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, format!("[admin]\nlisten = \"{address}\"\n")).unwrap();
+    let memory = [
+        ("MS_REGISTRY__BACKEND", "memory"),
+        ("MS_HTTP_PORT", "0"),
+        ("MS_RPC_PORT", "0"),
+        ("MS_ADVERTISE_HOST", "127.0.0.1"),
+    ];
+    for (label, args) in [
+        ("file", ["--config", file.to_str().unwrap()]),
+        ("flag", ["--admin-listen", address.as_str()]),
+    ] {
+        let mut node = Node::start_with_default_admin("gateway", label, &args, &memory);
+        let line = node.wait_for("cannot listen on", PATIENCE).await;
+        for part in [address.as_str(), "admin.listen", "in use"] {
+            assert!(
+                line.contains(part),
+                "{label}: {part:?} missing from {line:?}"
+            );
+        }
+        assert_eq!(node.exit_code(PATIENCE).await, Some(1), "{label}");
+        assert_eq!(node.count("admin listening on"), 0, "{label}");
+    }
+}
+
+#[tokio::test]
 async fn print_config_shows_the_effective_layers() {
     let output = run_to_end(
         "gateway",
