@@ -130,6 +130,14 @@ impl<S> Loaded<S> {
         origin(self.figment.find_metadata(key), &path)
     }
 
+    /// Whether `key` (dotted) was set by the file, the environment or a flag, rather than
+    /// left at its default; a value set to what the default is counts as set.
+    pub fn given(&self, key: &str) -> bool {
+        self.figment
+            .find_metadata(key)
+            .is_some_and(|metadata| !matches!(layer(metadata), Layer::Defaults))
+    }
+
     /// An error about `key`'s value, naming where it was set.
     pub fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
@@ -338,24 +346,41 @@ fn unknown_paths(
     }
 }
 
+/// The layer a value came from.
+enum Layer<'a> {
+    File(&'a PathBuf),
+    Environment,
+    Flags,
+    Defaults,
+}
+
+fn layer(metadata: &Metadata) -> Layer<'_> {
+    match &metadata.source {
+        Some(Source::File(file)) => Layer::File(file),
+        _ if metadata.name.contains("environment") => Layer::Environment,
+        _ if metadata.name == "command-line flags" => Layer::Flags,
+        _ => Layer::Defaults,
+    }
+}
+
 fn origin(metadata: Option<&Metadata>, path: &[&str]) -> String {
     let Some(metadata) = metadata else {
         return "an unknown source".to_owned();
     };
-    match &metadata.source {
-        Some(Source::File(file)) => match find_line(file, path) {
+    match layer(metadata) {
+        Layer::File(file) => match find_line(file, path) {
             Some(line) => format!("{} line {line}", file.display()),
             None => file.display().to_string(),
         },
-        _ if metadata.name.contains("environment") => format!(
+        Layer::Environment => format!(
             "environment variable {ENV_PREFIX}{}",
             path.join(ENV_NESTING).to_uppercase()
         ),
-        _ if metadata.name == "command-line flags" => format!(
+        Layer::Flags => format!(
             "command-line flag {}",
             metadata.interpolate(&Profile::Default, path)
         ),
-        _ => "the defaults".to_owned(),
+        Layer::Defaults => "the defaults".to_owned(),
     }
 }
 

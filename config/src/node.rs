@@ -91,12 +91,19 @@ impl ClientConfig {
     }
 }
 
+/// Where the admin port listens unless `admin.listen` says otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
+
 /// `[admin]`: one port per process for the operator, apart from the ports callers use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AdminConfig {
     /// `host:port` of the admin port (port 0: the OS chooses); `""` turns it off. On
-    /// loopback by default: what it shows is for the operator.
+    /// loopback by default: what it shows is for the operator. Left at the default
+    /// ([`DEFAULT_ADMIN_LISTEN`]) and taken by another process, it gives way to a free
+    /// port on the same host, so that several nodes share a host as in GO-MS; set in a
+    /// file, the environment or a flag (even to the default), a taken address stops
+    /// start-up ([`crate::Loaded::given`] tells the two apart).
     pub listen: String,
     /// When set, `/metrics` and `/admin/*` want `Authorization: Bearer <token>`;
     /// `/healthz`, `/readyz` and the dashboard page itself stay open for probes.
@@ -106,7 +113,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9900".to_owned(),
+            listen: DEFAULT_ADMIN_LISTEN.to_owned(),
             token: String::new(),
         }
     }

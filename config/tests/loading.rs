@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use config::{Backend, ConfigError, Flags, Validate, load};
+use config::{Backend, ConfigError, DEFAULT_ADMIN_LISTEN, Flags, Validate, load};
 use figment::Jail;
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +188,40 @@ fn printed_config_loads_back_to_the_same_values() {
         jail.clear_env();
         let again = load::<UserLike>(Some("printed.toml".as_ref()), &Flags::new()).unwrap();
         assert_eq!(again.node, loaded.node);
+        Ok(())
+    });
+}
+
+#[test]
+fn admin_listen_is_given_when_a_file_a_variable_or_a_flag_sets_it_even_to_the_default() {
+    Jail::expect_with(|jail| {
+        let defaults = load::<UserLike>(None, &Flags::new()).unwrap();
+        assert_eq!(defaults.node.admin.listen, DEFAULT_ADMIN_LISTEN);
+        assert!(!defaults.given("admin.listen"));
+
+        // Another key of [admin] set: listen stays the default.
+        jail.create_file("token.toml", "[admin]\ntoken = \"t\"\n")?;
+        let token = load::<UserLike>(Some("token.toml".as_ref()), &Flags::new()).unwrap();
+        assert!(!token.given("admin.listen"));
+        assert!(token.given("admin.token"));
+
+        let default = format!("[admin]\nlisten = \"{DEFAULT_ADMIN_LISTEN}\"\n");
+        jail.create_file("listen.toml", &default)?;
+        let file = load::<UserLike>(Some("listen.toml".as_ref()), &Flags::new()).unwrap();
+        assert!(file.given("admin.listen"), "set in the file");
+
+        let mut flags = Flags::new();
+        flags.set("admin.listen", "--admin-listen", DEFAULT_ADMIN_LISTEN);
+        assert!(
+            load::<UserLike>(None, &flags)
+                .unwrap()
+                .given("admin.listen"),
+            "set by a flag"
+        );
+
+        jail.set_env("MS_ADMIN__LISTEN", DEFAULT_ADMIN_LISTEN);
+        let env = load::<UserLike>(None, &Flags::new()).unwrap();
+        assert!(env.given("admin.listen"), "set in the environment");
         Ok(())
     });
 }

@@ -91,7 +91,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         return Ok(());
     };
     // One admin port for the whole process: its /readyz waits for every node of the stack.
-    node::admin::start("dev-stack", &loaded.node).await?;
+    let listen = node::admin::Listen::of(&loaded);
+    node::admin::start("dev-stack", &loaded.node, listen).await?;
     let backend = Connected::Memory(MemoryRegistry::new());
     let accounts: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
     let shutdown = CancellationToken::new();

@@ -97,12 +97,21 @@ impl JwtVerifier {
             .find(|(alg, _)| *alg == header.alg)
             .ok_or_else(|| format!("tokens signed with {:?} are not accepted", header.alg))?;
         let mut validation = Validation::new(*algorithm);
+        // A token is refused before its `nbf` as after its `exp`, with the same leeway
+        // (jsonwebtoken checks only `exp` unless told).
+        validation.validate_nbf = true;
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
         jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| format!("invalid token: {e}"))
+            .map_err(|e| match e.kind() {
+                // jsonwebtoken names it only "ImmatureSignature".
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    "invalid token: not valid yet (its nbf is in the future)".to_owned()
+                }
+                _ => format!("invalid token: {e}"),
+            })
     }
 }
 
@@ -173,6 +182,33 @@ mod tests {
                 .unwrap_err()
                 .contains("bearer token is required")
         );
+    }
+
+    #[test]
+    fn a_token_whose_nbf_is_an_hour_ahead_is_refused_as_not_valid_yet_and_one_within_the_leeway_passes()
+     {
+        let verifier = JwtVerifier::from_config(&JwtConfig {
+            hs256_secret: Some("s3cret".into()),
+            rs256_public_key: None,
+            issuer: None,
+        })
+        .unwrap();
+        let now = registry::unix_millis_now() / 1000;
+        let with_nbf = |nbf: u64| {
+            let signed = token(
+                "s3cret",
+                serde_json::json!({"sub": "bob", "exp": now + 7200, "nbf": nbf}),
+            );
+            verifier.verify(Some(&format!("Bearer {signed}")))
+        };
+
+        let refused = with_nbf(now + 3600).unwrap_err();
+        assert!(refused.contains("not valid yet"), "{refused}");
+        // Clocks differ a little between the issuer and the gateway: the leeway of `exp`.
+        for nbf in [now - 5, now, now + 30] {
+            let claims = with_nbf(nbf).unwrap_or_else(|e| panic!("nbf {nbf} (now {now}): {e}"));
+            assert_eq!(claims["sub"], "bob");
+        }
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - `/`: the live dashboard, a page compiled into the binary.
 //!
 //! With `[admin] token` set, `/metrics` and `/admin/*` want `Authorization: Bearer …`.
+//!
+//! Left at its default, `admin.listen` gives way to a free port on the same host when
+//! another process has it (several nodes on one host, as in GO-MS); every node publishes
+//! where its process's admin port is under [`METADATA_KEY`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,6 +34,31 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeError;
 
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
+
+/// The registry metadata key under which every node publishes its process's admin
+/// address, `host:port` (the advertised host when the port listens on every interface);
+/// the dashboard links each node to `http://{admin}/`. Absent when the admin port is off.
+pub const METADATA_KEY: &str = "admin";
+
+/// Where `admin.listen` came from, which decides what a taken address does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Set by the file, the environment or a flag: a taken address stops start-up.
+    Given,
+    /// Left at its default: a taken address gives way to a free port on the same host.
+    Default,
+}
+
+impl Listen {
+    /// Where `loaded` got its `admin.listen`.
+    pub fn of<S>(loaded: &config::Loaded<S>) -> Self {
+        if loaded.given("admin.listen") {
+            Listen::Given
+        } else {
+            Listen::Default
+        }
+    }
+}
 
 /// What a node publishes under `/admin/{name}`: a JSON document made when asked.
 pub type View = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
@@ -98,6 +127,8 @@ struct NodeEntry {
 pub struct Admin {
     nodes: Mutex<BTreeMap<u64, NodeEntry>>,
     next_id: AtomicU64,
+    /// The admin port's bound address, once [`start`] opened it.
+    bound: OnceLock<SocketAddr>,
 }
 
 /// The admin state of this process.
@@ -180,6 +211,17 @@ impl Admin {
         }
     }
 
+    /// The address other processes reach this process's admin port at (`host` when it
+    /// listens on every interface), for the node's metadata; `None` when it is not open.
+    pub fn published_address(&self, host: &str) -> Option<String> {
+        let bound = self.bound.get()?;
+        Some(if bound.ip().is_unspecified() {
+            crate::advertise::join_host_port(host, bound.port())
+        } else {
+            bound.to_string()
+        })
+    }
+
     fn readiness(&self) -> (bool, Value) {
         let nodes = lock(&self.nodes);
         let list: Vec<Value> = nodes
@@ -259,11 +301,17 @@ pub fn cluster_json<'a>(
     json!({ "services": services })
 }
 
-/// Opens the admin port of `config` for the process `name` (nothing when `admin.listen` is empty) and installs
-/// the metrics recorder when `telemetry.metrics` is on. The port serves until the process
-/// ends, so that `/readyz` can say "shutting down" while the nodes drain. Returns the
-/// bound address.
-pub async fn start(name: &str, config: &NodeConfig) -> Result<Option<SocketAddr>, NodeError> {
+/// Opens the admin port of `config` for the process `name` (nothing when `admin.listen` is
+/// empty) and installs the metrics recorder when `telemetry.metrics` is on. A taken address
+/// stops start-up when `listen` is [`Listen::Given`]; left at its default, it gives way to
+/// a free port on the same host, logged. The port serves until the process ends, so that
+/// `/readyz` can say "shutting down" while the nodes drain. Returns the bound address,
+/// which the process's nodes then publish under [`METADATA_KEY`].
+pub async fn start(
+    name: &str,
+    config: &NodeConfig,
+    listen: Listen,
+) -> Result<Option<SocketAddr>, NodeError> {
     let address = config
         .admin
         .address()
@@ -277,23 +325,43 @@ pub async fn start(name: &str, config: &NodeConfig) -> Result<Option<SocketAddr>
             cause: e.to_string(),
         })?;
     }
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| {
-            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+    let in_use = |error: &std::io::Error| error.kind() == std::io::ErrorKind::AddrInUse;
+    let (listener, moved) = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => (listener, false),
+        // Another node of this host has the default: the OS picks a port beside it.
+        Err(error) if listen == Listen::Default && in_use(&error) => {
+            let free = SocketAddr::new(address.ip(), 0);
+            let listener = tokio::net::TcpListener::bind(free)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    address: format!("{free} (admin.listen's default {address} is taken)"),
+                    source,
+                })?;
+            (listener, true)
+        }
+        Err(source) => {
+            let hint = if in_use(&source) {
                 "; each node on a host needs its own: --admin-listen 127.0.0.1:0 (admin.listen, MS_ADMIN__LISTEN) lets the OS choose"
             } else {
                 ""
             };
-            NodeError::Bind {
+            return Err(NodeError::Bind {
                 address: format!("{address} (admin.listen{hint})"),
                 source,
-            }
-        })?;
+            });
+        }
+    };
     let bound = listener.local_addr().map_err(|e| NodeError::Serve {
         what: "reading the admin port's address",
         cause: e.to_string(),
     })?;
+    if moved {
+        tracing::info!(
+            "Server [{name}] the default admin address {address} is taken (another node on this host?), so the admin port is on {bound}; admin.listen sets one"
+        );
+    }
+    // Only the first opening counts: a process has one admin port.
+    let _ = process().bound.set(bound);
     let router = router(config.admin.token.clone());
     tokio::spawn(crate::http_server::serve(
         listener,
@@ -433,6 +501,35 @@ mod tests {
         assert!(!allowed("s3cret", &headers));
         headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
         assert!(allowed("s3cret", &headers));
+    }
+
+    #[tokio::test]
+    async fn a_taken_admin_address_stops_start_up_when_given_and_gives_way_to_a_free_port_when_left_at_the_default()
+     {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let mut config = NodeConfig::default();
+        config.admin.listen = address.to_string();
+        config.telemetry.metrics = false;
+
+        let refused = start("unit-test", &config, Listen::Given)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(&address.to_string()), "{refused}");
+        assert!(refused.contains("admin.listen"), "{refused}");
+
+        let moved = start("unit-test", &config, Listen::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.ip(), address.ip(), "on the same host");
+        assert_ne!(moved.port(), address.port());
+        assert_eq!(
+            process().published_address("10.0.0.5"),
+            Some(moved.to_string()),
+            "bound to loopback, it is published as such"
+        );
     }
 
     #[test]

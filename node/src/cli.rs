@@ -41,7 +41,8 @@ pub struct CommonArgs {
         global = true
     )]
     pub advertise_host: Option<String>,
-    /// Admin port address (`127.0.0.1:0`: the OS chooses; `""`: none).
+    /// Admin port address (unset: 127.0.0.1:9900, or a free port when that is taken;
+    /// `127.0.0.1:0`: the OS chooses; `""`: none).
     #[arg(
         long = "admin-listen",
         alias = "admin_listen",

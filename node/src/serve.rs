@@ -254,6 +254,13 @@ pub async fn run_node(
             .metadata
             .insert("grpc.services".to_owned(), spec.grpc_services.join(","));
     }
+    // Where the operator finds this node's process, which may not be where they expect
+    // (the default port was taken, or port 0).
+    if let Some(admin) = crate::admin::process().published_address(&host) {
+        instance
+            .metadata
+            .insert(crate::admin::METADATA_KEY.to_owned(), admin);
+    }
     if let Some(http) = spec.http {
         let http_bound = bound_address(&http.listener)?;
         let http_address = join_host_port(&host, http_bound.port());

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, FromArgMatches};
-use config::{Flags, NoSections, NodeConfig, Validate};
+use config::{Flags, Loaded, NoSections, NodeConfig, Validate};
 use registry::Registry;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -163,6 +163,21 @@ impl<S: Send + 'static> Service<S> {
         &self.name
     }
 
+    /// The command line [`Service::run`] parses: the shared flags, the version, the about.
+    fn command(&self) -> clap::Command {
+        let version = format!("{} ({})", self.version, crate::FRAMEWORK);
+        // Set after the flags: clap takes CommonArgs' doc comment as the command's about,
+        // which `--help` would show in place of the service's (or of none).
+        let mut command = CommonArgs::augment_args(clap::Command::new(self.name.clone()))
+            .version(version)
+            .about(None)
+            .long_about(None);
+        if let Some(about) = &self.about {
+            command = command.about(about.clone());
+        }
+        command
+    }
+
     /// Serves inside a running program, on a backend and configuration the caller holds
     /// (the dev stack, tests), until `launch.shutdown` is cancelled; then leaves and drains.
     pub async fn serve(self, launch: Launch<S>) -> Result<(), NodeError> {
@@ -208,12 +223,8 @@ where
     /// registry, serves until SIGINT or SIGTERM, then deregisters and drains. A failure
     /// is one line on stderr and a non-zero exit.
     pub fn run(self) -> ExitCode {
-        let version = format!("{} ({})", self.version, crate::FRAMEWORK);
-        let mut command = clap::Command::new(self.name.clone()).version(version);
-        if let Some(about) = &self.about {
-            command = command.about(about.clone());
-        }
-        let parsed = CommonArgs::augment_args(command)
+        let parsed = self
+            .command()
             .try_get_matches()
             .and_then(|matches| CommonArgs::from_arg_matches(&matches));
         match parsed {
@@ -227,10 +238,12 @@ where
     pub fn run_with_args(self, args: CommonArgs) -> ExitCode {
         let name = self.name.clone();
         crate::cli::run(&name, async move {
-            let Some(launch) = Launch::from_args(&args, &self.flags).await? else {
+            let Some(loaded) = load_from_args::<S>(&args, &self.flags)? else {
                 return Ok(());
             };
-            crate::admin::start(&self.name, &launch.config).await?;
+            let listen = crate::admin::Listen::of(&loaded);
+            let launch = Launch::connect(loaded).await?;
+            crate::admin::start(&self.name, &launch.config, listen).await?;
             self.serve(launch).await
         })
     }
@@ -279,21 +292,35 @@ where
     /// Loads the configuration the command line names (`None` after `--print-config`),
     /// connects the configured backend, and cancels the token on SIGINT or SIGTERM.
     pub async fn from_args(args: &CommonArgs, extra: &Flags) -> Result<Option<Self>, NodeError> {
-        let mut flags = args.flags();
-        flags.extend(extra);
-        let Some(loaded) = crate::cli::load_config_with::<S>(args, &flags)? else {
+        let Some(loaded) = load_from_args::<S>(args, extra)? else {
             return Ok(None);
         };
+        Self::connect(loaded).await.map(Some)
+    }
+
+    /// Connects the backend `loaded` configures and cancels the token on SIGINT or SIGTERM.
+    async fn connect(loaded: Loaded<S>) -> Result<Self, NodeError> {
         let backend = crate::backend::connect(&loaded.node).await?;
         let shutdown = CancellationToken::new();
         crate::shutdown::cancel_on_signal(shutdown.clone());
-        Ok(Some(Self {
+        Ok(Self {
             config: loaded.node,
             settings: loaded.service,
             backend,
             shutdown,
-        }))
+        })
     }
+}
+
+/// The configuration the command line names, with the binary's `extra` flags; `None`
+/// after `--print-config`.
+fn load_from_args<S>(args: &CommonArgs, extra: &Flags) -> Result<Option<Loaded<S>>, NodeError>
+where
+    S: DeserializeOwned + Serialize + Default + Validate,
+{
+    let mut flags = args.flags();
+    flags.extend(extra);
+    crate::cli::load_config_with::<S>(args, &flags)
 }
 
 /// What a service's setup sees: its settings, the node's configuration, the registry, and
@@ -553,4 +580,29 @@ impl Serve {
 /// routes can be merged (axum refuses to merge two fallbacks).
 fn without_fallback(routes: Routes) -> axum::Router {
     routes.into_axum_router().reset_fallback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_shows_the_services_about_or_none_but_never_the_shared_flags_doc_comment() {
+        let bare = Service::new("bare", "1.0.0").command().render_long_help();
+        let described = Service::new("described", "1.0.0")
+            .about("Says what it does")
+            .command()
+            .render_long_help();
+        for help in [bare.to_string(), described.to_string()] {
+            assert!(
+                !help.contains("Flags shared by every node binary"),
+                "{help}"
+            );
+            assert!(help.contains("--rpc-port"), "{help}");
+        }
+        assert!(
+            described.to_string().starts_with("Says what it does\n"),
+            "{described}"
+        );
+    }
 }

@@ -106,9 +106,25 @@ impl Node {
         Self::start(binary_name, label, &[], &env)
     }
 
+    /// [`Node::start`] with no admin address given, as a user starts a node: it takes the
+    /// default (127.0.0.1:9900), or a free port when another process has that.
+    pub fn start_with_default_admin(
+        binary_name: &str,
+        label: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
+        let mut command = clean_command(&binary(binary_name));
+        command.env_remove("MS_ADMIN__LISTEN");
+        Self::spawn(command, label, args, env)
+    }
+
     /// [`Node::start`] for a program outside the workspace (a scaffolded service).
     pub fn start_program(program: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut command = clean_command(program);
+        Self::spawn(clean_command(program), label, args, env)
+    }
+
+    fn spawn(mut command: Command, label: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         command
             .args(args)
             .envs(env.iter().copied())

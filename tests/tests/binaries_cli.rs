@@ -44,6 +44,37 @@ async fn version_prints_the_name_the_version_and_the_commit() {
 }
 
 #[tokio::test]
+async fn help_shows_the_services_about_line_and_nothing_of_the_shared_flags_doc_comment() {
+    for (binary, about) in [
+        ("gateway", "The rust-ms API gateway"),
+        ("user", "The rust-ms example account service"),
+        (
+            "order",
+            "The rust-ms example order service, which calls user",
+        ),
+        ("greeter", "The rust-ms example greeter: Hello, {name}!"),
+    ] {
+        for flag in ["--help", "-h"] {
+            let output = run_to_end(binary, &[flag], &[], PATIENCE).await;
+            assert_eq!(output.code, Some(0), "{binary} {flag}: {}", output.stderr);
+            let first = output.stdout.lines().next().unwrap_or_default();
+            assert_eq!(first, about, "{binary} {flag}:\n{}", output.stdout);
+            // The doc comment of node::cli::CommonArgs is for its readers, not the user.
+            for internal in [
+                "Flags shared by every node binary",
+                "subcommand takes them too",
+            ] {
+                assert!(
+                    !output.stdout.contains(internal),
+                    "{binary} {flag}:\n{}",
+                    output.stdout
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_bad_flag_exits_2_with_one_line_naming_it() {
     let output = run_to_end("user", &["--rpc-port", "seventy"], &[], PATIENCE).await;
     assert_clean_failure(&output, 2, &["seventy", "--rpc-port"]);
@@ -167,6 +198,38 @@ async fn an_admin_port_already_taken_ends_start_up_naming_the_admin_listen_flag_
     )
     .await;
     assert_clean_failure(&bad, 1, &["admin.listen", "MS_ADMIN__LISTEN"]);
+}
+
+#[tokio::test]
+async fn an_admin_address_set_in_a_file_or_by_a_flag_that_is_taken_still_ends_start_up_naming_it() {
+    // Only the default gives way to a free port; what the operator set is kept or fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let dir = std::env::temp_dir().join(format!("rust-ms-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, format!("[admin]\nlisten = \"{address}\"\n")).unwrap();
+    let memory = [
+        ("MS_REGISTRY__BACKEND", "memory"),
+        ("MS_HTTP_PORT", "0"),
+        ("MS_RPC_PORT", "0"),
+        ("MS_ADVERTISE_HOST", "127.0.0.1"),
+    ];
+    for (label, args) in [
+        ("file", ["--config", file.to_str().unwrap()]),
+        ("flag", ["--admin-listen", address.as_str()]),
+    ] {
+        let mut node = Node::start_with_default_admin("gateway", label, &args, &memory);
+        let line = node.wait_for("cannot listen on", PATIENCE).await;
+        for part in [address.as_str(), "admin.listen", "in use"] {
+            assert!(
+                line.contains(part),
+                "{label}: {part:?} missing from {line:?}"
+            );
+        }
+        assert_eq!(node.exit_code(PATIENCE).await, Some(1), "{label}");
+        assert_eq!(node.count("admin listening on"), 0, "{label}");
+    }
 }
 
 #[tokio::test]

@@ -105,3 +105,29 @@ async fn the_dashboard_lists_the_live_nodes_and_drops_one_that_is_killed() {
         .expect("the other node");
     assert_eq!(still, json!("up"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+#[cfg_attr(no_chromium, ignore = "needs chromium (apt-get install chromium)")]
+async fn the_dashboard_links_every_node_to_the_admin_port_it_publishes() {
+    let etcd = require!(Etcd::start().await);
+    let gateway = node("gateway", "gateway", &etcd);
+    let user = node("user", "user", &etcd);
+    let mut rows = Vec::new();
+    for node in [&gateway, &user] {
+        rows.push((node.listening("rpc").await, node.listening("admin").await));
+    }
+    let gateway_admin = &rows[0].1;
+    let mut browser = Browser::launch(&format!("http://{gateway_admin}/"))
+        .await
+        .expect("chromium opens the dashboard");
+    for (rpc, admin) in &rows {
+        let link = format!(
+            "document.querySelector('[data-address=\"{rpc}\"] a.admin')?.getAttribute('href')"
+        );
+        browser
+            .wait_for(&format!("{link} === 'http://{admin}/'"), PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("the row of {rpc} links to http://{admin}/: {e:?}"));
+    }
+}

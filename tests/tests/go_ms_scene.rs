@@ -2,10 +2,13 @@
 //! binaries against etcd in a container: six nodes find each other, leave cleanly or by
 //! crashing, and come back by themselves after etcd was down.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
+use serde_json::json;
 use tests::etcd::Etcd;
+use tests::http::HttpClient;
 use tests::process::Node;
 use tests::require;
 use tokio::time::Instant;
@@ -52,6 +55,25 @@ fn join_line(service: &str, address: &str) -> String {
 
 fn leave_line(service: &str, address: &str) -> String {
     format!("Server [{service}] cluster [{address}] leave")
+}
+
+/// Every instance etcd holds, as its JSON, by address.
+async fn registered_instances(etcd: &Etcd) -> BTreeMap<String, serde_json::Value> {
+    let mut client = etcd.client().await;
+    let found = client
+        .get("go-ms/services/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("list keys");
+    found
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let value: serde_json::Value =
+                serde_json::from_slice(kv.value()).expect("instance JSON");
+            let address = value["address"].as_str().expect("address").to_owned();
+            (address, value)
+        })
+        .collect()
 }
 
 async fn registered_addresses(etcd: &Etcd) -> Vec<String> {
@@ -148,6 +170,141 @@ async fn six_nodes_join_each_other_and_leave_on_sigterm_and_on_kill() {
     for (_, node) in &nodes {
         assert_eq!(node.count("panicked"), 0, "{} panicked", node.name);
     }
+}
+
+/// The default admin address, which only one process of a host can have.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9900";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn go_ms_commands_with_no_admin_setting_run_six_nodes_on_one_host_each_publishing_its_own_admin_port()
+ {
+    let etcd = require!(Etcd::start().await);
+    let addr = etcd.etcd_addr();
+    // GO-MS's README: `gateway -http_port 8080 -rpc_port 8180 -etcd_addr 127.0.0.1:2379`,
+    // three times on other ports, and three user nodes the same way. The OS picks the
+    // ports here, every node advertises loopback, and nothing says where the admin port
+    // goes: one of them may get the default, unless another process of this host (another
+    // test's) has it.
+    let loopback = [("MS_ADVERTISE_HOST", "127.0.0.1")];
+    let mut nodes: Vec<(&str, Node)> = Vec::new();
+    for n in 1..=3 {
+        let gateway_args = ["--http_port", "0", "--rpc_port", "0", "--etcd_addr", &addr];
+        let user_args = ["--rpc_port", "0", "--etcd_addr", &addr];
+        let gateway = Node::start_with_default_admin(
+            "gateway",
+            &format!("gateway-{n}"),
+            &gateway_args,
+            &loopback,
+        );
+        let user =
+            Node::start_with_default_admin("user", &format!("user-{n}"), &user_args, &loopback);
+        nodes.push(("gateway", gateway));
+        nodes.push(("user", user));
+    }
+    let (mut rpc, mut admin) = (Vec::new(), Vec::new());
+    for (_, node) in &nodes {
+        rpc.push(node.listening("rpc").await);
+        admin.push(node.listening("admin").await);
+    }
+
+    // Every node logs a join for each of the five others.
+    for (i, (_, node)) in nodes.iter().enumerate() {
+        for (j, (service, _)) in nodes.iter().enumerate() {
+            if i != j {
+                node.wait_for(&join_line(service, &rpc[j]), STARTUP).await;
+            }
+        }
+    }
+    // All six serve: each gateway answers a call that a user node serves.
+    let client = HttpClient::default();
+    for (service, node) in &nodes {
+        if *service == "gateway" {
+            let http = node.listening("http").await;
+            client
+                .post_until(
+                    &format!("http://{http}/api/user/Exists"),
+                    &json!({ "username": "ada" }),
+                    200,
+                    STARTUP,
+                )
+                .await;
+        }
+    }
+    for (_, node) in &mut nodes {
+        assert!(
+            node.is_running(),
+            "{} exited; its log:\n{}",
+            node.name,
+            node.lines().join("\n")
+        );
+    }
+
+    // Each registry entry carries the admin address its node logged, one per node, and
+    // the node's own admin port answers there.
+    let instances = registered_instances(&etcd).await;
+    let mut published = BTreeSet::new();
+    for (k, (service, node)) in nodes.iter().enumerate() {
+        let instance = instances
+            .get(&rpc[k])
+            .unwrap_or_else(|| panic!("{} ({}) is not in etcd: {instances:?}", node.name, rpc[k]));
+        let address = instance["metadata"]["admin"].as_str().unwrap_or_else(|| {
+            panic!(
+                "{}: no admin address in its metadata: {instance}",
+                node.name
+            )
+        });
+        assert_eq!(
+            address, admin[k],
+            "{}: the admin address it logged",
+            node.name
+        );
+        assert!(
+            published.insert(address.to_owned()),
+            "{}: {address} is published by another node too",
+            node.name
+        );
+        let health = client
+            .get(&format!("http://{address}/healthz"))
+            .await
+            .unwrap_or_else(|e| panic!("{}: /healthz on {address}: {e}", node.name));
+        assert_eq!(
+            (health.status, health.text.as_str()),
+            (200, "ok"),
+            "{}",
+            node.name
+        );
+        let index = client
+            .get(&format!("http://{address}/admin"))
+            .await
+            .unwrap_or_else(|e| panic!("{}: /admin on {address}: {e}", node.name));
+        assert_eq!(
+            index.body["node"]["service"], *service,
+            "{}: {address}",
+            node.name
+        );
+    }
+
+    // Whoever has the default (one of the six or another process), every other node said
+    // on one line that it was taken and where its admin port is instead.
+    let mut moved = 0;
+    for (k, (_, node)) in nodes.iter().enumerate() {
+        let said = node
+            .lines()
+            .into_iter()
+            .find(|line| line.contains(&format!("{DEFAULT_ADMIN} is taken")));
+        match said {
+            Some(line) => {
+                assert!(line.contains(&admin[k]), "{}: {line}", node.name);
+                moved += 1;
+            }
+            None => assert_eq!(admin[k], DEFAULT_ADMIN, "{}", node.name),
+        }
+    }
+    assert!(
+        moved >= 5,
+        "only {moved} nodes moved off {DEFAULT_ADMIN}: {admin:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

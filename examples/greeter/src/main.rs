@@ -27,6 +27,7 @@ impl Greeter for Hello {
 
 fn main() -> std::process::ExitCode {
     Service::new("greeter", env!("CARGO_PKG_VERSION"))
+        .about("The rust-ms example greeter: Hello, {name}!")
         .descriptors(rust_ms::include_descriptors!())
         .add_service(GreeterServer::new(Hello))
         .run()
