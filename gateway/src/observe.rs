@@ -233,10 +233,18 @@ pub struct Observed {
     /// Labels only for what exists: a service with nodes, a method it has. Anything a
     /// caller invents is `unknown`, so that made-up paths cannot grow the metrics.
     service: Option<String>,
-    method: Option<String>,
+    method: Option<Method>,
     node: Option<String>,
     http_status: u16,
     done: bool,
+}
+
+/// What is known of the method a call names.
+enum Method {
+    /// The service has it: a refusal (405, 501) is still a call of it.
+    Known(String),
+    /// Only the caller says so.
+    Named(String),
 }
 
 impl Observed {
@@ -278,9 +286,15 @@ impl Observed {
         self.service = Some(service.to_owned());
     }
 
-    /// The method called, once the service is known to have it.
+    /// The method called, once the service is known to have it (`/api` looked it up).
     pub fn method(&mut self, method: &str) {
-        self.method = Some(method.to_owned());
+        self.method = Some(Method::Known(method.to_owned()));
+    }
+
+    /// The method a caller's path names, not checked (the rpc port passes it on): counted
+    /// as `unknown` when the node answers it does not have it.
+    pub fn method_named_by_caller(&mut self, method: &str) {
+        self.method = Some(Method::Named(method.to_owned()));
     }
 
     /// The node that answered.
@@ -306,8 +320,9 @@ impl Observed {
         self.trace.end(code, self.http_status);
         if let Some(meters) = &self.meters {
             let service = self.service.as_deref().unwrap_or("unknown");
-            let method = match self.method.as_deref() {
-                Some(method) if code != Code::Unimplemented => method,
+            let method = match &self.method {
+                Some(Method::Known(method)) => method.as_str(),
+                Some(Method::Named(method)) if code != Code::Unimplemented => method.as_str(),
                 _ => "unknown",
             };
             meters.record(

@@ -96,7 +96,7 @@ async fn forward_to_a_node(
         })?;
     let service = targets.owner.as_str();
     observed.service(service);
-    observed.method(method);
+    observed.method_named_by_caller(method);
     // The route of the service guards the call here as on /api: its JWT check and its
     // rate limit, and it chooses the balancer.
     let route = api.routes.route(service);

@@ -68,6 +68,10 @@ async fn metrics_parse_with_promtool_and_count_every_call_at_the_gateway_and_the
         let reply = client.post(&url, &bob).await.expect("a reply");
         assert_eq!(reply.status, 404, "{}", reply.text);
     }
+    // A method the service has, refused for how it was called, is still a call of it.
+    let register = format!("http://{http}/api/user/Register");
+    let refused = client.get(&register).await.expect("a reply");
+    assert_eq!(refused.status, 405, "{}", refused.text);
 
     let after = get_text(&client, &gateway_metrics).await;
     let served_after = get_text(&client, &user_metrics).await;
@@ -124,6 +128,20 @@ async fn metrics_parse_with_promtool_and_count_every_call_at_the_gateway_and_the
         INVENTED as f64
     );
     assert!(!after.contains("Invented"), "{after}");
+    assert_eq!(
+        moved(
+            "rustms_gateway_requests_total",
+            &[
+                ("service", "user"),
+                ("method", "Register"),
+                ("http_status", "405")
+            ],
+            &before,
+            &after
+        ),
+        1.0,
+        "{after}"
+    );
     assert_eq!(
         sum(&after, "rustms_gateway_nodes", &[("service", "user")]),
         1.0
