@@ -223,6 +223,9 @@ struct Shared {
     listed: tokio::sync::watch::Sender<bool>,
     /// Bumped after every applied change, for whoever waits for a node to be in view.
     applied: tokio::sync::watch::Sender<u64>,
+    /// Every service a node of which was ever in view: one with no node left is known to
+    /// exist (down), not a name nobody registered.
+    seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl ClusterView {
@@ -270,6 +273,7 @@ impl ClusterView {
                 options,
                 listed: tokio::sync::watch::Sender::new(listed),
                 applied: tokio::sync::watch::Sender::new(0),
+                seen: Mutex::default(),
             }),
         }
     }
@@ -317,11 +321,12 @@ impl ClusterView {
     /// of its join can route to it at once; whether it is.
     pub async fn wait_for(&self, instance: &Instance, patience: Duration) -> bool {
         let mut applied = self.shared.applied.subscribe();
+        // Asked of the writer's map, not a snapshot: during a burst of joins every
+        // snapshot would be built again for each one asked about.
+        let key = (instance.service.clone(), instance.id.clone());
         let in_view = |view: &ClusterView| {
-            view.snapshot()
-                .nodes_of(&instance.service)
-                .iter()
-                .any(|node| node.instance.id == instance.id)
+            let nodes = view.shared.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            nodes.contains_key(&key)
         };
         let waited = tokio::time::timeout(patience, async {
             while !in_view(self) {
@@ -347,6 +352,11 @@ impl ClusterView {
         let service = match change {
             Change::Joined(instance) | Change::Updated(instance) => {
                 let key = (instance.service.clone(), instance.id.clone());
+                shared
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(instance.service.clone());
                 if let Some(node) = Node::new(instance, &shared.options) {
                     nodes.insert(key.clone(), Arc::new(node));
                 }
@@ -382,6 +392,12 @@ impl ClusterView {
         let snapshot = Arc::new(Snapshot::of(&nodes));
         shared.snapshot.store(Some(snapshot.clone()));
         snapshot
+    }
+
+    /// Whether a node of `service` was ever in this view.
+    pub fn has_seen(&self, service: &str) -> bool {
+        let seen = self.shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.contains(service)
     }
 
     /// The live nodes of one service, set-aside ones included.
@@ -480,6 +496,39 @@ mod tests {
         }
         let set_aside = nodes.iter().filter(|n| view.is_ejected(n)).count();
         assert_eq!(set_aside, 2);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stays_as_it_was_read_and_a_service_once_seen_is_remembered() {
+        let (view, _) = view_of(&["a", "b"]);
+        let before = view.snapshot();
+        view.apply(Change::Left(
+            Instance::new("user", "127.0.0.1:9").with_id("a"),
+        ));
+        assert_eq!(before.nodes_of("user").len(), 2, "a snapshot never changes");
+        assert_eq!(view.nodes_of("user").len(), 1);
+        view.apply(Change::Left(
+            Instance::new("user", "127.0.0.1:9").with_id("b"),
+        ));
+        assert!(view.nodes_of("user").is_empty());
+        assert!(view.has_seen("user"), "no node left, but known to exist");
+        assert!(!view.has_seen("usr"));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_node_ends_once_it_is_in_view() {
+        let (view, _) = view_of(&[]);
+        let joining = Instance::new("user", "127.0.0.1:9").with_id("late");
+        let waiter = {
+            let (view, joining) = (view.clone(), joining.clone());
+            tokio::spawn(async move { view.wait_for(&joining, Duration::from_secs(60)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        view.apply(Change::Joined(joining.clone()));
+        assert!(waiter.await.expect("the waiter ran"), "in view");
+        let never = Instance::new("user", "127.0.0.1:9").with_id("never");
+        assert!(!view.wait_for(&never, Duration::from_millis(20)).await);
     }
 
     #[tokio::test]

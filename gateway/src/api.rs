@@ -206,10 +206,18 @@ async fn call(
     }
     let nodes = api.view.nodes_of(service);
     if nodes.is_empty() {
-        return Err(Failure::new(
-            Code::NotFound,
-            format!("unknown service {service:?}: no node of it is registered"),
-        ));
+        // A service this gateway has seen is down, not misspelt.
+        return Err(if api.view.has_seen(service) {
+            Failure::new(
+                Code::Unavailable,
+                format!("no node of {service:?} is registered now"),
+            )
+        } else {
+            Failure::new(
+                Code::NotFound,
+                format!("unknown service {service:?}: no node of it is registered"),
+            )
+        });
     }
     observed.service(service);
     let readable = cluster::candidates(&api.view, &nodes, &[]);

@@ -31,6 +31,10 @@ use crate::api::Api;
 use crate::live_routes::LiveRoutes;
 use crate::settings::GatewaySettings;
 
+/// How long a join line waits for the node to be in the routing view; the view follows
+/// the same registry, so it is there within moments unless the node left again.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The gateway node: registered as `gateway`, HTTP on `http_port` (`/api`), native gRPC
 /// passed through on `rpc_port`, over a live view of the cluster; its view of every node
 /// and its route table on the admin port (`/admin/cluster`, `/admin/routes`).
@@ -108,6 +112,18 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
             async move { http::routes_view(&api).await }
         })
         // Reflection on the rpc port describes the whole cluster, not the gateway alone.
+        // A join line is the signal that the node can be called through this gateway.
+        .announce_joins_when({
+            let view = api.view.clone();
+            move |instance| {
+                let view = view.clone();
+                async move {
+                    if !view.wait_for(&instance, JOIN_PATIENCE).await {
+                        tracing::debug!(address = %instance.address, "joined node not in the routing view in time");
+                    }
+                }
+            }
+        })
         .own_reflection()
         .own_call_spans()
         .http(http, http::router(api))

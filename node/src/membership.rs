@@ -3,6 +3,8 @@
 //! full listing is part of the node's readiness.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use registry::{Change, Instance, Registry, Scope};
@@ -36,13 +38,19 @@ impl Known {
     }
 }
 
+/// What a join line waits for: people and scripts take `... join` as the signal that the
+/// node can be called through this one (the gateway: once it is in its routing view).
+pub type JoinGate = Arc<dyn Fn(Instance) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Logs `Server [NAME] cluster [ADDR] join` for each node already registered (except
-/// `me`), then a `join` or `leave` line for every change, until `stop`. Keeps `known`
-/// current and calls `listed` once the first listing has been gone through.
+/// `me`), then a `join` or `leave` line for every change, until `stop`; a join line once
+/// `gate` lets it. Keeps `known` current and calls `listed` once the first listing has
+/// been gone through.
 pub async fn log_membership(
     registry: Arc<dyn Registry>,
     me: Instance,
     known: Known,
+    gate: Option<JoinGate>,
     listed: impl FnOnce(),
     stop: CancellationToken,
 ) {
@@ -53,6 +61,9 @@ pub async fn log_membership(
         known.apply(&change);
         let event = match &change {
             Change::Joined(i) if !is_me(i) => {
+                if let Some(gate) = &gate {
+                    gate(i.clone()).await;
+                }
                 log_join(i);
                 "join"
             }

@@ -55,6 +55,9 @@ pub struct NodeSpec {
     /// Views the node publishes on the admin port (`/admin/{name}`), beside the view of
     /// the registry every node publishes as `cluster`.
     pub admin_views: Vec<(String, crate::admin::View)>,
+    /// What a join line waits for (see [`membership::JoinGate`]); none: it is logged as
+    /// the registry tells of the join.
+    pub join_gate: Option<membership::JoinGate>,
 }
 
 pub struct HttpServer {
@@ -78,6 +81,7 @@ impl NodeSpec {
             call_spans: true,
             tracing: None,
             admin_views: Vec::new(),
+            join_gate: None,
         }
     }
 }
@@ -318,6 +322,7 @@ pub async fn run_node(
             registry.clone(),
             instance,
             known,
+            spec.join_gate.clone(),
             move || listed.listed(),
             watching.clone(),
         )

@@ -424,6 +424,7 @@ pub struct Serve {
     own_call_spans: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
     admin_views: Vec<(String, crate::admin::View)>,
+    join_gate: Option<crate::membership::JoinGate>,
     /// Services added more than once, reported when the node starts.
     duplicates: Vec<String>,
 }
@@ -489,6 +490,17 @@ impl Serve {
         self
     }
 
+    /// Logs another node's `join` line only once `gate` has run for it: the gateway waits
+    /// until the node is in its routing view, so that the line means "callable now".
+    pub fn announce_joins_when<F, Fut>(mut self, gate: F) -> Self
+    where
+        F: Fn(registry::Instance) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.join_gate = Some(Arc::new(move |instance| Box::pin(gate(instance))));
+        self
+    }
+
     /// Accepts calls without the cluster's call credential: for a node whose callers are
     /// outside the cluster (the gateway).
     pub fn open_to_callers_outside_the_cluster(mut self) -> Self {
@@ -523,6 +535,7 @@ impl Serve {
             own_call_spans,
             readiness,
             admin_views,
+            join_gate,
             duplicates,
         } = other;
         self.duplicates.extend(duplicates);
@@ -548,6 +561,7 @@ impl Serve {
         self.own_call_spans |= own_call_spans;
         self.readiness = readiness.or(self.readiness);
         self.admin_views.extend(admin_views);
+        self.join_gate = join_gate.or(self.join_gate);
         self
     }
 
@@ -572,6 +586,7 @@ impl Serve {
         spec.reflection = !self.own_reflection;
         spec.call_spans = !self.own_call_spans;
         spec.admin_views = self.admin_views;
+        spec.join_gate = self.join_gate;
         Ok(spec)
     }
 }

@@ -695,3 +695,64 @@ async fn bad_input_of_every_kind_gets_a_4xx_and_ordinary_calls_go_on_throughout(
     user.sigterm().await;
     gateway.sigterm().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn a_service_whose_last_node_left_is_unavailable_while_a_name_never_seen_is_not_found() {
+    let etcd = require!(Etcd::start().await);
+    let (gateway, http) = gateway(&etcd).await;
+    let user = Node::on_etcd("user", "user", &etcd.etcd_addr(), &[]);
+    let address = user.listening("rpc").await;
+    let client = HttpClient::default();
+    let exists = format!("http://{http}/api/user/Exists");
+    let body = json!({ "username": "bob" });
+    client.post_until(&exists, &body, 200, PATIENCE).await;
+
+    user.sigterm().await;
+    gateway
+        .wait_for(
+            &format!("Server [user] cluster [{address}] leave"),
+            PATIENCE,
+        )
+        .await;
+    let down = client.post(&exists, &body).await.expect("a reply");
+    assert_eq!(down.status, 503, "{}", down.text);
+    assert_eq!(down.body["code"], 14, "{}", down.text);
+    assert!(
+        down.text.contains("no node of \\\"user\\\""),
+        "{}",
+        down.text
+    );
+
+    let never = client
+        .post(&format!("http://{http}/api/usr/Exists"), &body)
+        .await
+        .expect("a reply");
+    assert_eq!(never.status, 404, "{}", never.text);
+    assert!(never.text.contains("unknown service"), "{}", never.text);
+    gateway.sigterm().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn a_call_sent_as_soon_as_the_gateway_logs_a_join_reaches_the_node() {
+    let etcd = require!(Etcd::start().await);
+    let (gateway, http) = gateway(&etcd).await;
+    let client = HttpClient::default();
+    let exists = format!("http://{http}/api/user/Exists");
+    let body = json!({ "username": "bob" });
+    // Before any user node: nothing to call.
+    let before = client.post(&exists, &body).await.expect("a reply");
+    assert_eq!(before.status, 404, "{}", before.text);
+
+    let user = Node::on_etcd("user", "user", &etcd.etcd_addr(), &[]);
+    let address = user.listening("rpc").await;
+    gateway
+        .wait_for(&format!("Server [user] cluster [{address}] join"), PATIENCE)
+        .await;
+    // The line is the signal: the very next call is routed.
+    let reply = client.post(&exists, &body).await.expect("a reply");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    user.sigterm().await;
+    gateway.sigterm().await;
+}
