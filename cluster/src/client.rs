@@ -333,16 +333,20 @@ impl Shared {
     }
 }
 
-/// What a method's descriptor says about repeating and replaying it.
-pub fn facts_of(method: &prost_reflect::MethodDescriptor) -> MethodFacts {
-    let level = method
+/// The method's `idempotency_level` option, `IDEMPOTENCY_UNKNOWN` when it has none.
+pub fn idempotency_level(method: &prost_reflect::MethodDescriptor) -> IdempotencyLevel {
+    method
         .method_descriptor_proto()
         .options
         .as_ref()
         .map(|options| options.idempotency_level())
-        .unwrap_or(IdempotencyLevel::IdempotencyUnknown);
+        .unwrap_or(IdempotencyLevel::IdempotencyUnknown)
+}
+
+/// What a method's descriptor says about repeating and replaying it.
+pub fn facts_of(method: &prost_reflect::MethodDescriptor) -> MethodFacts {
     MethodFacts {
-        idempotent: level != IdempotencyLevel::IdempotencyUnknown,
+        idempotent: idempotency_level(method) != IdempotencyLevel::IdempotencyUnknown,
         unary_request: !method.is_client_streaming(),
     }
 }

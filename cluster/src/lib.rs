@@ -22,7 +22,7 @@ mod view;
 
 pub use balance::{Balance, candidates, pick};
 pub use classify::Attempt;
-pub use client::{ClientOptions, MethodFacts, ServiceChannel, facts_of};
+pub use client::{ClientOptions, MethodFacts, ServiceChannel, facts_of, idempotency_level};
 pub use health::HEALTH_CHECKS_AT_ONCE;
 pub use node::Node;
 pub use schema::{Schema, SchemaError, Schemas};

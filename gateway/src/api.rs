@@ -149,12 +149,7 @@ pub struct MethodPolicy {
 
 impl MethodPolicy {
     pub fn of(route: &Route, method: &MethodDescriptor) -> Self {
-        let level = method
-            .method_descriptor_proto()
-            .options
-            .as_ref()
-            .map(|options| options.idempotency_level())
-            .unwrap_or(IdempotencyLevel::IdempotencyUnknown);
+        let level = cluster::idempotency_level(method);
         let by_route = route
             .methods
             .get(method.name())
