@@ -271,11 +271,10 @@ impl Shared {
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|timeout| now + timeout);
-        [Some(now + self.timeout), serving(), own]
+        [serving(), own]
             .into_iter()
             .flatten()
-            .min()
-            .unwrap_or(now + self.timeout)
+            .fold(now + self.timeout, Instant::min)
     }
 
     /// What the newest version among `nodes` says of the method, learnt once per version;

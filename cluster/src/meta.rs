@@ -7,6 +7,9 @@ use registry::Instance;
 pub const GRPC_SERVICES: &str = "grpc.services";
 /// The address of a node's HTTP server beside gRPC (the gateway's public port).
 pub const HTTP: &str = "http";
+/// Where a node's process serves its admin port (`host:port`), for the operator and
+/// the dashboard's links; absent when the admin port is off.
+pub const ADMIN: &str = "admin";
 /// A node's share of traffic under the weighted balancer; 0 drains it under every
 /// balancer. 1 when absent or unreadable.
 pub const WEIGHT: &str = "weight";

@@ -237,7 +237,10 @@ impl ClusterView {
         stop: CancellationToken,
     ) -> Self {
         let view = Self::empty(options, false);
-        tokio::spawn(view.clone().keep_current(registry, scope, stop));
+        tokio::spawn(
+            view.clone()
+                .keep_current(registry::follow(registry, scope, stop)),
+        );
         view
     }
 
@@ -254,13 +257,8 @@ impl ClusterView {
         for instance in snapshot.instances.iter().cloned() {
             view.apply(Change::Joined(instance));
         }
-        let mut changes = registry::Follow::after(registry, snapshot, watch, stop);
-        let follower = view.clone();
-        tokio::spawn(async move {
-            while let Some(change) = changes.next().await {
-                follower.apply(change);
-            }
-        });
+        let changes = registry::Follow::after(registry, snapshot, watch, stop);
+        tokio::spawn(view.clone().keep_current(changes));
         view
     }
 
@@ -285,13 +283,8 @@ impl ClusterView {
         Self::empty(options, true)
     }
 
-    async fn keep_current(
-        self,
-        registry: Arc<dyn Registry>,
-        scope: Scope,
-        stop: CancellationToken,
-    ) {
-        let mut cluster = registry::follow(registry, scope, stop);
+    /// Applies every change `cluster` brings; listed once it has caught up.
+    async fn keep_current(self, mut cluster: registry::Follow) {
         while let Some(change) = cluster.next().await {
             self.apply(change);
             if cluster.caught_up() {

@@ -38,7 +38,7 @@ const DASHBOARD: &str = include_str!("admin/dashboard.html");
 /// The registry metadata key under which every node publishes its process's admin
 /// address, `host:port` (the advertised host when the port listens on every interface);
 /// the dashboard links each node to `http://{admin}/`. Absent when the admin port is off.
-pub const METADATA_KEY: &str = "admin";
+pub const METADATA_KEY: &str = cluster::meta::ADMIN;
 
 /// Where `admin.listen` came from, which decides what a taken address does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

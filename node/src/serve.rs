@@ -254,9 +254,10 @@ pub async fn run_node(
     let mut instance = Instance::new(&spec.service, &rpc_address).with_version(&spec.version);
     instance.metadata = spec.metadata;
     if !spec.grpc_services.is_empty() {
-        instance
-            .metadata
-            .insert("grpc.services".to_owned(), spec.grpc_services.join(","));
+        instance.metadata.insert(
+            cluster::meta::GRPC_SERVICES.to_owned(),
+            spec.grpc_services.join(","),
+        );
     }
     // Where the operator finds this node's process, which may not be where they expect
     // (the default port was taken, or port 0).
@@ -270,7 +271,7 @@ pub async fn run_node(
         let http_address = join_host_port(&host, http_bound.port());
         instance
             .metadata
-            .insert("http".to_owned(), http_address.clone());
+            .insert(cluster::meta::HTTP.to_owned(), http_address.clone());
         let http_drain = drain.clone();
         let limits = config.http.clone();
         servers.spawn(
