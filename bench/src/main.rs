@@ -16,7 +16,9 @@ use prost::Message;
 use rust_ms_bench::echo::pb::{Payload, StreamRequest};
 use rust_ms_bench::load::{self, Load, Outcome};
 use rust_ms_bench::procs::{Proc, free_port};
-use rust_ms_bench::results::{Failover, Propagation, Results, Row, Scale, TelemetryCost};
+use rust_ms_bench::results::{
+    BaselineCost, ClientCost, Failover, Propagation, Results, Row, Scale, TelemetryCost,
+};
 
 const PROXY_CORE: usize = 0;
 const OTHER_CORE: usize = 1;
@@ -57,6 +59,13 @@ struct Cli {
     /// for profiling one of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// A gateway binary of another build (say, the last commit's) whose rpc port is
+    /// measured in turns against this tree's, both with telemetry off.
+    #[arg(long, value_name = "PATH")]
+    baseline_gateway: Option<PathBuf>,
+    /// ABBA rounds of the service client against a bare tonic channel; 0 skips it.
+    #[arg(long, default_value_t = 6)]
+    client_rounds: usize,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +125,10 @@ fn which(program: &str) -> Result<PathBuf, String> {
 fn addr(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|e| format!("{text}: {e}"))
 }
+
+/// A gateway with metrics and traces off.
+const UNOBSERVED: [(&str, &str); 2] =
+    [("MS_TELEMETRY__METRICS", "false"), ("MS_ADMIN__LISTEN", "")];
 
 struct Cluster {
     tmp: PathBuf,
@@ -188,6 +201,16 @@ async fn start_gateway(
     name: &str,
     extra: &[(&str, &str)],
 ) -> Result<Proc, String> {
+    start_gateway_from(&sibling("gateway")?, etcd_addr, name, extra).await
+}
+
+/// A gateway from the binary at `program`, as [`start_gateway`] starts this tree's.
+async fn start_gateway_from(
+    program: &Path,
+    etcd_addr: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<Proc, String> {
     let mut env = node_env();
     env.extend_from_slice(&[
         // The harness counts nodes through /cluster.
@@ -199,7 +222,7 @@ async fn start_gateway(
     Proc::start(
         name,
         PROXY_CORE,
-        &sibling("gateway")?,
+        program,
         &[
             "--etcd-addr",
             etcd_addr,
@@ -243,8 +266,7 @@ impl Cluster {
         let gateway_http = gateway.listening("http").await?;
         let addresses: Vec<&str> = echoes.iter().map(|(_, a)| a.as_str()).collect();
         wait_joined(&mut gateway, &addresses).await?;
-        let unobserved = [("MS_TELEMETRY__METRICS", "false"), ("MS_ADMIN__LISTEN", "")];
-        let mut plain = start_gateway(&etcd_addr, "gateway-plain", &unobserved).await?;
+        let mut plain = start_gateway(&etcd_addr, "gateway-plain", &UNOBSERVED).await?;
         let plain_rpc = plain.listening("rpc").await?;
         wait_joined(&mut plain, &addresses).await?;
         Ok(Cluster {
@@ -400,9 +422,47 @@ async fn measure_grpc(
     Ok(())
 }
 
-/// What metrics and 1% traces cost per call: the gateway with them and without, measured
-/// in turns (ABBA, `rounds` times) so that neither gains from going first or from the
-/// machine's drift, on unary 100 B and on one call at a time.
+/// The two loads gateways are compared on in turns: unary 100 B under `load`, and one
+/// call at a time.
+fn compared_loads(load: Load) -> [(&'static str, Load); 2] {
+    let one_at_a_time = Load {
+        connections: 1,
+        streams: 1,
+        calls: (load.calls / 10).max(1_000),
+        ..load
+    };
+    [
+        ("unary 100 B", load),
+        ("unary 100 B, 1 call at a time", one_at_a_time),
+    ]
+}
+
+/// The CPU per call of two proxies, `a` and `b`, measured in turns (ABBA, `rounds` times)
+/// so that neither gains from going first or from the machine's drift.
+async fn in_turns(
+    a: (SocketAddr, &Proc),
+    b: (SocketAddr, &Proc),
+    path: &str,
+    frame: &Bytes,
+    load: Load,
+    rounds: usize,
+) -> Result<(f64, f64), String> {
+    // (cpu, calls) of a, then of b.
+    let mut used = [(Duration::ZERO, 0u64); 2];
+    for round in 0..rounds * 2 {
+        let turn = usize::from(round % 4 == 1 || round % 4 == 2);
+        let (address, proc) = [a, b][turn];
+        let before = proc.cpu();
+        let outcome = load::grpc(address, path, frame.clone(), load).await?;
+        used[turn].0 += proc.cpu().saturating_sub(before);
+        used[turn].1 += outcome.calls as u64;
+    }
+    let per_call = |(cpu, calls): (Duration, u64)| cpu.as_secs_f64() * 1e6 / calls.max(1) as f64;
+    Ok((per_call(used[0]), per_call(used[1])))
+}
+
+/// What metrics and 1% traces cost per call: the gateway with them and without, in turns,
+/// on unary 100 B and on one call at a time.
 async fn telemetry_cost(
     cluster: &Cluster,
     path: &str,
@@ -410,44 +470,181 @@ async fn telemetry_cost(
     load: Load,
     rounds: usize,
 ) -> Result<Vec<TelemetryCost>, String> {
-    let one_at_a_time = Load {
-        connections: 1,
-        streams: 1,
-        calls: (load.calls / 10).max(1_000),
-        ..load
-    };
+    let on = (addr(&cluster.gateway_rpc)?, &cluster.gateway);
+    let off = (addr(&cluster.plain_rpc)?, &cluster.plain);
     let mut costs = Vec::new();
-    for (name, load) in [
-        ("unary 100 B", load),
-        ("unary 100 B, 1 call at a time", one_at_a_time),
-    ] {
-        let on = (addr(&cluster.gateway_rpc)?, &cluster.gateway);
-        let off = (addr(&cluster.plain_rpc)?, &cluster.plain);
-        // (cpu, calls) with telemetry, then without.
-        let mut used = [(Duration::ZERO, 0u64); 2];
-        for round in 0..rounds * 2 {
-            let turn = if round % 4 == 0 || round % 4 == 3 {
-                0
-            } else {
-                1
-            };
-            let (address, proc) = [on, off][turn];
-            let before = proc.cpu();
-            let outcome = load::grpc(address, path, frame.clone(), load).await?;
-            used[turn].0 += proc.cpu().saturating_sub(before);
-            used[turn].1 += outcome.calls as u64;
-        }
-        let per_call =
-            |(cpu, calls): (Duration, u64)| cpu.as_secs_f64() * 1e6 / calls.max(1) as f64;
+    for (name, load) in compared_loads(load) {
+        let (with, without) = in_turns(on, off, path, frame, load, rounds).await?;
         let cost = TelemetryCost {
             load: name.to_owned(),
             rounds,
-            with_us_per_call: per_call(used[0]),
-            without_us_per_call: per_call(used[1]),
+            with_us_per_call: with,
+            without_us_per_call: without,
         };
         eprintln!("telemetry cost: {cost:?}");
         costs.push(cost);
     }
+    Ok(costs)
+}
+
+/// This tree's rpc port against a gateway built elsewhere (`program`), both with
+/// telemetry off, in turns on the same echo nodes.
+async fn baseline_cost(
+    cluster: &Cluster,
+    program: &Path,
+    path: &str,
+    frame: &Bytes,
+    load: Load,
+    rounds: usize,
+) -> Result<Vec<BaselineCost>, String> {
+    let mut baseline =
+        start_gateway_from(program, &cluster.etcd_addr, "gateway-baseline", &UNOBSERVED).await?;
+    let baseline_rpc = baseline.listening("rpc").await?;
+    wait_joined(&mut baseline, &cluster.upstreams()).await?;
+    wait_answers(addr(&baseline_rpc)?, path, frame).await?;
+    let this = (addr(&cluster.plain_rpc)?, &cluster.plain);
+    let other = (addr(&baseline_rpc)?, &baseline);
+    let mut costs = Vec::new();
+    for (name, load) in compared_loads(load) {
+        let (this_us, baseline_us) = in_turns(this, other, path, frame, load, rounds).await?;
+        let cost = BaselineCost {
+            load: name.to_owned(),
+            rounds,
+            baseline: program.display().to_string(),
+            this_us_per_call: this_us,
+            baseline_us_per_call: baseline_us,
+        };
+        eprintln!("against the baseline: {cost:?}");
+        costs.push(cost);
+    }
+    baseline.stop(Duration::from_secs(10)).await;
+    Ok(costs)
+}
+
+/// The calling process's CPU per call through the service client and through a bare
+/// tonic channel, to the same echo node, in turns (ABBA): one call at a time, and 16 at
+/// once.
+async fn client_cost(echo: &str, calls: usize, rounds: usize) -> Result<Vec<ClientCost>, String> {
+    use futures::StreamExt;
+    use rust_ms::registry::{Instance, Registration, Registry};
+    use rust_ms_bench::echo::pb::echo_client::EchoClient;
+
+    let registry = std::sync::Arc::new(rust_ms::memory::MemoryRegistry::new());
+    let _registered = registry
+        .register(Registration::new(Instance::new("echo", echo)))
+        .await
+        .map_err(|e| format!("registering the echo node: {e}"))?;
+    let options = rust_ms::ClientOptions::from_config(
+        &Default::default(),
+        "echo",
+        rust_ms::ClusterCredentials::default(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service_client = rust_ms::ServiceChannel::connect(registry.clone(), "echo", options, &stop)
+        .await
+        .map_err(|e| format!("the service client: {e}"))?;
+    let tonic_channel = tonic::transport::Channel::from_shared(format!("http://{echo}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("a tonic channel to {echo}: {e}"))?;
+    let message = Payload {
+        data: vec![b'x'; 100],
+    };
+    // One turn: `calls` calls, `at_once` at a time; the process's CPU and the time taken.
+    async fn turn<C>(
+        client: EchoClient<C>,
+        message: &Payload,
+        calls: usize,
+        at_once: usize,
+    ) -> Result<(Duration, Duration), String>
+    where
+        C: tonic::client::GrpcService<tonic::body::Body> + Clone,
+        C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        C::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+        <C::ResponseBody as http_body::Body>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        let (cpu, started) = (rust_ms_bench::procs::own_cpu(), Instant::now());
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        futures::stream::iter(0..calls)
+            .for_each_concurrent(at_once, |_| {
+                let (mut client, failed) = (client.clone(), &failed);
+                async move {
+                    if client.echo(message.clone()).await.is_err() {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        let failed = failed.into_inner();
+        if failed > 0 {
+            return Err(format!("{failed} of {calls} echo calls failed"));
+        }
+        Ok((
+            rust_ms_bench::procs::own_cpu().saturating_sub(cpu),
+            started.elapsed(),
+        ))
+    }
+    let mut costs = Vec::new();
+    for (name, at_once) in [
+        ("unary 100 B, 1 call at a time", 1),
+        ("unary 100 B, 16 at once", 16),
+    ] {
+        // Warm both: connections open, the method's policy learnt.
+        turn(
+            EchoClient::new(service_client.clone()),
+            &message,
+            200,
+            at_once,
+        )
+        .await?;
+        turn(
+            EchoClient::new(tonic_channel.clone()),
+            &message,
+            200,
+            at_once,
+        )
+        .await?;
+        // (cpu, wall) of the service client, then of the tonic channel.
+        let mut used = [(Duration::ZERO, Duration::ZERO); 2];
+        for round in 0..rounds * 2 {
+            let which = usize::from(round % 4 == 1 || round % 4 == 2);
+            let (cpu, wall) = if which == 0 {
+                turn(
+                    EchoClient::new(service_client.clone()),
+                    &message,
+                    calls,
+                    at_once,
+                )
+                .await?
+            } else {
+                turn(
+                    EchoClient::new(tonic_channel.clone()),
+                    &message,
+                    calls,
+                    at_once,
+                )
+                .await?
+            };
+            used[which].0 += cpu;
+            used[which].1 += wall;
+        }
+        let total = (calls * rounds) as f64;
+        let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / total;
+        let per_second = |wall: Duration| total / wall.as_secs_f64().max(f64::MIN_POSITIVE);
+        let cost = ClientCost {
+            load: name.to_owned(),
+            rounds,
+            service_client_us_per_call: per_call(used[0].0),
+            tonic_channel_us_per_call: per_call(used[1].0),
+            service_client_calls_per_s: per_second(used[0].1),
+            tonic_channel_calls_per_s: per_second(used[1].1),
+        };
+        eprintln!("service client: {cost:?}");
+        costs.push(cost);
+    }
+    stop.cancel();
     Ok(costs)
 }
 
@@ -597,6 +794,21 @@ async fn run(cli: Cli) -> Result<(), String> {
     if cli.only.is_empty() {
         results.telemetry =
             telemetry_cost(&cluster, echo_path, &small, load, cli.telemetry_rounds).await?;
+    }
+    if let Some(program) = &cli.baseline_gateway {
+        results.baseline = baseline_cost(
+            &cluster,
+            program,
+            echo_path,
+            &small,
+            load,
+            cli.telemetry_rounds,
+        )
+        .await?;
+    }
+    if cli.client_rounds > 0 {
+        let calls = (cli.calls as usize / 10).max(1_000);
+        results.client = client_cost(&cluster.echoes[0].1, calls, cli.client_rounds).await?;
     }
     results.spans_exported = cluster.collector.count();
     eprintln!("spans exported at 1% sampling: {}", results.spans_exported);

@@ -170,6 +170,19 @@ impl Drop for Proc {
 }
 
 /// The process and its direct children (nginx's workers, for instance).
+/// The CPU time this process itself has used (every thread, no children): what an
+/// in-process client costs.
+pub fn own_cpu() -> Duration {
+    let ticks_per_second = clock_ticks_per_second().max(1);
+    let ticks = stat_fields(std::process::id())
+        .map(|f| {
+            let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            field(11) + field(12)
+        })
+        .unwrap_or(0);
+    Duration::from_micros(ticks * 1_000_000 / ticks_per_second)
+}
+
 fn tree(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     if let Ok(entries) = std::fs::read_dir("/proc") {

@@ -65,6 +65,40 @@ pub struct Results {
     /// The gateway's CPU per call with metrics and 1% traces, and without, in turns.
     #[serde(default)]
     pub telemetry: Vec<TelemetryCost>,
+    /// This tree's gateway against a baseline build (`--baseline-gateway`), in turns.
+    #[serde(default)]
+    pub baseline: Vec<BaselineCost>,
+    /// The service client against a bare tonic channel to one node, in turns.
+    #[serde(default)]
+    pub client: Vec<ClientCost>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaselineCost {
+    pub load: String,
+    pub rounds: usize,
+    /// What the baseline gateway was built from, as given on the command line.
+    pub baseline: String,
+    pub this_us_per_call: f64,
+    pub baseline_us_per_call: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientCost {
+    pub load: String,
+    pub rounds: usize,
+    /// The calling process's CPU per call through `context.client(..)`'s channel.
+    pub service_client_us_per_call: f64,
+    /// The same through a tonic `Channel` to the node.
+    pub tonic_channel_us_per_call: f64,
+    /// Calls per second through each, over all their turns.
+    pub service_client_calls_per_s: f64,
+    pub tonic_channel_calls_per_s: f64,
+}
+
+/// How much more `this` is than `base`, in percent.
+fn percent_more(this: f64, base: f64) -> f64 {
+    (this / base.max(f64::MIN_POSITIVE) - 1.0) * 100.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,8 +152,36 @@ impl Results {
                     t.rounds,
                     t.with_us_per_call,
                     t.without_us_per_call,
-                    (t.with_us_per_call / t.without_us_per_call.max(f64::MIN_POSITIVE) - 1.0)
-                        * 100.0
+                    percent_more(t.with_us_per_call, t.without_us_per_call)
+                ));
+            }
+        }
+        if !self.baseline.is_empty() {
+            out.push_str("\n## This gateway against a baseline build\n\nThe rpc port of this tree's gateway and of a baseline build, both with metrics and traces off, measured in turns (ABBA) on the same echo nodes:\n\n| load | rounds | baseline | this µs/call | baseline µs/call | change |\n|---|---:|---|---:|---:|---:|\n");
+            for b in &self.baseline {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {:.1} | {:.1} | {:+.1}% |\n",
+                    b.load,
+                    b.rounds,
+                    b.baseline,
+                    b.this_us_per_call,
+                    b.baseline_us_per_call,
+                    percent_more(b.this_us_per_call, b.baseline_us_per_call)
+                ));
+            }
+        }
+        if !self.client.is_empty() {
+            out.push_str("\n## The service client against a bare tonic channel\n\nThe calling process's CPU per call to one echo node: through the channel `context.client(..)` returns (the call stack: retry with its budget, balance, record, per-attempt timeout, metrics, deadline), and through a tonic `Channel` to the node, in turns (ABBA):\n\n| load | rounds | service client µs/call | tonic channel µs/call | cost | service client calls/s | tonic channel calls/s |\n|---|---:|---:|---:|---:|---:|---:|\n");
+            for c in &self.client {
+                out.push_str(&format!(
+                    "| {} | {} | {:.1} | {:.1} | {:+.1}% | {:.0} | {:.0} |\n",
+                    c.load,
+                    c.rounds,
+                    c.service_client_us_per_call,
+                    c.tonic_channel_us_per_call,
+                    percent_more(c.service_client_us_per_call, c.tonic_channel_us_per_call),
+                    c.service_client_calls_per_s,
+                    c.tonic_channel_calls_per_s
                 ));
             }
         }
