@@ -64,6 +64,14 @@ where
     api.retries.deposit();
     let mut tried: Vec<String> = Vec::new();
     loop {
+        // A deadline already past sends nothing: the timer, rounded up to its next tick,
+        // would otherwise let a fast node answer a call that had no time left.
+        if call
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(timed_out(call).failure);
+        }
         let candidates = balance::candidates(&api.view, &nodes(), &tried);
         let Some(node) = balance::pick(
             &candidates,

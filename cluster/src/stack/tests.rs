@@ -240,6 +240,36 @@ async fn attempt_timeout_ends_a_hung_attempt_as_timed_out_and_tells_the_node_the
     assert_eq!(started.elapsed(), Duration::from_millis(100));
 }
 
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_sends_nothing_when_no_time_is_left() {
+    let view = view_of(&["a"]);
+    let (mock, mut handle) = tower_test::mock::pair::<CallRequest, CallResponse>();
+    let below = mock.map_err(|_| CallError::Misassembled("the mock failed"));
+    let mut timeout = AttemptTimeoutLayer.layer(below);
+    let past = CallInfo {
+        deadline: Some(Instant::now()),
+        ..info(true)
+    };
+    let error = timeout
+        .ready()
+        .await
+        .unwrap()
+        .call(picked(&view, "a", past))
+        .await
+        .unwrap_err();
+    assert_eq!(error.attempt(), Some(Attempt::TimedOut));
+    assert!(
+        nothing_reached(&mut handle),
+        "an attempt with no time left reached the node"
+    );
+}
+
+/// Whether no request reached the mock.
+fn nothing_reached(handle: &mut tower_test::mock::Handle<CallRequest, CallResponse>) -> bool {
+    use futures::FutureExt;
+    handle.next_request().now_or_never().is_none()
+}
+
 #[tokio::test]
 async fn record_counts_an_attempt_in_flight_until_its_reply_and_sets_a_failing_node_aside() {
     let view = view_of(&["a"]);

@@ -62,13 +62,19 @@ where
             let Some(ends) = ends else {
                 return inner.call(request).await;
             };
+            let timed_out = |node| CallError::Attempt {
+                attempt: Attempt::TimedOut,
+                node,
+                source: Box::new(TimedOut(ends.saturating_duration_since(now))),
+            };
+            // No time left sends nothing: the timer, rounded up to its next tick, would
+            // otherwise let a fast node answer a call that had none.
+            if ends <= Instant::now() {
+                return Err(timed_out(node));
+            }
             match tokio::time::timeout_at(ends, inner.call(request)).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(CallError::Attempt {
-                    attempt: Attempt::TimedOut,
-                    node,
-                    source: Box::new(TimedOut(ends.saturating_duration_since(now))),
-                }),
+                Err(_) => Err(timed_out(node)),
             }
         })
     }
