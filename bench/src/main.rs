@@ -991,7 +991,7 @@ async fn route_propagation(
     gateways: &[String],
     trials: usize,
 ) -> Result<Propagation, String> {
-    let key = gateway::live_routes::etcd::key(etcd.namespace());
+    let key = gateway::route_table_key(etcd.namespace());
     let kv = etcd.kv();
     let mut times = Vec::new();
     for trial in 0..trials {

@@ -22,14 +22,14 @@ use tonic::Code;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use crate::balance::Balance;
 use crate::credentials::ClusterCredentials;
 use crate::deadline::{parse_grpc_timeout, serving};
 use crate::node::Node;
 use crate::schema::Schemas;
 use crate::stack::{
-    AttemptTimeoutLayer, BalanceLayer, Budget, CallError, CallInfo, CallRequest, CallResponse,
-    NodeCall, RecordLayer, ReplayBody, RetryLayer, RetryMetrics, RetryPolicy,
+    AttemptSpansLayer, AttemptTimeoutLayer, AttemptTrace, BalanceLayer, Budget, CallError,
+    CallInfo, CallRequest, CallResponse, NodeCall, RecordLayer, ReplayBody, RetryLayer,
+    RetryMetrics, RetryPolicy,
 };
 use crate::view::{ClusterView, Ejection, MAX_EJECTED_PERCENT, ViewMetrics, ViewOptions};
 
@@ -48,6 +48,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     pub retry_budget_percent: f32,
     pub view: ViewOptions,
+    /// Where attempt spans go, when the node exports traces.
+    pub tracer: Option<telemetry::trace::SdkTracer>,
 }
 
 impl ClientOptions {
@@ -71,7 +73,14 @@ impl ClientOptions {
                 credentials,
                 ViewMetrics::CLIENT,
             ),
+            tracer: None,
         }
+    }
+
+    /// Attempts of calls are spans of the node's traces, made with `tracer`.
+    pub fn traced_by(mut self, tracer: Option<telemetry::trace::SdkTracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 }
 
@@ -87,6 +96,7 @@ struct Shared {
     service: Arc<str>,
     view: ClusterView,
     timeout: Duration,
+    tracer: Option<telemetry::trace::SdkTracer>,
     stack: BoxCloneSyncService<CallRequest, CallResponse, CallError>,
     schemas: Schemas,
     methods: Mutex<HashMap<(String, String), Learnt>>,
@@ -155,7 +165,8 @@ impl ServiceChannel {
         );
         let stack = tower::ServiceBuilder::new()
             .layer(RetryLayer::new(retries))
-            .layer(BalanceLayer::new(view.clone(), Balance::P2c))
+            .layer(BalanceLayer::new(view.clone()))
+            .layer(AttemptSpansLayer)
             .layer(RecordLayer::new(view.clone()))
             .layer(AttemptTimeoutLayer)
             .service(NodeCall);
@@ -164,6 +175,7 @@ impl ServiceChannel {
                 service: service.into(),
                 view,
                 timeout: options.timeout,
+                tracer: options.tracer.clone(),
                 stack: BoxCloneSyncService::new(stack),
                 schemas: Schemas::default(),
                 methods: Mutex::default(),
@@ -236,15 +248,18 @@ impl Shared {
         };
         let mut request = http::Request::from_parts(parts, body);
         request.extensions_mut().insert(CallInfo {
-            service: self.service.clone(),
-            grpc_service,
-            method,
             idempotent: facts.idempotent,
             deadline: Some(deadline),
             attempt_timeout: facts
                 .idempotent
                 .then(|| deadline.saturating_duration_since(started) / 3),
+            ..CallInfo::new(self.service.clone(), grpc_service, method)
         });
+        // Attempts are children of what the node is doing (the call it serves).
+        request.extensions_mut().insert(AttemptTrace::new(
+            telemetry::trace::TraceContext::current(),
+            self.tracer.clone(),
+        ));
         match self.stack.clone().oneshot(request).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();

@@ -1,103 +1,33 @@
 //! `/api/{service}/{method}`: which calls are taken (POST always, GET for methods safe to
-//! repeat, nothing else), then the call pipeline around a unary gRPC call, with JSON
-//! transcoded in and out.
+//! repeat, nothing else), then a unary gRPC call through the gateway's call stack, with
+//! JSON transcoded in and out.
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use http::uri::PathAndQuery;
+use cluster::Node;
+use cluster::stack::{CallInfo, Picked, ReplayBody};
 use prost_reflect::prost_types::method_options::IdempotencyLevel;
-use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
+use prost_reflect::{DynamicMessage, MethodDescriptor};
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::Code;
-use tower::retry::budget::TpsBudget;
+use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::admit::admit;
-use crate::auth::JwtVerifier;
-use crate::codec::DynamicCodec;
+use crate::codec;
 use crate::failure::{Failure, REQUEST_ID, json_reply};
-use crate::live_routes::LiveRoutes;
-use crate::observe::{Door, Observed};
-use crate::pipeline::{self, Call, Tried};
-use crate::resilience::GuardsByService;
-use crate::settings::{GatewaySection, Route};
+use crate::observe::{Door, Observed, request_id};
+use crate::settings::Route;
+use crate::stack::CallRoute;
+use crate::state::Gateway;
 use crate::transcode;
-use cluster::Attempt;
-use cluster::Schemas;
-use cluster::{ClusterView, InFlight, Node};
-
-/// Everything a call through the gateway needs, shared by all requests.
-pub struct Api {
-    pub view: ClusterView,
-    pub routes: LiveRoutes,
-    pub settings: GatewaySection,
-    /// Where the gateway's spans go, when traces are exported.
-    pub(crate) tracer: Option<telemetry::trace::SdkTracer>,
-    pub(crate) meters: Arc<crate::observe::Meters>,
-    schemas: Schemas,
-    pub(crate) retries: TpsBudget,
-    pub(crate) round_robin: AtomicUsize,
-    pub(crate) guards: GuardsByService,
-    pub(crate) jwt: JwtVerifier,
-}
-
-impl Api {
-    pub fn new(
-        view: ClusterView,
-        routes: LiveRoutes,
-        settings: GatewaySection,
-        tracing: Option<&telemetry::Tracing>,
-    ) -> Self {
-        let percent = settings.retry_budget_percent.clamp(0.0, 1000.0) / 100.0;
-        Self {
-            view,
-            routes,
-            tracer: tracing.map(|t| t.tracer().clone()),
-            meters: Arc::default(),
-            schemas: Schemas::default(),
-            retries: TpsBudget::new(Duration::from_secs(10), 10, percent),
-            round_robin: AtomicUsize::new(0),
-            guards: GuardsByService::default(),
-            // The configuration was validated at load; a key that went bad since leaves
-            // JWT routes refusing every call, which the log says.
-            jwt: JwtVerifier::from_config(&settings.jwt).unwrap_or_else(|(key, reason)| {
-                tracing::error!(%key, %reason, "JWT keys unusable; routes that require a JWT refuse every call");
-                JwtVerifier::without_keys()
-            }),
-            settings,
-        }
-    }
-
-    /// What `node`'s service offers at its version, by reflection, cached.
-    pub async fn schema_of(
-        &self,
-        node: &Node,
-    ) -> Result<Arc<cluster::Schema>, cluster::SchemaError> {
-        self.schemas.of(node).await
-    }
-}
-
-/// The request id: the caller's `x-request-id` when it gave a usable one, else a new one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        // The thread's own generator: no system call per request, unlike a v4 UUID's.
-        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
-}
 
 pub async fn handle(
-    State(api): State<Arc<Api>>,
+    State(gateway): State<Arc<Gateway>>,
     Path((service, method)): Path<(String, String)>,
     request: Request,
 ) -> Response {
@@ -107,14 +37,14 @@ pub async fn handle(
         Door::Api,
         &parts,
         &id,
-        api.tracer.as_ref(),
-        &api.meters,
-        api.settings.access_log,
+        gateway.tracer.as_ref(),
+        &gateway.meters,
+        gateway.settings.access_log,
     );
     let request = Request::from_parts(parts, body);
     // At debug: a span per call costs more than the call's own work on the hot path.
     let span = tracing::debug_span!("api", %service, %method, request_id = %id);
-    match call(&api, &service, &method, request, &id, &mut observed)
+    match call(&gateway, &service, &method, request, &id, &mut observed)
         .instrument(span.clone())
         .await
     {
@@ -143,8 +73,20 @@ pub struct MethodPolicy {
     pub idempotent: bool,
     /// Callable with GET and query parameters.
     pub get: bool,
-    /// Where the policy comes from: `route`, `proto`, or `default` (neither says).
-    pub from: &'static str,
+    /// Where the policy comes from.
+    pub from: PolicyOrigin,
+}
+
+/// Who said whether a method is safe to repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyOrigin {
+    /// The route's `idempotent` list or its per-method `idempotent`.
+    Route,
+    /// The method's `idempotency_level` in its proto.
+    Proto,
+    /// Neither: not repeated, not read with GET.
+    Default,
 }
 
 impl MethodPolicy {
@@ -165,17 +107,17 @@ impl MethodPolicy {
             (Some(idempotent), _) => Self {
                 idempotent,
                 get: idempotent,
-                from: "route",
+                from: PolicyOrigin::Route,
             },
             (None, IdempotencyLevel::IdempotencyUnknown) => Self {
                 idempotent: false,
                 get: false,
-                from: "default",
+                from: PolicyOrigin::Default,
             },
             (None, level) => Self {
                 idempotent: true,
                 get: level == IdempotencyLevel::NoSideEffects,
-                from: "proto",
+                from: PolicyOrigin::Proto,
             },
         }
     }
@@ -186,23 +128,76 @@ impl MethodPolicy {
 }
 
 async fn call(
-    api: &Api,
+    gateway: &Gateway,
     service: &str,
     method_name: &str,
     request: Request,
     id: &str,
     observed: &mut Observed,
 ) -> Result<(Value, String), Failure> {
+    let healthy = nodes_to_ask(gateway, service)?;
+    observed.service(service);
+    let (method, versions) = find_method(gateway, service, method_name, &healthy).await?;
+    observed.method(method.name());
+    let route = gateway.routes.route(service);
+    let policy = accepted(&route, &method, request.method())?;
+    let signs = healthy.iter().any(|node| node.channel.signs());
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let input =
+        transcode::read_input(request, &method.input(), gateway.settings.max_body_bytes).await?;
+    let timeout = route.timeout_of(method.name());
+    let info = CallInfo {
+        idempotent: policy.idempotent,
+        deadline: Some(Instant::now() + timeout),
+        // An idempotent call's attempt on a node that hangs leaves time to try two others.
+        attempt_timeout: policy.idempotent.then_some(timeout / 3),
+        balance: route.balance,
+        // In a rolling upgrade only the versions that have the method can serve it.
+        versions: Some(Arc::new(versions)),
+        whole_reply: true,
+        ..CallInfo::new(service, method.parent_service().full_name(), method.name())
+    };
+    let outgoing = grpc_request(authorization, &method, &input, id, signs)?;
+    let mut outgoing = outgoing.map(ReplayBody::whole);
+    let extensions = outgoing.extensions_mut();
+    extensions.insert(info);
+    extensions.insert(CallRoute(route));
+    extensions.insert(observed.trace.attempts());
+    let response = gateway
+        .stack
+        .clone()
+        .oneshot(outgoing)
+        .await
+        .map_err(|error| {
+            Failure::of_call(
+                error,
+                &format!("{service}/{}", method.name()),
+                Some(timeout),
+            )
+        })?;
+    let node = response
+        .extensions()
+        .get::<Picked>()
+        .map(|picked| picked.0.instance.address.clone())
+        .unwrap_or_default();
+    let message = codec::read_reply(response, method.output())
+        .await
+        .map_err(|status| Failure::new(status.code(), status.message()).served_by(node.clone()))?;
+    Ok((transcode::to_json(&message)?, node))
+}
+
+/// The healthy nodes of `service` to learn its methods from; why there are none.
+fn nodes_to_ask(gateway: &Gateway, service: &str) -> Result<Vec<Arc<Node>>, Failure> {
     if service == "gateway" {
         return Err(Failure::new(
             Code::NotFound,
             "the gateway is not a service with methods: /api/{service}/{method} calls the services behind it (GET / lists them)",
         ));
     }
-    let nodes = api.view.nodes_of(service);
+    let nodes = gateway.view.nodes_of(service);
     if nodes.is_empty() {
         // A service this gateway has seen is down, not misspelt.
-        return Err(if api.view.has_seen(service) {
+        return Err(if gateway.view.has_seen(service) {
             Failure::new(
                 Code::Unavailable,
                 format!("no node of {service:?} is registered now"),
@@ -214,123 +209,93 @@ async fn call(
             )
         });
     }
-    observed.service(service);
-    let readable = cluster::candidates(&api.view, &nodes, &[]);
-    if readable.is_empty() {
+    let healthy = cluster::candidates(&gateway.view, &nodes, &[]);
+    if healthy.is_empty() {
         return Err(Failure::new(
             Code::Unavailable,
             format!("no healthy node of {service:?}"),
         ));
     }
-    let (method, versions) = find_method(api, service, method_name, &readable).await?;
-    observed.method(method.name());
+    Ok(healthy)
+}
+
+/// Whether `/api` takes the method with this HTTP method: streams never (they go to the
+/// rpc port), POST always, GET when the method is safe to repeat.
+fn accepted(
+    route: &Route,
+    method: &MethodDescriptor,
+    http_method: &Method,
+) -> Result<MethodPolicy, Failure> {
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(Failure::new(
             Code::Unimplemented,
-            format!("{method_name} streams; call it over gRPC on the gateway's rpc port"),
+            format!(
+                "{} streams; call it over gRPC on the gateway's rpc port",
+                method.name()
+            ),
         ));
     }
-    let route = api.routes.route(service);
-    let policy = MethodPolicy::of(&route, &method);
-    match *request.method() {
-        Method::POST => {}
-        Method::GET if policy.get => {}
-        Method::GET => {
-            return Err(Failure::method_not_allowed(
-                policy.allow(),
-                format!("{method_name} may change something: call it with POST and a JSON body"),
-            ));
-        }
-        ref other => {
-            return Err(Failure::method_not_allowed(
-                policy.allow(),
-                format!("{other} does not call methods; use {}", policy.allow()),
-            ));
-        }
+    let policy = MethodPolicy::of(route, method);
+    match *http_method {
+        Method::POST => Ok(policy),
+        Method::GET if policy.get => Ok(policy),
+        Method::GET => Err(Failure::method_not_allowed(
+            policy.allow(),
+            format!(
+                "{} may change something: call it with POST and a JSON body",
+                method.name()
+            ),
+        )),
+        ref other => Err(Failure::method_not_allowed(
+            policy.allow(),
+            format!("{other} does not call methods; use {}", policy.allow()),
+        )),
     }
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let input =
-        transcode::read_input(request, &method.input(), api.settings.max_body_bytes).await?;
-    let path = PathAndQuery::from_str(&format!(
-        "/{}/{}",
-        method.parent_service().full_name(),
-        method.name()
-    ))
-    .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
-
-    let admitted = admit(
-        api,
-        service,
-        &route,
-        method.name(),
-        authorization.as_deref(),
-    )?;
-    let ticket = admitted.pass_breaker(service)?;
-    let mut metadata = admitted.claims.clone();
-    metadata.push((REQUEST_ID.to_owned(), id.to_owned()));
-    let deadline = Instant::now() + route.timeout_of(method.name());
-    let call = Call {
-        service,
-        method: method.name(),
-        route: &route,
-        idempotent: policy.idempotent,
-        deadline: Some(deadline),
-    };
-    // In a rolling upgrade only the versions that have the method can serve it.
-    let nodes = || {
-        api.view
-            .nodes_of(service)
-            .iter()
-            .filter(|n| versions.contains(&n.instance.version))
-            .cloned()
-            .collect()
-    };
-    let output = method.output();
-    let outcome = pipeline::run(api, &call, &observed.trace, nodes, |node, trace| {
-        let (path, input, output, metadata) =
-            (path.clone(), input.clone(), output.clone(), &metadata);
-        async move {
-            let _in_flight = InFlight::start(&node);
-            unary(&node, path, input, output, deadline, metadata, trace)
-                .await
-                .map_err(|status| attempt_failed(&node, &status))
-        }
-    })
-    .await;
-    ticket.settle(&outcome);
-    let (message, node) = outcome?;
-    Ok((transcode::to_json(&message)?, node.instance.address.clone()))
 }
 
-/// Classify: what a failed unary attempt says, and what the caller is told.
-fn attempt_failed(node: &Node, status: &tonic::Status) -> Tried {
-    let attempt = Attempt::of_status(status);
-    let failure = match attempt {
-        Attempt::Answered => Failure::new(status.code(), status.message()),
-        Attempt::Refused => Failure::new(
-            Code::Internal,
-            format!(
-                "the reply of {} could not be read by the gateway: {}",
-                node.instance.address,
-                status.message()
-            ),
-        )
-        .with_status(StatusCode::BAD_GATEWAY),
-        Attempt::TimedOut => Failure::new(Code::DeadlineExceeded, status.message()),
-        Attempt::NotSent | Attempt::Lost => Failure::new(
-            Code::Unavailable,
-            format!(
-                "node {} failed: {}",
-                node.instance.address,
-                status.message()
-            ),
-        ),
-    };
-    Tried::new(attempt, failure)
+/// The unary gRPC request for `input`: its path, the request id, the caller's
+/// `Authorization` (the admit layer reads it; nodes never see it unless a route forwards
+/// claims), and the digest that binds a signed call to its body.
+fn grpc_request(
+    authorization: Option<HeaderValue>,
+    method: &MethodDescriptor,
+    input: &DynamicMessage,
+    id: &str,
+    signs: bool,
+) -> Result<http::Request<bytes::Bytes>, Failure> {
+    let body =
+        codec::framed(input).map_err(|status| Failure::new(status.code(), status.message()))?;
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let mut request = http::Request::new(body);
+    *request.method_mut() = Method::POST;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.uri_mut() =
+        http::Uri::try_from(path).map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
+    let headers = request.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(authorization) = authorization {
+        headers.insert(header::AUTHORIZATION, authorization);
+    }
+    // New on every call: sent as literals, they leave HTTP/2's header table to the
+    // headers that repeat.
+    if let Ok(mut value) = HeaderValue::from_str(id) {
+        value.set_sensitive(true);
+        headers.insert(REQUEST_ID, value);
+    }
+    if signs {
+        let digest = node::credentials::body_digest(&request.body()[5..]);
+        if let Ok(mut value) = HeaderValue::from_str(&digest) {
+            value.set_sensitive(true);
+            request
+                .headers_mut()
+                .insert(node::credentials::BODY_HEADER, value);
+        }
+    }
+    Ok(request)
 }
 
 /// The method as the newest running version of `service` describes it (older nodes skip
@@ -338,13 +303,13 @@ fn attempt_failed(node: &Node, status: &tonic::Status) -> Tried {
 /// read from one of its nodes (once, then cached); versions no healthy node runs any
 /// more are forgotten.
 async fn find_method(
-    api: &Api,
+    gateway: &Gateway,
     service: &str,
     name: &str,
     healthy: &[Arc<Node>],
 ) -> Result<(MethodDescriptor, BTreeSet<String>), Failure> {
     let live: BTreeSet<String> = healthy.iter().map(|n| n.instance.version.clone()).collect();
-    api.schemas.forget_versions_except(service, &live);
+    gateway.forget_versions_except(service, &live);
     let mut found: Option<MethodDescriptor> = None;
     let mut versions = BTreeSet::new();
     let mut known_methods = BTreeSet::new();
@@ -354,7 +319,7 @@ async fn find_method(
     for version in newest_first {
         let mut schema = None;
         for node in healthy.iter().filter(|n| &n.instance.version == version) {
-            match api.schemas.of(node).await {
+            match gateway.schema_of(node).await {
                 Ok(read) => {
                     schema = Some(read);
                     break;
@@ -383,56 +348,4 @@ async fn find_method(
             ),
         )),
     }
-}
-async fn unary(
-    node: &Node,
-    path: PathAndQuery,
-    input: DynamicMessage,
-    output: MessageDescriptor,
-    deadline: Instant,
-    metadata: &[(String, String)],
-    trace: http::HeaderMap,
-) -> Result<DynamicMessage, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(node.channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-    // A signed call binds its whole body too: a captured credential cannot carry another.
-    let digest = node
-        .channel
-        .signs()
-        .then(|| node::credentials::body_digest(&prost::Message::encode_to_vec(&input)));
-    let mut request = tonic::Request::new(input);
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    if let Some(Ok(digest)) = digest.map(|d| d.parse()) {
-        request
-            .metadata_mut()
-            .insert(node::credentials::BODY_HEADER, digest);
-    }
-    for (key, value) in metadata {
-        if let (Ok(key), Ok(mut value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            value.parse::<tonic::metadata::MetadataValue<_>>(),
-        ) {
-            // The request id and claims are new on every call: sent as literals, they
-            // leave HTTP/2's header table to the headers that repeat.
-            value.set_sensitive(true);
-            request.metadata_mut().insert(key, value);
-        }
-    }
-    for (name, value) in &trace {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-            value
-                .to_str()
-                .map(str::parse::<tonic::metadata::MetadataValue<_>>),
-        ) && let Ok(mut value) = value
-        {
-            value.set_sensitive(true);
-            request.metadata_mut().insert(key, value);
-        }
-    }
-    grpc.unary(request, path, DynamicCodec::new(output))
-        .await
-        .map(tonic::Response::into_inner)
 }

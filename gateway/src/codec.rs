@@ -1,49 +1,14 @@
-//! The gRPC codec `/api` calls with: messages built at run time from reflected
-//! descriptors (the rpc port passes bytes and needs none).
+//! gRPC as `/api` speaks it: messages built at run time from reflected descriptors, framed
+//! into a unary request and read back from its reply (the rpc port passes bytes and
+//! needs none of it).
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder};
 
-/// Encodes any [`DynamicMessage`]; decodes replies as messages of `output`.
-pub struct DynamicCodec {
-    output: MessageDescriptor,
-}
-
-impl DynamicCodec {
-    pub fn new(output: MessageDescriptor) -> Self {
-        Self { output }
-    }
-}
-
-pub struct DynamicEncoder;
+/// Decodes replies as messages of its descriptor.
 pub struct DynamicDecoder(MessageDescriptor);
-
-impl Codec for DynamicCodec {
-    type Encode = DynamicMessage;
-    type Decode = DynamicMessage;
-    type Encoder = DynamicEncoder;
-    type Decoder = DynamicDecoder;
-
-    fn encoder(&mut self) -> DynamicEncoder {
-        DynamicEncoder
-    }
-
-    fn decoder(&mut self) -> DynamicDecoder {
-        DynamicDecoder(self.output.clone())
-    }
-}
-
-impl Encoder for DynamicEncoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the request: {e}")))
-    }
-}
 
 impl Decoder for DynamicDecoder {
     type Item = DynamicMessage;
@@ -54,4 +19,44 @@ impl Decoder for DynamicDecoder {
             .map(Some)
             .map_err(|e| Status::internal(format!("decoding the reply: {e}")))
     }
+}
+
+/// A message as a unary gRPC request's body: not compressed, its length, its bytes.
+pub fn framed(message: &DynamicMessage) -> Result<bytes::Bytes, Status> {
+    let encoded = message.encode_to_vec();
+    let length = u32::try_from(encoded.len())
+        .map_err(|_| Status::invalid_argument("the request's message is over 4 GiB"))?;
+    let mut body = Vec::with_capacity(5 + encoded.len());
+    body.push(0);
+    body.extend_from_slice(&length.to_be_bytes());
+    body.extend_from_slice(&encoded);
+    Ok(body.into())
+}
+
+/// The one message of a unary reply, or the status the node ended it with.
+pub async fn read_reply(
+    response: http::Response<tonic::body::Body>,
+    output: MessageDescriptor,
+) -> Result<DynamicMessage, Status> {
+    // Trailers-only: a status and no message.
+    if let Some(status) = Status::from_header_map(response.headers())
+        && status.code() != tonic::Code::Ok
+    {
+        return Err(status);
+    }
+    let (parts, body) = response.into_parts();
+    let mut reply = tonic::codec::Streaming::new_response(
+        DynamicDecoder(output),
+        body,
+        parts.status,
+        None,
+        None,
+    );
+    let message = reply
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("the node ended its reply without a message"))?;
+    // A status after the message still decides the call.
+    reply.trailers().await?;
+    Ok(message)
 }

@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tonic::Code;
 
+use cluster::Attempt;
+use cluster::stack::CallError;
+
 use crate::status::{error_body, http_status};
 
 /// Set on every reply: the request's id, and the node that answered.
@@ -53,6 +56,65 @@ impl Failure {
     pub fn served_by(mut self, address: impl Into<String>) -> Self {
         self.served_by = Some(address.into());
         self
+    }
+
+    /// What the caller is told of a call the stack could not complete. `call` names it
+    /// (`user/Exists`); `timeout` is the route's, when the gateway set the deadline.
+    pub fn of_call(error: CallError, call: &str, timeout: Option<Duration>) -> Self {
+        let (attempt, node, source) = match error {
+            CallError::NoNode { service } => {
+                return Self::new(
+                    Code::Unavailable,
+                    format!("no node of {service:?} is registered now"),
+                );
+            }
+            CallError::NoneLeft { service, tried: 0 } => {
+                return Self::new(Code::Unavailable, format!("no healthy node of {service:?}"));
+            }
+            CallError::NoneLeft { service, tried } => {
+                return Self::new(
+                    Code::Unavailable,
+                    format!("no healthy node of {service:?} left to try ({tried} tried)"),
+                );
+            }
+            CallError::Denied {
+                code,
+                reason,
+                retry_after,
+            } => {
+                let failure = Self::new(code, reason);
+                return match retry_after {
+                    Some(wait) => failure.retry_after(wait),
+                    None => failure,
+                };
+            }
+            CallError::Misassembled(bug) => return Self::new(Code::Internal, bug),
+            CallError::Attempt {
+                attempt,
+                node,
+                source,
+            } => (attempt, node, source),
+        };
+        let address = node.instance.address.clone();
+        let failure = match (attempt, timeout) {
+            (Attempt::TimedOut, Some(timeout)) => Self::new(
+                Code::DeadlineExceeded,
+                format!("{call} took longer than {timeout:?}"),
+            ),
+            (Attempt::TimedOut, None) => {
+                Self::new(Code::DeadlineExceeded, format!("{call}: {source}"))
+            }
+            (Attempt::Refused, _) => Self::new(
+                Code::Internal,
+                format!("the reply of {address} could not be read by the gateway: {source}"),
+            )
+            .with_status(StatusCode::BAD_GATEWAY),
+            (Attempt::NotSent | Attempt::Lost | Attempt::Answered, _) => Self::new(
+                Code::Unavailable,
+                format!("node {address} failed: {source}"),
+            ),
+        };
+        failure.served_by(address)
     }
 
     /// 405 naming what the resource takes.

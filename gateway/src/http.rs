@@ -9,10 +9,12 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::api::{self, Api};
+use crate::api;
 use crate::failure;
+use crate::resilience::BreakerState;
+use crate::state::Gateway;
 
-pub fn router(api: Arc<Api>) -> Router {
+pub fn router(api: Arc<Gateway>) -> Router {
     let cors = cors(&api.settings.cors_allow_origins);
     let mut router = Router::new()
         .route("/", get(index))
@@ -23,11 +25,11 @@ pub fn router(api: Arc<Api>) -> Router {
         router = router
             .route(
                 "/cluster",
-                get(|State(api): State<Arc<Api>>| async move { Json(cluster_view(&api)) }),
+                get(|State(api): State<Arc<Gateway>>| async move { Json(cluster_view(&api)) }),
             )
             .route(
                 "/routes",
-                get(|State(api): State<Arc<Api>>| async move { Json(routes_view(&api).await) }),
+                get(|State(api): State<Arc<Gateway>>| async move { Json(routes_view(&api).await) }),
             );
     }
     let router = router.with_state(api);
@@ -64,7 +66,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 }
 
 /// The services the gateway routes to now (not the gateways themselves).
-fn services_behind(api: &Api) -> std::collections::BTreeSet<String> {
+fn services_behind(api: &Gateway) -> std::collections::BTreeSet<String> {
     api.view
         .snapshot()
         .nodes()
@@ -75,7 +77,7 @@ fn services_behind(api: &Api) -> std::collections::BTreeSet<String> {
 }
 
 /// `GET /`: where to go from here, with the services the gateway routes to right now.
-async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
+async fn index(State(api): State<Arc<Gateway>>) -> Json<Value> {
     let services = services_behind(&api);
     let calls: Vec<String> = services
         .iter()
@@ -94,7 +96,7 @@ async fn index(State(api): State<Arc<Api>>) -> Json<Value> {
 /// `/admin/cluster`: every live node the gateway routes to, by service, with what the
 /// gateway knows of it (health check, set aside, calls in flight, latency by method) and
 /// the service's circuit breaker.
-pub fn cluster_view(api: &Api) -> Value {
+pub fn cluster_view(api: &Gateway) -> Value {
     let snapshot = api.view.snapshot();
     let nodes = snapshot.nodes();
     node::admin::cluster_json(
@@ -116,7 +118,7 @@ pub fn cluster_view(api: &Api) -> Value {
             (&handle.instance, details)
         }),
         |service| {
-            let breaker = json!(api.guards.breaker_state(service));
+            let breaker = json!(api.guards.breaker_state(service).map(BreakerState::name));
             [("breaker".to_owned(), breaker)].into_iter().collect()
         },
     )
@@ -125,7 +127,7 @@ pub fn cluster_view(api: &Api) -> Value {
 /// `/admin/routes`: the route table in force and where it came from, and for each method
 /// of each service the gateway routes to, whether it is retried and taken by GET, and
 /// whether the route or the proto says so.
-pub async fn routes_view(api: &Api) -> Value {
+pub async fn routes_view(api: &Gateway) -> Value {
     let in_force = api.routes.in_force();
     let mut body = serde_json::to_value(&*in_force).unwrap_or_default();
     let services = services_behind(api);

@@ -5,31 +5,36 @@
 //! rpc port passes native gRPC through to the service's nodes. [`cluster::ClusterView`]
 //! keeps the live nodes from the registry, one HTTP/2 channel each.
 
-pub mod admit;
-pub mod api;
-pub mod auth;
-pub mod codec;
-pub mod failure;
-pub mod http;
+mod api;
+mod auth;
+mod codec;
+mod failure;
+mod http;
 pub mod listing;
-pub mod live_routes;
-pub mod observe;
-pub mod pipeline;
-pub mod proxy;
-pub mod reflection;
-pub mod resilience;
+mod live_routes;
+mod observe;
+mod proxy;
+mod reflection;
+mod resilience;
 pub mod settings;
-pub mod status;
-pub mod transcode;
+mod stack;
+mod state;
+mod status;
+mod transcode;
+#[cfg(test)]
+mod transcode_props;
+
+#[cfg(feature = "etcd")]
+pub use live_routes::etcd::key as route_table_key;
+pub use settings::GatewaySettings;
 
 use std::sync::Arc;
 
 use node::backend::Connected;
 use node::{Context, Serve, Service};
 
-use crate::api::Api;
 use crate::live_routes::LiveRoutes;
-use crate::settings::GatewaySettings;
+use crate::state::Gateway;
 
 /// How long a join line waits for the node to be in the routing view; the view follows
 /// the same registry, so it is there within moments unless the node left again.
@@ -49,24 +54,79 @@ pub fn service() -> Service<GatewaySettings> {
 async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeError> {
     let http = context.listen(context.config().http_port).await?;
     let settings = context.settings();
+    let gateway = Arc::new(Gateway::new(
+        follow_the_cluster(&context),
+        follow_the_routes(&context),
+        settings.gateway.clone(),
+        context.tracing(),
+    ));
+    let passthrough = axum::Router::new()
+        .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
+        .route(
+            reflection::V1ALPHA_PATH,
+            axum::routing::any(reflection::v1alpha),
+        )
+        .fallback(proxy::forward)
+        .with_state(gateway.clone());
+    let (cluster, routes) = (gateway.clone(), gateway.clone());
+    Ok(Serve::new()
+        .fallback(passthrough)
+        // Ready once the view holds the registry's first listing.
+        .readiness(gateway.view.listed())
+        .admin_view("cluster", move || {
+            let view = http::cluster_view(&cluster);
+            async move { view }
+        })
+        .admin_view("routes", move || {
+            let gateway = routes.clone();
+            async move { http::routes_view(&gateway).await }
+        })
+        // A join line is the signal that the node can be called through this gateway.
+        .announce_joins_when({
+            let view = gateway.view.clone();
+            move |instance| {
+                let view = view.clone();
+                async move {
+                    if !view.wait_for(&instance, JOIN_PATIENCE).await {
+                        tracing::debug!(address = %instance.address, "joined node not in the routing view in time");
+                    }
+                }
+            }
+        })
+        // Reflection on the rpc port describes the whole cluster, not the gateway alone.
+        .own_reflection()
+        .own_call_spans()
+        .http(http, http::router(gateway))
+        // Callers of the gateway come from outside; the gateway signs what it sends on.
+        .open_to_callers_outside_the_cluster())
+}
+
+/// The live view of every service's nodes, health-checked as the settings say.
+fn follow_the_cluster(context: &Context<GatewaySettings>) -> cluster::ClusterView {
+    let settings = &context.settings().gateway;
     let ejection = cluster::Ejection {
-        after_failures: settings.gateway.eject_after_failures,
-        for_how_long: settings.gateway.eject_for,
+        after_failures: settings.eject_after_failures,
+        for_how_long: settings.eject_for,
         max_ejected_percent: cluster::MAX_EJECTED_PERCENT,
     };
     let options = cluster::ViewOptions::new(
         ejection,
-        settings.gateway.health_interval,
+        settings.health_interval,
         context.credentials().clone(),
         cluster::ViewMetrics::GATEWAY,
     );
-    let view = cluster::ClusterView::follow(
+    cluster::ClusterView::follow(
         context.registry(),
         registry::Scope::All,
         options,
         context.shutdown(),
-    );
-    let routes = LiveRoutes::new(settings.routes.clone());
+    )
+}
+
+/// The route table: the configured one, and on etcd the one stored there
+/// (`gateway routes push`) as it changes.
+fn follow_the_routes(context: &Context<GatewaySettings>) -> LiveRoutes {
+    let routes = LiveRoutes::new(context.settings().routes.clone());
     match context.backend() {
         #[cfg(feature = "etcd")]
         Connected::Etcd(etcd) => {
@@ -84,49 +144,5 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
             "this gateway was built without its etcd feature: it follows no route table kept in etcd"
         ),
     }
-    let api = Arc::new(Api::new(
-        view,
-        routes,
-        settings.gateway.clone(),
-        context.tracing(),
-    ));
-    let passthrough = axum::Router::new()
-        .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
-        .route(
-            reflection::V1ALPHA_PATH,
-            axum::routing::any(reflection::v1alpha),
-        )
-        .fallback(proxy::forward)
-        .with_state(api.clone());
-    let (cluster, routes) = (api.clone(), api.clone());
-    Ok(Serve::new()
-        .fallback(passthrough)
-        // Ready once the view holds the registry's first listing.
-        .readiness(api.view.listed())
-        .admin_view("cluster", move || {
-            let view = http::cluster_view(&cluster);
-            async move { view }
-        })
-        .admin_view("routes", move || {
-            let api = routes.clone();
-            async move { http::routes_view(&api).await }
-        })
-        // Reflection on the rpc port describes the whole cluster, not the gateway alone.
-        // A join line is the signal that the node can be called through this gateway.
-        .announce_joins_when({
-            let view = api.view.clone();
-            move |instance| {
-                let view = view.clone();
-                async move {
-                    if !view.wait_for(&instance, JOIN_PATIENCE).await {
-                        tracing::debug!(address = %instance.address, "joined node not in the routing view in time");
-                    }
-                }
-            }
-        })
-        .own_reflection()
-        .own_call_spans()
-        .http(http, http::router(api))
-        // Callers of the gateway come from outside; the gateway signs what it sends on.
-        .open_to_callers_outside_the_cluster())
+    routes
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
+use cluster::stack::AttemptTrace;
 use http::HeaderMap;
 use metrics::{Counter, Gauge, Histogram};
 use telemetry::grpc::{CallEnd, code_name};
@@ -17,6 +18,17 @@ use telemetry::trace::{
 use tonic::Code;
 
 use cluster::Node;
+
+/// The request id: the caller's `x-request-id` when it gave a usable one, else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(node::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        // The thread's own generator: no system call per request, unlike a v4 UUID's.
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}
 
 /// The two front doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,34 +161,18 @@ impl CallTrace {
         }
     }
 
-    /// The trace headers an attempt on `node` carries: a child span of the call's (to be
-    /// ended with [`AttemptSpan::end`]), or, when spans are not exported, the caller's own
-    /// context passed on as it came.
-    pub fn attempt(&self, node: &Node) -> (HeaderMap, AttemptSpan) {
-        let mut headers = HeaderMap::new();
-        let Some((tracer, call)) = &self.call else {
-            if !self.forwarded {
-                telemetry::trace::inject(&self.incoming, &mut headers);
-            }
-            return (headers, AttemptSpan(None));
+    /// Where the call's attempts go in its trace: child spans of the call's, or, when
+    /// spans are not exported, the caller's own context passed on as it came.
+    pub fn attempts(&self) -> AttemptTrace {
+        let trace = match &self.call {
+            Some((tracer, call)) => AttemptTrace::new(call.clone(), Some(tracer.clone())),
+            None => AttemptTrace::new(self.incoming.clone(), None),
         };
-        // A trace not sampled records nothing: pass its context on without the cost of
-        // another span that would be dropped.
-        if !call.span().span_context().is_sampled() {
-            telemetry::trace::inject(call, &mut headers);
-            return (headers, AttemptSpan(None));
+        if self.forwarded {
+            trace.carried_by_the_request()
+        } else {
+            trace
         }
-        let span = tracer
-            .span_builder("attempt")
-            .with_kind(SpanKind::Client)
-            .with_attributes([Attribute::new(
-                "server.address",
-                node.instance.address.clone(),
-            )])
-            .start_with_context(tracer, call);
-        let cx = call.with_span(span);
-        telemetry::trace::inject(&cx, &mut headers);
-        (headers, AttemptSpan(Some(cx)))
     }
 
     fn trace_id(&self) -> Option<String> {
@@ -199,21 +195,6 @@ impl CallTrace {
             ));
             if code != Code::Ok {
                 span.set_status(Status::error(code_name(code)));
-            }
-            span.end();
-        }
-    }
-}
-
-/// One attempt's span; ends with how the attempt went.
-pub struct AttemptSpan(Option<TraceContext>);
-
-impl AttemptSpan {
-    pub fn end(self, failed: Option<&str>) {
-        if let Some(cx) = self.0 {
-            let span = cx.span();
-            if let Some(message) = failed {
-                span.set_status(Status::error(message.to_owned()));
             }
             span.end();
         }

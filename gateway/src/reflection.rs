@@ -11,14 +11,14 @@ use prost::Message;
 use prost_reflect::prost_types::{FileDescriptorProto, FileDescriptorSet};
 use tower::ServiceExt;
 
-use crate::api::Api;
+use crate::state::Gateway;
 
 /// The gRPC paths this module answers instead of passing them to a node.
 pub const V1_PATH: &str = "/grpc.reflection.v1.ServerReflection/{*method}";
 pub const V1ALPHA_PATH: &str = "/grpc.reflection.v1alpha.ServerReflection/{*method}";
 
 /// `grpc.reflection.v1.ServerReflection` for the cluster.
-pub async fn v1(State(api): State<Arc<Api>>, request: Request) -> Response {
+pub async fn v1(State(api): State<Arc<Gateway>>, request: Request) -> Response {
     match builder(&api).await.build_v1() {
         Ok(server) => answer(server, request).await,
         Err(error) => unavailable(error),
@@ -26,7 +26,7 @@ pub async fn v1(State(api): State<Arc<Api>>, request: Request) -> Response {
 }
 
 /// `grpc.reflection.v1alpha.ServerReflection` for the cluster.
-pub async fn v1alpha(State(api): State<Arc<Api>>, request: Request) -> Response {
+pub async fn v1alpha(State(api): State<Arc<Gateway>>, request: Request) -> Response {
     match builder(&api).await.build_v1alpha() {
         Ok(server) => answer(server, request).await,
         Err(error) => unavailable(error),
@@ -35,7 +35,7 @@ pub async fn v1alpha(State(api): State<Arc<Api>>, request: Request) -> Response 
 
 /// A reflection server over the files of every service version the gateway routes to
 /// now, read by reflection from one of its nodes (and cached, as for `/api`).
-async fn builder(api: &Api) -> tonic_reflection::server::Builder<'static> {
+async fn builder(api: &Gateway) -> tonic_reflection::server::Builder<'static> {
     let mut one_node_per_version = BTreeMap::new();
     let snapshot = api.view.snapshot();
     for node in snapshot.nodes() {

@@ -6,7 +6,7 @@
 //! request must be refused at once with a status, so these two are small and local.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,12 @@ impl TokenBucket {
     }
 }
 
+/// A lock on a guard's state; a panic elsewhere while it was held left nothing half-done
+/// (each guard's update is one assignment), so a poisoned lock is taken as it is.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
@@ -85,6 +91,17 @@ pub enum BreakerState {
     HalfOpen {
         probe_sent: Instant,
     },
+}
+
+impl BreakerState {
+    /// How `/admin/cluster` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen { .. } => "half-open",
+        }
+    }
 }
 
 /// How a call was let through; its outcome is recorded with it.
@@ -194,17 +211,12 @@ pub struct GuardsByService {
 }
 
 impl GuardsByService {
-    /// The state of `service`'s circuit breaker (`closed`, `open`, `half-open`), when
-    /// its route has one and a call has met it.
-    pub fn breaker_state(&self, service: &str) -> Option<&'static str> {
-        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+    /// The state of `service`'s circuit breaker, when its route has one and a call has
+    /// met it.
+    pub fn breaker_state(&self, service: &str) -> Option<BreakerState> {
+        let all = lock(&self.all);
         let (_, breaker) = all.get(service)?.breaker.as_ref()?;
-        let state = breaker.lock().unwrap_or_else(|p| p.into_inner()).state();
-        Some(match state {
-            BreakerState::Closed => "closed",
-            BreakerState::Open { .. } => "open",
-            BreakerState::HalfOpen { .. } => "half-open",
-        })
+        Some(lock(breaker).state())
     }
 
     pub fn of(
@@ -213,7 +225,7 @@ impl GuardsByService {
         limit: Option<RateLimit>,
         breaker: Option<BreakerConfig>,
     ) -> Arc<Guards> {
-        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = lock(&self.all);
         if let Some(existing) = all.get(service)
             && existing.limit.as_ref().map(|(c, _)| *c) == limit
             && existing.breaker.as_ref().map(|(c, _)| *c) == breaker

@@ -1,6 +1,7 @@
-//! The balance layer: picks the node for each attempt among the service's nodes in the
-//! view now (joins and leaves count between attempts), leaving out those the call
-//! already tried.
+//! The balance layer: picks the node for each attempt, the call's way (p2c, round robin,
+//! weighted), among the service's nodes in the view now (joins and leaves count between
+//! attempts) that serve its gRPC service at one of its versions, leaving out those the
+//! call already tried.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -9,21 +10,19 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 use super::{BoxFuture, CallError, CallRequest, CallResponse, Picked, Tried, info_of};
-use crate::balance::{Balance, candidates, pick};
+use crate::balance::{candidates, pick};
 use crate::view::ClusterView;
 
 #[derive(Clone)]
 pub struct BalanceLayer {
     view: ClusterView,
-    balance: Balance,
     round_robin: Arc<AtomicUsize>,
 }
 
 impl BalanceLayer {
-    pub fn new(view: ClusterView, balance: Balance) -> Self {
+    pub fn new(view: ClusterView) -> Self {
         Self {
             view,
-            balance,
             round_robin: Arc::default(),
         }
     }
@@ -77,9 +76,14 @@ impl<S> PickNode<S> {
         let serving: Vec<_> = nodes
             .iter()
             .filter(|node| node.serves(&info.grpc_service))
+            .filter(|node| {
+                info.versions
+                    .as_ref()
+                    .is_none_or(|versions| versions.contains(&node.instance.version))
+            })
             .cloned()
             .collect();
-        if serving.is_empty() {
+        if nodes.is_empty() {
             return Err(CallError::NoNode {
                 service: info.service.clone(),
             });
@@ -90,15 +94,11 @@ impl<S> PickNode<S> {
             .map(|tried| tried.0.as_slice())
             .unwrap_or_default();
         let open = candidates(&self.layer.view, &serving, tried);
-        pick(
-            &open,
-            self.layer.balance,
-            &self.layer.round_robin,
-            &info.method,
-        )
-        .ok_or_else(|| CallError::NoneLeft {
-            service: info.service.clone(),
-            tried: tried.len(),
+        pick(&open, info.balance, &self.layer.round_robin, &info.method).ok_or_else(|| {
+            CallError::NoneLeft {
+                service: info.service.clone(),
+                tried: tried.len(),
+            }
         })
     }
 }

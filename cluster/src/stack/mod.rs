@@ -1,7 +1,8 @@
-//! The call stack every caller runs, as tower layers: balance → record → per-attempt
-//! timeout → the node, under a retry policy with a budget. A door (the service client,
+//! The call stack every caller runs, as tower layers: retry (with a budget) → balance →
+//! attempt span → record → per-attempt timeout → the node. A door (the service client,
 //! the gateway's doors) says what the call is ([`CallInfo`]) and how its body can be
-//! sent again ([`ReplayBody`]); every layer reads the one typed outcome ([`CallError`]).
+//! sent again ([`ReplayBody`]), and may put guards of its own in front (the gateway's
+//! admit and breaker layers); every layer reads the one typed outcome ([`CallError`]).
 
 mod balance;
 mod body;
@@ -10,10 +11,12 @@ mod outcome;
 mod record;
 mod retry;
 mod timeout;
+mod trace;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,9 @@ pub use outcome::{CallError, TimedOut};
 pub use record::{Record, RecordLayer};
 pub use retry::{Budget, RetryLayer, RetryMetrics, RetryPolicy, Retrying};
 pub use timeout::{AttemptTimeout, AttemptTimeoutLayer};
+pub use trace::{AttemptSpans, AttemptSpansLayer, AttemptTrace};
 
+use crate::balance::Balance;
 use crate::node::Node;
 
 /// A request through the stack.
@@ -51,6 +56,39 @@ pub struct CallInfo {
     /// How long one attempt may take, when less than what is left of the call (an
     /// idempotent call's attempt on a hung node leaves time to try others).
     pub attempt_timeout: Option<Duration>,
+    /// How the node of each attempt is chosen.
+    pub balance: Balance,
+    /// Only nodes running one of these versions may take the call (in a rolling upgrade,
+    /// those that have the method); `None`: any version.
+    pub versions: Option<Arc<BTreeSet<String>>>,
+    /// Whether the attempt reads the reply to its end before it counts as answered: a
+    /// unary reply then fails over like its request (a connection lost mid-reply is a
+    /// lost attempt), and its status is seen inside the stack. A stream is handed on as
+    /// it comes.
+    pub whole_reply: bool,
+}
+
+impl CallInfo {
+    /// A call of `grpc_service`'s `method` on a node of `service`, balanced p2c, with no
+    /// deadline, not repeated after it may have run, its reply streamed: the doors set
+    /// what they know.
+    pub fn new(
+        service: impl Into<Arc<str>>,
+        grpc_service: impl Into<Arc<str>>,
+        method: impl Into<Arc<str>>,
+    ) -> Self {
+        Self {
+            service: service.into(),
+            grpc_service: grpc_service.into(),
+            method: method.into(),
+            idempotent: false,
+            deadline: None,
+            attempt_timeout: None,
+            balance: Balance::P2c,
+            versions: None,
+            whole_reply: false,
+        }
+    }
 }
 
 impl CallInfo {
@@ -65,12 +103,13 @@ impl CallInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Tried(pub Vec<String>);
 
-/// The node the balancer picked for this attempt, in the request's extensions.
+/// The node the balancer picked for this attempt, in the request's extensions; in the
+/// reply's, the node that gave it.
 #[derive(Clone)]
 pub struct Picked(pub Arc<Node>);
 
 /// The call's facts, from the request; a request without them is a door's bug.
-fn info_of(request: &CallRequest) -> Result<&CallInfo, CallError> {
+pub fn info_of(request: &CallRequest) -> Result<&CallInfo, CallError> {
     request
         .extensions()
         .get::<CallInfo>()

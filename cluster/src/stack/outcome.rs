@@ -28,6 +28,15 @@ pub enum CallError {
         #[source]
         source: BoxError,
     },
+    /// A guard in front of the stack turned the call away before any node saw it (its
+    /// credentials, a rate limit, an open circuit): never retried.
+    #[error("{reason}")]
+    Denied {
+        code: Code,
+        reason: String,
+        /// When the caller may try again, if the guard can tell.
+        retry_after: Option<Duration>,
+    },
     /// A door put the stack together wrong: a bug, never the network's doing.
     #[error("the call stack is misassembled: {0}")]
     Misassembled(&'static str),
@@ -64,6 +73,7 @@ impl CallError {
                 Attempt::Refused => Code::Internal,
                 Attempt::NotSent | Attempt::Lost | Attempt::Answered => Code::Unavailable,
             },
+            CallError::Denied { code, .. } => *code,
             CallError::Misassembled(_) => Code::Internal,
         }
     }

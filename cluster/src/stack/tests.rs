@@ -27,12 +27,10 @@ fn view_of(ids: &[&str]) -> ClusterView {
 
 fn info(idempotent: bool) -> CallInfo {
     CallInfo {
-        service: "user".into(),
-        grpc_service: "user.v1.UserService".into(),
-        method: "Exists".into(),
         idempotent,
         deadline: Some(Instant::now() + Duration::from_secs(30)),
-        attempt_timeout: None,
+        balance: crate::Balance::RoundRobin,
+        ..CallInfo::new("user", "user.v1.UserService", "Exists")
     }
 }
 
@@ -102,7 +100,7 @@ fn retried_stack(
     );
     let stack = tower::ServiceBuilder::new()
         .layer(RetryLayer::new(policy))
-        .layer(BalanceLayer::new(view.clone(), crate::Balance::RoundRobin))
+        .layer(BalanceLayer::new(view.clone()))
         .service(failing(attempt, Arc::clone(&attempts)));
     (stack, attempts)
 }
@@ -171,7 +169,7 @@ async fn retry_of_calls_that_may_have_run_stops_when_the_budget_is_spent() {
     let attempts = Arc::default();
     let mut stack = tower::ServiceBuilder::new()
         .layer(RetryLayer::new(policy))
-        .layer(BalanceLayer::new(view.clone(), crate::Balance::RoundRobin))
+        .layer(BalanceLayer::new(view.clone()))
         .service(failing(Attempt::Lost, Arc::clone(&attempts)));
     // With no share of calls to spend, only the budget's floor of retries is there.
     let calls = 200;

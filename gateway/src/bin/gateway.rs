@@ -93,7 +93,7 @@ fn main() -> ExitCode {
 
 #[cfg(feature = "etcd")]
 async fn routes_command(connected: &Connected, action: RoutesAction) -> Result<(), NodeError> {
-    use gateway::live_routes::etcd::key;
+    use gateway::route_table_key as key;
     let Connected::Etcd(etcd) = connected else {
         return Err(NodeError::Unsupported(
             "the route table lives in etcd; this gateway is configured with the memory registry"

@@ -1,4 +1,4 @@
-//! Property tests of `/api`'s JSON transcoding (`gateway::transcode`), against
+//! Property tests of `/api`'s JSON transcoding (`crate::transcode`), against
 //! `testdata/transcoding.proto`: a message with a field of every kind, compiled at test
 //! time with protox.
 //!
@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use gateway::failure::Failure;
-use gateway::transcode::{query_to_json, to_json, to_message};
+use crate::failure::Failure;
+use crate::transcode::{query_to_json, to_json, to_message};
 use http::StatusCode;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};

@@ -1,0 +1,121 @@
+//! The attempt span layer: when a call is part of an exported trace, each attempt gets a
+//! client span, a child of the call's, naming the node it went to and ending with how
+//! it went; the node receives that span's context, so its own span hangs below the
+//! attempt that reached it. Without spans, the call's context is passed on as it is.
+
+use std::task::{Context, Poll};
+
+use telemetry::trace::{
+    Attribute, SdkTracer, SpanKind, SpanOfContext, Status, TraceContext, Tracer,
+};
+use tower::{Layer, Service};
+
+use super::{BoxFuture, CallError, CallRequest, CallResponse, picked_of};
+use crate::node::Node;
+
+/// Where a call's attempts belong in its trace, in the request's extensions; a call
+/// without it is traced by the channel alone (the current context, if any).
+#[derive(Clone)]
+pub struct AttemptTrace {
+    call: TraceContext,
+    tracer: Option<SdkTracer>,
+    /// The request's own headers carry the call's context already (the gateway's rpc
+    /// port passes its caller's on): without a span of its own, nothing is written.
+    carried: bool,
+}
+
+impl AttemptTrace {
+    /// Attempts of the call whose span (or, when none is exported, whose caller's
+    /// context) is `call`; spans are made with `tracer` when it is set.
+    pub fn new(call: TraceContext, tracer: Option<SdkTracer>) -> Self {
+        Self {
+            call,
+            tracer,
+            carried: false,
+        }
+    }
+
+    /// The request's headers already carry the call's trace context.
+    pub fn carried_by_the_request(mut self) -> Self {
+        self.carried = true;
+        self
+    }
+
+    /// Writes the attempt's trace context into `headers`; the attempt's span, when one
+    /// is recorded.
+    fn start(&self, node: &Node, headers: &mut http::HeaderMap) -> Option<TraceContext> {
+        let Some(tracer) = &self.tracer else {
+            if !self.carried {
+                telemetry::trace::inject(&self.call, headers);
+            }
+            return None;
+        };
+        // A trace not sampled records nothing: its context goes on without the cost of
+        // a span that would be dropped.
+        if !self.call.span().span_context().is_sampled() {
+            telemetry::trace::inject(&self.call, headers);
+            return None;
+        }
+        let span = tracer
+            .span_builder("attempt")
+            .with_kind(SpanKind::Client)
+            .with_attributes([Attribute::new(
+                "server.address",
+                node.instance.address.clone(),
+            )])
+            .start_with_context(tracer, &self.call);
+        let attempt = self.call.with_span(span);
+        telemetry::trace::inject(&attempt, headers);
+        Some(attempt)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct AttemptSpansLayer;
+
+impl<S> Layer<S> for AttemptSpansLayer {
+    type Service = AttemptSpans<S>;
+
+    fn layer(&self, inner: S) -> AttemptSpans<S> {
+        AttemptSpans { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct AttemptSpans<S> {
+    inner: S,
+}
+
+impl<S> Service<CallRequest> for AttemptSpans<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = CallError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = CallResponse;
+    type Error = CallError;
+    type Future = BoxFuture<Result<CallResponse, CallError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+        let trace = request.extensions().get::<AttemptTrace>().cloned();
+        let span = match (trace, picked_of(&request)) {
+            (Some(trace), Ok(node)) => trace.start(&node, request.headers_mut()),
+            _ => None,
+        };
+        let called = self.inner.call(request);
+        Box::pin(async move {
+            let outcome = called.await;
+            if let Some(attempt) = span {
+                let span = attempt.span();
+                if let Err(error) = &outcome {
+                    span.set_status(Status::error(error.to_string()));
+                }
+                span.end();
+            }
+            outcome
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The admit layer: what every call to a service passes first, on `/api` and the rpc port
+//! alike. The route's JWT check (the claims it forwards become the request's
+//! `x-jwt-<claim>` metadata) and its rate limit; a call turned away never reaches a node.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use cluster::stack::{CallError, CallRequest, CallResponse, info_of};
+use serde_json::Value;
+use telemetry::prometheus::names;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::route_of;
+use crate::auth::{JwtVerifier, claim_header};
+use crate::resilience::{Guards, GuardsByService, lock};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+#[derive(Clone)]
+pub struct AdmitLayer {
+    jwt: Arc<JwtVerifier>,
+    guards: Arc<GuardsByService>,
+}
+
+impl AdmitLayer {
+    pub fn new(jwt: Arc<JwtVerifier>, guards: Arc<GuardsByService>) -> Self {
+        Self { jwt, guards }
+    }
+}
+
+impl<S> Layer<S> for AdmitLayer {
+    type Service = Admitting<S>;
+
+    fn layer(&self, inner: S) -> Admitting<S> {
+        Admitting {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admitting<S> {
+    layer: AdmitLayer,
+    inner: S,
+}
+
+impl<S> Service<CallRequest> for Admitting<S>
+where
+    S: Service<CallRequest, Response = CallResponse, Error = CallError>,
+    S::Future: Send + 'static,
+{
+    type Response = CallResponse;
+    type Error = CallError;
+    type Future = BoxFuture<Result<CallResponse, CallError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+        match self.layer.admit(&mut request) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+}
+
+impl AdmitLayer {
+    /// Checks the call against its route; adds the forwarded claims to its headers and
+    /// the service's guards to its extensions (the breaker reads them).
+    fn admit(&self, request: &mut CallRequest) -> Result<(), CallError> {
+        let info = info_of(request)?;
+        let (service, method) = (info.service.clone(), info.method.clone());
+        let route = route_of(request)?;
+        let claims = if route.requires_jwt(&method) {
+            self.forwarded_claims(request, &route.forward_claims)?
+        } else {
+            Vec::new()
+        };
+        let guards = self
+            .guards
+            .of(&service, route.rate_limit, route.circuit_breaker);
+        take_a_token(&guards, &service)?;
+        for (name, value) in claims {
+            request.headers_mut().insert(name, value);
+        }
+        request.extensions_mut().insert(guards);
+        Ok(())
+    }
+
+    /// The verified token's claims the route forwards, as headers.
+    fn forwarded_claims(
+        &self,
+        request: &CallRequest,
+        forward: &[String],
+    ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, CallError> {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let claims = self
+            .jwt
+            .verify(authorization)
+            .map_err(|reason| CallError::Denied {
+                code: Code::Unauthenticated,
+                reason,
+                retry_after: None,
+            })?;
+        let mut headers = Vec::new();
+        for claim in forward {
+            let value = match claims.get(claim) {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            if let (Ok(name), Ok(mut value)) = (
+                http::HeaderName::from_bytes(claim_header(claim).as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                // New with each token: not worth a place in HTTP/2's header table.
+                value.set_sensitive(true);
+                headers.push((name, value));
+            }
+        }
+        Ok(headers)
+    }
+}
+
+/// The service's rate limit, if its route has one.
+fn take_a_token(guards: &Guards, service: &str) -> Result<(), CallError> {
+    let Some((_, bucket)) = &guards.limit else {
+        return Ok(());
+    };
+    lock(bucket).take().map_err(|wait| {
+        metrics::counter!(names::GATEWAY_RATE_LIMITED, "service" => service.to_owned())
+            .increment(1);
+        CallError::Denied {
+            code: Code::ResourceExhausted,
+            reason: format!("rate limit of {service:?} exceeded"),
+            retry_after: Some(wait),
+        }
+    })
+}

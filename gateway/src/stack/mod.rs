@@ -1,0 +1,74 @@
+//! The gateway's call stack: its own guards in front of the cluster's layers, the same
+//! for `/api` and the rpc port. admit (the route's JWT check and rate limit) → breaker →
+//! retry (with the gateway's budget) → balance → attempt span → record → per-attempt
+//! timeout → the node. A door puts the call's facts in the request's extensions
+//! ([`cluster::stack::CallInfo`], [`CallRoute`], its [`cluster::stack::AttemptTrace`])
+//! and reads the reply or the one typed failure ([`CallError`]).
+
+mod admit;
+mod breaker;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use cluster::ClusterView;
+use cluster::stack::{
+    AttemptSpansLayer, AttemptTimeoutLayer, BalanceLayer, Budget, CallError, CallRequest,
+    CallResponse, NodeCall, RecordLayer, RetryLayer, RetryMetrics, RetryPolicy,
+};
+use telemetry::prometheus::names;
+use tower::util::BoxCloneSyncService;
+
+pub use admit::AdmitLayer;
+pub use breaker::BreakerLayer;
+
+use crate::auth::JwtVerifier;
+use crate::resilience::GuardsByService;
+use crate::settings::Route;
+
+/// The route in force for the call's service, in the request's extensions: what the
+/// guards check it against.
+#[derive(Clone)]
+pub struct CallRoute(pub Arc<Route>);
+
+/// Every call through the gateway, whichever door it came in by.
+pub type CallStack = BoxCloneSyncService<CallRequest, CallResponse, CallError>;
+
+/// The stack over `view`, guarded by `jwt` and each service's rate limit and breaker in
+/// `guards`, retrying within `retry_budget_percent`.
+pub fn build(
+    view: &ClusterView,
+    jwt: Arc<JwtVerifier>,
+    guards: Arc<GuardsByService>,
+    retry_budget_percent: f32,
+) -> CallStack {
+    let retries = RetryPolicy::new(
+        Budget::new(retry_budget_percent),
+        RetryMetrics {
+            retries: names::GATEWAY_RETRIES,
+            budget_exhausted: names::GATEWAY_BUDGET_EXHAUSTED,
+        },
+    );
+    let stack = tower::ServiceBuilder::new()
+        .layer(AdmitLayer::new(jwt, guards))
+        .layer(BreakerLayer)
+        .layer(RetryLayer::new(retries))
+        .layer(BalanceLayer::new(view.clone()))
+        .layer(AttemptSpansLayer)
+        .layer(RecordLayer::new(view.clone()))
+        .layer(AttemptTimeoutLayer)
+        .service(NodeCall);
+    BoxCloneSyncService::new(stack)
+}
+
+fn route_of(request: &CallRequest) -> Result<&Route, CallError> {
+    request
+        .extensions()
+        .get::<CallRoute>()
+        .map(|route| route.0.as_ref())
+        .ok_or(CallError::Misassembled(
+            "a call reached the gateway's guards without its route",
+        ))
+}

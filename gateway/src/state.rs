@@ -1,0 +1,74 @@
+//! What the gateway's two doors and its admin views share: the cluster view, the route
+//! table, the one call stack, the schemas learnt by reflection, and how calls are
+//! observed.
+
+use std::sync::Arc;
+
+use cluster::{ClusterView, Node, Schemas};
+
+use crate::auth::JwtVerifier;
+use crate::live_routes::LiveRoutes;
+use crate::observe::Meters;
+use crate::resilience::GuardsByService;
+use crate::settings::GatewaySection;
+use crate::stack::{self, CallStack};
+
+pub struct Gateway {
+    pub view: ClusterView,
+    pub routes: LiveRoutes,
+    pub settings: GatewaySection,
+    /// Every call, from either door, goes through it.
+    pub stack: CallStack,
+    /// Each service's rate limit and breaker, for the stack and `/admin/cluster`.
+    pub guards: Arc<GuardsByService>,
+    /// Where the gateway's spans go, when traces are exported.
+    pub tracer: Option<telemetry::trace::SdkTracer>,
+    pub meters: Arc<Meters>,
+    schemas: Schemas,
+}
+
+impl Gateway {
+    pub fn new(
+        view: ClusterView,
+        routes: LiveRoutes,
+        settings: GatewaySection,
+        tracing: Option<&telemetry::Tracing>,
+    ) -> Self {
+        // The configuration was validated at load; a key that went bad since leaves JWT
+        // routes refusing every call, which the log says.
+        let jwt = JwtVerifier::from_config(&settings.jwt).unwrap_or_else(|(key, reason)| {
+            tracing::error!(%key, %reason, "JWT keys unusable; routes that require a JWT refuse every call");
+            JwtVerifier::without_keys()
+        });
+        let guards = Arc::new(GuardsByService::default());
+        let stack = stack::build(
+            &view,
+            Arc::new(jwt),
+            guards.clone(),
+            settings.retry_budget_percent,
+        );
+        Self {
+            view,
+            routes,
+            stack,
+            guards,
+            tracer: tracing.map(|t| t.tracer().clone()),
+            meters: Arc::default(),
+            schemas: Schemas::default(),
+            settings,
+        }
+    }
+
+    /// What `node`'s service offers at its version, by reflection, cached.
+    pub async fn schema_of(
+        &self,
+        node: &Node,
+    ) -> Result<Arc<cluster::Schema>, cluster::SchemaError> {
+        self.schemas.of(node).await
+    }
+
+    /// Forgets the schemas of `service`'s versions that no node in `live` runs.
+    pub fn forget_versions_except(&self, service: &str, live: &std::collections::BTreeSet<String>) {
+        self.schemas.forget_versions_except(service, live);
+    }
+}
