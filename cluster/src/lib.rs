@@ -10,6 +10,8 @@
 mod balance;
 mod classify;
 mod client;
+#[cfg(test)]
+mod client_door_tests;
 pub mod credentials;
 pub mod deadline;
 mod health;
@@ -18,6 +20,8 @@ mod node;
 mod schema;
 pub mod stack;
 mod stats;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod view;
 
 pub use balance::{Balance, candidates, pick};

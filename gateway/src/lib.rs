@@ -8,6 +8,8 @@
 mod api;
 mod auth;
 mod codec;
+#[cfg(test)]
+mod door_tests;
 mod failure;
 mod http;
 pub mod listing;

@@ -372,7 +372,9 @@ impl<S> Context<S> {
             &self.config.client,
             service,
             self.credentials.clone(),
-        );
+        )
+        // Each attempt is a span of the trace of what this node is doing.
+        .traced_by(self.tracing().map(|tracing| tracing.tracer().clone()));
         ServiceChannel::connect(registry.clone(), service, options, &self.shutdown)
             .await
             .map_err(|source| NodeError::Registry {

@@ -1,0 +1,160 @@
+//! The service client's door, on fake nodes over loopback: each layer of the stack is
+//! there (retry of a call that never left, the per-attempt timeout, the retry budget).
+
+use std::time::Duration;
+
+use registry::Change;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::credentials::ClusterCredentials;
+use crate::testing::{Behaviour, CHANGE, ECHO, FakeNode, LOOK, Word, unreachable};
+use crate::view::{ClusterView, Ejection, ViewMetrics, ViewOptions};
+use crate::{ClientOptions, ServiceChannel};
+
+/// A view of `instances` with no health checks and no setting aside: what a test sends
+/// is what each node gets.
+fn view_of(instances: impl IntoIterator<Item = registry::Instance>) -> ClusterView {
+    let options = ViewOptions::new(
+        Ejection {
+            after_failures: u32::MAX,
+            for_how_long: Duration::from_secs(1),
+            max_ejected_percent: 50,
+        },
+        Duration::ZERO,
+        ClusterCredentials::default(),
+        ViewMetrics::CLIENT,
+    );
+    let view = ClusterView::for_tests(options);
+    for instance in instances {
+        view.apply_for_tests(Change::Joined(instance));
+    }
+    view
+}
+
+fn client(view: ClusterView, timeout: Duration, budget_percent: f32) -> ServiceChannel {
+    let options = ClientOptions {
+        timeout,
+        retry_budget_percent: budget_percent,
+        view: ViewOptions::for_tests(),
+        tracer: None,
+    };
+    ServiceChannel::over(view, "echo", &options, CancellationToken::new())
+}
+
+async fn call(channel: &ServiceChannel, method: &str) -> Result<Word, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let path = format!("/{ECHO}/{method}")
+        .parse()
+        .map_err(|_| tonic::Status::internal("path"))?;
+    let word = Word {
+        text: "hello".into(),
+    };
+    grpc.unary(
+        tonic::Request::new(word),
+        path,
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn the_client_sends_a_call_that_never_left_to_another_node_even_when_not_idempotent() {
+    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    let dead = unreachable("echo", "dead").await.unwrap();
+    let view = view_of([dead, answering.instance.clone()]);
+    let channel = client(view.clone(), Duration::from_secs(10), 20.0);
+    for n in 0..20 {
+        let word = call(&channel, CHANGE)
+            .await
+            .unwrap_or_else(|status| panic!("call {n}: {status:?}"));
+        assert_eq!(word.text, "hello");
+    }
+    assert_eq!(answering.calls(), 20, "each call ran once");
+    let dead_node = view
+        .nodes_of("echo")
+        .iter()
+        .find(|n| n.instance.id == "dead")
+        .cloned()
+        .unwrap();
+    assert!(
+        dead_node
+            .stats
+            .consecutive_failures
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "the unreachable node was tried (and each such call went on to the other)"
+    );
+}
+
+#[tokio::test]
+async fn the_client_ends_an_attempt_on_a_hung_node_and_retries_a_call_safe_to_repeat() {
+    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
+        .await
+        .unwrap();
+    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    let timeout = Duration::from_secs(6);
+    let channel = client(
+        view_of([hung.instance.clone(), answering.instance.clone()]),
+        timeout,
+        20.0,
+    );
+    for n in 0..6 {
+        let started = tokio::time::Instant::now();
+        call(&channel, LOOK)
+            .await
+            .unwrap_or_else(|status| panic!("call {n}: {status:?}"));
+        assert!(
+            started.elapsed() < timeout,
+            "an attempt on the hung node ends at a third of the deadline"
+        );
+    }
+    assert!(hung.calls() > 0, "the hung node was tried");
+
+    // Not safe to repeat, on the hung node alone: the deadline ends it.
+    let alone = client(
+        view_of([hung.instance.clone()]),
+        Duration::from_millis(300),
+        20.0,
+    );
+    let status = call(&alone, CHANGE).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
+#[tokio::test]
+async fn the_client_stops_retrying_calls_that_may_have_run_once_its_budget_is_spent() {
+    let breaking = FakeNode::start("echo", "breaks", Behaviour::Break)
+        .await
+        .unwrap();
+    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    // 0 %: only the floor of ten retries a second (a hundred in reserve) is left.
+    let channel = client(
+        view_of([breaking.instance.clone(), answering.instance.clone()]),
+        Duration::from_secs(10),
+        0.0,
+    );
+    let mut refused = None;
+    for _ in 0..3_000 {
+        if let Err(status) = call(&channel, LOOK).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let status = refused.expect("with the budget spent, a call that broke is not retried");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        breaking.calls() > 100,
+        "the reserve was spent first: {}",
+        breaking.calls()
+    );
+}

@@ -1,0 +1,283 @@
+//! The gateway's two doors, `/api` and the rpc port, on fake nodes over loopback: each
+//! layer of the call stack is there (retry of an attempt that never left, the breaker,
+//! the per-attempt timeout, the retry budget).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use cluster::testing::{Behaviour, CHANGE, ECHO, FakeNode, LOOK, Word, unreachable};
+use cluster::{ClusterView, Ejection, ViewMetrics, ViewOptions};
+use http_body_util::BodyExt;
+use prost::Message;
+use registry::{Change, Instance};
+use tonic::Code;
+
+use crate::live_routes::LiveRoutes;
+use crate::resilience::BreakerConfig;
+use crate::settings::{Balance, GatewaySection, Route, RouteTable};
+use crate::state::Gateway;
+
+/// A gateway over `instances` of `echo` (no health checks, nothing set aside: what a
+/// test sends is what each node gets), with `route` for `echo`.
+fn gateway(instances: Vec<Instance>, route: Route, budget_percent: f32) -> Arc<Gateway> {
+    let options = ViewOptions::new(
+        Ejection {
+            after_failures: u32::MAX,
+            for_how_long: Duration::from_secs(1),
+            max_ejected_percent: 50,
+        },
+        Duration::ZERO,
+        Default::default(),
+        ViewMetrics::GATEWAY,
+    );
+    let view = ClusterView::for_tests(options);
+    for instance in instances {
+        view.apply_for_tests(Change::Joined(instance));
+    }
+    let routes = LiveRoutes::new(RouteTable::from([("echo".to_owned(), route)]));
+    let settings = GatewaySection {
+        retry_budget_percent: budget_percent,
+        ..GatewaySection::default()
+    };
+    Arc::new(Gateway::new(view, routes, settings, None))
+}
+
+fn round_robin() -> Route {
+    Route {
+        balance: Balance::RoundRobin,
+        ..Route::default()
+    }
+}
+
+/// How a door answered: the gRPC code, and the body (JSON on `/api`).
+struct Answer {
+    code: Code,
+    text: String,
+}
+
+async fn read(response: Response) -> Answer {
+    let (parts, body) = response.into_parts();
+    let collected = match body.collect().await {
+        Ok(collected) => collected,
+        Err(error) => {
+            return Answer {
+                code: Code::Unknown,
+                text: error.to_string(),
+            };
+        }
+    };
+    let trailers = collected.trailers().cloned();
+    let bytes = collected.to_bytes();
+    // The rpc port says why in `grpc-message`; `/api` in its JSON body.
+    let grpc_message = trailers
+        .as_ref()
+        .and_then(tonic::Status::from_header_map)
+        .or_else(|| tonic::Status::from_header_map(&parts.headers))
+        .map(|status| status.message().to_owned())
+        .filter(|message| !message.is_empty());
+    let code = trailers
+        .as_ref()
+        .and_then(telemetry::grpc::status_of)
+        .or_else(|| telemetry::grpc::status_of(&parts.headers));
+    let code = match code {
+        Some(code) => code,
+        // `/api`: JSON; its `code` when it failed.
+        None => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|json| json["code"].as_i64())
+            .map(|code| Code::from(code as i32))
+            .unwrap_or(Code::Ok),
+    };
+    Answer {
+        code,
+        text: grpc_message.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+    }
+}
+
+async fn via_api(gateway: &Arc<Gateway>, method: &str) -> Answer {
+    let request = http::Request::post(format!("/api/echo/{method}"))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"text":"hello"}"#))
+        .expect("a request");
+    let path = Path(("echo".to_owned(), method.to_owned()));
+    read(crate::api::handle(State(gateway.clone()), path, request).await).await
+}
+
+async fn via_rpc(gateway: &Arc<Gateway>, method: &str, timeout: Option<&str>) -> Answer {
+    let message = Word {
+        text: "hello".into(),
+    }
+    .encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let mut request = http::Request::post(format!("/{ECHO}/{method}"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(timeout) = timeout {
+        request = request.header("grpc-timeout", timeout);
+    }
+    let request = request.body(Body::from(framed)).expect("a request");
+    read(crate::proxy::forward(State(gateway.clone()), request).await).await
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Door {
+    Api,
+    Rpc,
+}
+
+async fn call(door: Door, gateway: &Arc<Gateway>, method: &str) -> Answer {
+    match door {
+        Door::Api => via_api(gateway, method).await,
+        Door::Rpc => via_rpc(gateway, method, None).await,
+    }
+}
+
+#[tokio::test]
+async fn both_doors_send_an_attempt_that_never_left_to_another_node() {
+    for door in [Door::Api, Door::Rpc] {
+        let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+            .await
+            .unwrap();
+        let dead = unreachable("echo", "dead").await.unwrap();
+        // Round robin: every other call tries the unreachable node first.
+        let gateway = gateway(vec![dead, answering.instance.clone()], round_robin(), 20.0);
+        for n in 0..6 {
+            let answer = call(door, &gateway, CHANGE).await;
+            assert_eq!(answer.code, Code::Ok, "{door:?} call {n}: {}", answer.text);
+        }
+        assert_eq!(answering.calls(), 6, "{door:?}: each call ran once");
+    }
+}
+
+#[tokio::test]
+async fn both_doors_open_the_circuit_of_a_failing_service_and_stop_calling_it() {
+    for door in [Door::Api, Door::Rpc] {
+        let failing = FakeNode::start("echo", "down", Behaviour::Fail(Code::Unavailable))
+            .await
+            .unwrap();
+        let route = Route {
+            circuit_breaker: Some(BreakerConfig {
+                error_rate: 0.5,
+                min_calls: 2,
+                window: Duration::from_secs(60),
+                open_for: Duration::from_secs(60),
+            }),
+            ..Route::default()
+        };
+        let gateway = gateway(vec![failing.instance.clone()], route, 20.0);
+        for _ in 0..2 {
+            let answer = call(door, &gateway, CHANGE).await;
+            assert_eq!(answer.code, Code::Unavailable, "{door:?}: {}", answer.text);
+        }
+        let refused = call(door, &gateway, CHANGE).await;
+        assert_eq!(refused.code, Code::Unavailable, "{door:?}");
+        assert!(
+            refused.text.contains("circuit open"),
+            "{door:?}: {}",
+            refused.text
+        );
+        assert_eq!(
+            failing.calls(),
+            2,
+            "{door:?}: the open circuit sent nothing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_door_ends_an_attempt_on_a_hung_node_and_retries_a_call_safe_to_repeat() {
+    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
+        .await
+        .unwrap();
+    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    let route = Route {
+        timeout: Duration::from_secs(6),
+        ..round_robin()
+    };
+    let gateway = gateway(
+        vec![hung.instance.clone(), answering.instance.clone()],
+        route,
+        20.0,
+    );
+    for n in 0..4 {
+        let started = tokio::time::Instant::now();
+        let answer = via_api(&gateway, LOOK).await;
+        assert_eq!(answer.code, Code::Ok, "call {n}: {}", answer.text);
+        assert!(answer.text.contains("hello"), "{}", answer.text);
+        assert!(started.elapsed() < Duration::from_secs(6));
+    }
+    assert!(hung.calls() > 0, "the hung node was tried");
+}
+
+#[tokio::test]
+async fn the_rpc_door_ends_a_call_on_a_hung_node_at_the_callers_deadline() {
+    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
+        .await
+        .unwrap();
+    let gateway = gateway(vec![hung.instance.clone()], Route::default(), 20.0);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        via_rpc(&gateway, CHANGE, Some("300m")),
+    )
+    .await
+    .expect("the gateway ends the call itself, at the caller's deadline");
+    assert_eq!(answer.code, Code::DeadlineExceeded);
+}
+
+#[tokio::test]
+async fn the_api_door_stops_retrying_calls_that_may_have_run_once_its_budget_is_spent() {
+    let breaking = FakeNode::start("echo", "breaks", Behaviour::Break)
+        .await
+        .unwrap();
+    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    // 0 %: only the floor of ten retries a second (a hundred in reserve) is left.
+    let gateway = gateway(
+        vec![breaking.instance.clone(), answering.instance.clone()],
+        round_robin(),
+        0.0,
+    );
+    let mut refused = None;
+    for _ in 0..3_000 {
+        let answer = via_api(&gateway, LOOK).await;
+        if answer.code != Code::Ok {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("with the budget spent, a call that broke is not retried");
+    assert_eq!(refused.code, Code::Unavailable, "{}", refused.text);
+    assert!(breaking.calls() > 100, "{}", breaking.calls());
+}
+
+#[tokio::test]
+async fn the_rpc_door_never_repeats_a_call_whose_stream_broke() {
+    let breaking = FakeNode::start("echo", "breaks", Behaviour::Break)
+        .await
+        .unwrap();
+    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    let gateway = gateway(
+        vec![breaking.instance.clone(), answering.instance.clone()],
+        round_robin(),
+        1000.0,
+    );
+    for _ in 0..4 {
+        let _ = via_rpc(&gateway, LOOK, None).await;
+    }
+    assert_eq!(
+        breaking.calls() + answering.calls(),
+        4,
+        "a pass-through call that may have run goes to no second node"
+    );
+}
