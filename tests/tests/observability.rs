@@ -250,6 +250,7 @@ async fn one_trace_runs_from_the_caller_through_the_gateway_order_and_user() {
         ("gateway", "/api/order/Create"),
         ("gateway", "attempt"),
         ("order", "/order.v1.OrderService/Create"),
+        ("order", "attempt"),
         ("user", "/user.v1.UserService/Exists"),
     ];
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -282,6 +283,7 @@ async fn one_trace_runs_from_the_caller_through_the_gateway_order_and_user() {
     let call = find("gateway", "/api/order/Create");
     let attempt = find("gateway", "attempt");
     let order_served = find("order", "/order.v1.OrderService/Create");
+    let order_attempt = find("order", "attempt");
     let user_served = find("user", "/user.v1.UserService/Exists");
     assert_eq!(
         call.parent_span_id, caller_span,
@@ -289,7 +291,9 @@ async fn one_trace_runs_from_the_caller_through_the_gateway_order_and_user() {
     );
     assert_eq!(attempt.parent_span_id, call.span_id);
     assert_eq!(order_served.parent_span_id, attempt.span_id);
-    assert_eq!(user_served.parent_span_id, order_served.span_id);
+    // order's call to user (its service client) is an attempt of its own.
+    assert_eq!(order_attempt.parent_span_id, order_served.span_id);
+    assert_eq!(user_served.parent_span_id, order_attempt.span_id);
 
     // The gateway's access log line names the same trace, in JSON.
     let line = gateway
