@@ -88,7 +88,11 @@ impl ViewOptions {
         }
     }
 
-    /// At most `checks` health checks in flight.
+    /// At most `checks` health checks in flight (the cap is [`HEALTH_CHECKS_AT_ONCE`]
+    /// otherwise; tests lower it to see it hold).
+    ///
+    /// [`HEALTH_CHECKS_AT_ONCE`]: crate::HEALTH_CHECKS_AT_ONCE
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_health_checks_at_once(mut self, checks: usize) -> Self {
         self.health_checks = Arc::new(Semaphore::new(checks.max(1)));
         self

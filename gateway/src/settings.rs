@@ -220,46 +220,63 @@ impl config::Validate for GatewaySettings {
     }
 }
 
+/// Why a route table was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteTableError {
+    /// Not TOML, or not the shape of a route table.
+    #[error("{0}")]
+    Unreadable(#[from] toml::de::Error),
+    /// A setting out of its range (`routes.user.timeout: must be more than 0`).
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("cannot write the route table as TOML: {0}")]
+    Unwritable(#[from] toml::ser::Error),
+    #[error("the route table does not read back as written")]
+    Unfaithful,
+    #[error("the route table would be refused: {0}")]
+    WouldBeRefused(Box<RouteTableError>),
+}
+
+fn validated(routes: RouteTable) -> Result<RouteTable, RouteTableError> {
+    validate_routes(&routes).map_err(|(key, reason)| RouteTableError::Invalid { key, reason })?;
+    Ok(routes)
+}
+
 /// Parses a route table from TOML (the file `gateway routes push` takes, which may be a
 /// whole gateway config: only its `[routes]` are read) and validates it.
-pub fn parse_route_table(text: &str) -> Result<RouteTable, String> {
+pub fn parse_route_table(text: &str) -> Result<RouteTable, RouteTableError> {
     #[derive(Deserialize)]
     struct OnlyRoutes {
         #[serde(default)]
         routes: RouteTable,
     }
-    let parsed: OnlyRoutes = toml::from_str(text).map_err(|e| e.to_string())?;
-    validate_routes(&parsed.routes).map_err(|(key, reason)| format!("{key}: {reason}"))?;
-    Ok(parsed.routes)
+    validated(toml::from_str::<OnlyRoutes>(text)?.routes)
 }
 
 /// The TOML `gateway routes push` stores, checked to read back as the same table: what
 /// every gateway will apply. Refused rather than stored when it does not (an empty or partial
 /// text would be applied by every gateway as a smaller table).
-pub fn render_route_table(routes: &RouteTable) -> Result<String, String> {
+pub fn render_route_table(routes: &RouteTable) -> Result<String, RouteTableError> {
     #[derive(Serialize)]
     struct OnlyRoutes<'a> {
         routes: &'a RouteTable,
     }
-    let text = toml::to_string(&OnlyRoutes { routes })
-        .map_err(|e| format!("cannot write the route table as TOML: {e}"))?;
+    let text = toml::to_string(&OnlyRoutes { routes })?;
     match parse_stored_route_table(&text) {
         Ok(read) if read == *routes => Ok(text),
-        Ok(_) => Err("the route table does not read back as written".into()),
-        Err(reason) => Err(format!("the route table would be refused: {reason}")),
+        Ok(_) => Err(RouteTableError::Unfaithful),
+        Err(reason) => Err(RouteTableError::WouldBeRefused(Box::new(reason))),
     }
 }
 
 /// Parses a table as `gateway routes push` stored it. Unlike a file given to push, it must
 /// have `[routes]`: an empty or truncated value is refused, not read as "no routes".
-pub fn parse_stored_route_table(text: &str) -> Result<RouteTable, String> {
+pub fn parse_stored_route_table(text: &str) -> Result<RouteTable, RouteTableError> {
     #[derive(Deserialize)]
     struct StoredRoutes {
         routes: RouteTable,
     }
-    let parsed: StoredRoutes = toml::from_str(text).map_err(|e| e.to_string())?;
-    validate_routes(&parsed.routes).map_err(|(key, reason)| format!("{key}: {reason}"))?;
-    Ok(parsed.routes)
+    validated(toml::from_str::<StoredRoutes>(text)?.routes)
 }
 
 #[cfg(test)]
@@ -324,7 +341,7 @@ mod tests {
             ),
         ] {
             let text = format!("[routes.user]\nrate_limit = {{ {limit} }}\n");
-            let message = parse_route_table(&text).unwrap_err();
+            let message = parse_route_table(&text).unwrap_err().to_string();
             assert!(
                 message.starts_with(&format!("{key}: ")),
                 "{limit}: {message}"
@@ -344,7 +361,7 @@ mod tests {
                 ..Route::default()
             },
         );
-        let message = render_route_table(&table).unwrap_err();
+        let message = render_route_table(&table).unwrap_err().to_string();
         assert!(message.contains("routes.user.timeout"), "{message}");
     }
 
@@ -357,7 +374,7 @@ mod tests {
     #[test]
     fn a_stored_value_without_routes_is_refused() {
         for text in ["", "  \n", "[gateway]\nmax_body_bytes = 1\n"] {
-            let message = parse_stored_route_table(text).unwrap_err();
+            let message = parse_stored_route_table(text).unwrap_err().to_string();
             assert!(message.contains("routes"), "{text:?}: {message}");
         }
     }
@@ -370,7 +387,7 @@ mod tests {
             ("[routes.\"a/b\"]\n", "routes.a/b"),
             ("[routes.user]\nbalance = \"random\"\n", "random"),
         ] {
-            let message = parse_route_table(text).unwrap_err();
+            let message = parse_route_table(text).unwrap_err().to_string();
             assert!(message.contains(key), "{text:?}: {message}");
         }
     }

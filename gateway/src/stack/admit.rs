@@ -104,9 +104,9 @@ impl AdmitLayer {
         let claims = self
             .jwt
             .verify(authorization)
-            .map_err(|reason| CallError::Denied {
+            .map_err(|refused| CallError::Denied {
                 code: Code::Unauthenticated,
-                reason,
+                reason: refused.to_string(),
                 retry_after: None,
             })?;
         let mut headers = Vec::new();
