@@ -131,32 +131,8 @@ async fn stream_from(
         if response.created() {
             backoff.reset();
         }
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            let at = kv.mod_revision().max(0) as u64;
-            let change = match event.event_type() {
-                EventType::Put => match registry.layout.decode(kv.key(), kv.value()) {
-                    Ok(Some(instance)) => known.put(instance),
-                    Ok(None) => None,
-                    Err(error) => {
-                        tracing::warn!(%error, "watch: skipping unreadable entry");
-                        None
-                    }
-                },
-                EventType::Delete => {
-                    let key = String::from_utf8_lossy(kv.key());
-                    registry
-                        .layout
-                        .identity(&key)
-                        .and_then(|(service, id)| known.delete(service, id))
-                }
-            };
-            *revision = (*revision).max(at);
-            if let Some(change) = change
-                && !tx.send(at, change)
-            {
-                return Interrupted::Stopped;
-            }
+        if !forward_events(registry, &response, known, revision, tx) {
+            return Interrupted::Stopped;
         }
         // A progress notice says nothing in our prefix changed up to its revision.
         if response.events().is_empty()
@@ -166,4 +142,43 @@ async fn stream_from(
             *revision = (*revision).max(header.revision().max(0) as u64);
         }
     }
+}
+
+/// Applies a response's events to `known` and sends the changes; false when the watcher
+/// went away.
+fn forward_events(
+    registry: &EtcdRegistry,
+    response: &etcd_client::WatchResponse,
+    known: &mut Membership,
+    revision: &mut u64,
+    tx: &WatchSender,
+) -> bool {
+    for event in response.events() {
+        let Some(kv) = event.kv() else { continue };
+        let at = kv.mod_revision().max(0) as u64;
+        let change = match event.event_type() {
+            EventType::Put => match registry.layout.decode(kv.key(), kv.value()) {
+                Ok(Some(instance)) => known.put(instance),
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::warn!(%error, "watch: skipping unreadable entry");
+                    None
+                }
+            },
+            EventType::Delete => {
+                let key = String::from_utf8_lossy(kv.key());
+                registry
+                    .layout
+                    .identity(&key)
+                    .and_then(|(service, id)| known.delete(service, id))
+            }
+        };
+        *revision = (*revision).max(at);
+        if let Some(change) = change
+            && !tx.send(at, change)
+        {
+            return false;
+        }
+    }
+    true
 }
