@@ -115,7 +115,7 @@ pub mod etcd {
     use std::time::Duration;
 
     use etcd_client::{EventType, WatchOptions};
-    use node::backend::Kv;
+    use node::Kv;
     use registry::Backoff;
     use tokio_util::sync::CancellationToken;
 

@@ -32,7 +32,7 @@ impl Connected {
 }
 
 /// Connects the configured backend; for etcd, retries until `registry.connect_timeout`.
-pub async fn connect(config: &NodeConfig) -> Result<Connected, NodeError> {
+pub(crate) async fn connect(config: &NodeConfig) -> Result<Connected, NodeError> {
     match config.registry.backend {
         Backend::Memory => Ok(Connected::Memory(MemoryRegistry::new())),
         Backend::Etcd => connect_etcd(config).await,

@@ -132,16 +132,9 @@ pub fn run<E: std::fmt::Display>(
     }
 }
 
-/// Loads the configuration a binary was started with and installs logging. Returns
-/// `None` after printing it when `--print-config` was given.
-pub fn load_config<S>(args: &CommonArgs) -> Result<Option<config::Loaded<S>>, crate::NodeError>
-where
-    S: serde::de::DeserializeOwned + serde::Serialize + Default + config::Validate,
-{
-    load_config_with(args, &args.flags())
-}
-
-/// [`load_config`] with flags the binary extends beyond [`CommonArgs`].
+/// Loads the configuration a binary was started with, `flags` being its command line
+/// ([`CommonArgs::flags`] and any the binary adds), and installs logging. Returns `None`
+/// after printing it when `--print-config` was given.
 pub fn load_config_with<S>(
     args: &CommonArgs,
     flags: &Flags,
