@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser};
 use config::Flags;
 
+use crate::logging::LogFilterError;
+
 /// Flags shared by every node binary; global, so that a subcommand takes them too
 /// (`gateway nodes --etcd-addr …`).
 #[derive(Debug, Clone, Default, Args)]
@@ -147,6 +149,13 @@ where
         print!("{}", loaded.to_toml()?);
         return Ok(None);
     }
-    crate::logging::init(&loaded.node.log).map_err(|reason| loaded.invalid("log.level", reason))?;
+    crate::logging::init(&loaded.node.log).map_err(|error| match error {
+        LogFilterError::Level(reason) => loaded.invalid("log.level", reason.to_string()),
+        LogFilterError::Env(reason) => config::ConfigError::Invalid {
+            key: "RUST_LOG".to_owned(),
+            origin: "environment variable RUST_LOG, which wins over log.level".to_owned(),
+            message: reason.to_string(),
+        },
+    })?;
     Ok(Some(loaded))
 }
