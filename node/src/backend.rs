@@ -8,10 +8,6 @@ use registry_memory::MemoryRegistry;
 
 use crate::NodeError;
 
-/// Bounded access to the keys beside the etcd registry.
-#[cfg(feature = "etcd")]
-pub use registry_etcd::Kv;
-
 /// The backend in use, for the few parts (a service's shared store) that need more than
 /// the [`Registry`] trait.
 #[derive(Clone)]

@@ -20,8 +20,6 @@ mod shutdown;
 
 pub use admin::{Listen as AdminListen, cluster_json, start as start_admin};
 pub use backend::Connected;
-#[cfg(feature = "etcd")]
-pub use backend::Kv;
 pub use cli::{CommonArgs, load_config_with, parse as parse_args, run as run_main};
 pub use cluster::credentials;
 pub use cluster::{ClientOptions, ServiceChannel};
