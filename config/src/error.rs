@@ -22,3 +22,12 @@ pub enum ConfigError {
     )]
     NotReadBack { what: String, message: String },
 }
+
+/// An `admin.listen` that is neither `host:port` with an IP address nor `""`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{listen:?} is not host:port with an IP address (127.0.0.1:9900, 0.0.0.0:9900, [::1]:0), or \"\" for no admin port"
+)]
+pub struct AdminListenError {
+    pub listen: String,
+}

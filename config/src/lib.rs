@@ -9,7 +9,7 @@ mod error;
 mod load;
 mod node;
 
-pub use error::ConfigError;
+pub use error::{AdminListenError, ConfigError};
 pub use load::{Flags, Loaded, NoSections, REDACTED, Validate, is_secret, load, redact};
 pub use node::{
     AdminConfig, Backend, CalledService, ClientConfig, DEFAULT_ADMIN_LISTEN, HttpLimits, LogConfig,

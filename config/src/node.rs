@@ -121,16 +121,16 @@ impl Default for AdminConfig {
 
 impl AdminConfig {
     /// The address to bind, `None` when the admin port is off.
-    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, crate::AdminListenError> {
         if self.listen.is_empty() {
             return Ok(None);
         }
-        self.listen.parse().map(Some).map_err(|_| {
-            format!(
-                "{:?} is not host:port with an IP address (127.0.0.1:9900, 0.0.0.0:9900, [::1]:0), or \"\" for no admin port",
-                self.listen
-            )
-        })
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| crate::AdminListenError {
+                listen: self.listen.clone(),
+            })
     }
 }
 
@@ -398,7 +398,7 @@ impl crate::Validate for NodeConfig {
             return bad("security.mtls", reason);
         }
         if let Err(reason) = self.admin.address() {
-            return bad("admin.listen", reason);
+            return bad("admin.listen", reason.to_string());
         }
         let client = &self.client;
         if client.timeout.is_zero() {

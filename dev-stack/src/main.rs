@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use config::NoSections;
-use node::backend::Connected;
-use node::cli::CommonArgs;
+use node::CommonArgs;
+use node::Connected;
 use node::{Launch, NodeError, Service};
 use registry_memory::MemoryRegistry;
 use serde::{Deserialize, Serialize};
@@ -69,8 +69,8 @@ impl Validate for StackSettings {
 }
 
 fn main() -> ExitCode {
-    match node::cli::parse::<Cli>() {
-        Ok(cli) => node::cli::run("dev-stack", run(cli)),
+    match node::parse_args::<Cli>() {
+        Ok(cli) => node::run_main("dev-stack", run(cli)),
         Err(code) => code,
     }
 }
@@ -87,16 +87,16 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     if let Some(port) = cli.http_port {
         flags.set("http_port", "--http-port", port);
     }
-    let Some(loaded) = node::cli::load_config_with::<StackSettings>(&cli.common, &flags)? else {
+    let Some(loaded) = node::load_config_with::<StackSettings>(&cli.common, &flags)? else {
         return Ok(());
     };
     // One admin port for the whole process: its /readyz waits for every node of the stack.
-    let listen = node::admin::Listen::of(&loaded);
-    node::admin::start("dev-stack", &loaded.node, listen).await?;
+    let listen = node::AdminListen::of(&loaded);
+    node::start_admin("dev-stack", &loaded.node, listen).await?;
     let backend = Connected::Memory(MemoryRegistry::new());
     let accounts: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
     let shutdown = CancellationToken::new();
-    node::shutdown::cancel_on_signal(shutdown.clone());
+    node::cancel_on_signal(shutdown.clone());
 
     // Service nodes take ports the OS chooses; the gateway keeps the configured ones.
     let gateway_config = loaded.node.clone();

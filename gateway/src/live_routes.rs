@@ -112,11 +112,9 @@ impl LiveRoutes {
 pub mod etcd {
     //! Following the stored route table, and the `gateway routes push|show` commands.
 
-    use std::time::Duration;
-
-    use etcd_client::{EventType, WatchOptions};
-    use node::backend::Kv;
-    use registry::Backoff;
+    use etcd_client::{Event, EventType, KeyValue};
+    use registry::RegistryError;
+    use registry_etcd::{KeyFollower, KeyWatch, Kv};
     use tokio_util::sync::CancellationToken;
 
     use super::LiveRoutes;
@@ -128,59 +126,46 @@ pub mod etcd {
     /// Reads the stored table, then applies every change to it, until `stop`.
     pub async fn follow(kv: Kv, live: LiveRoutes, stop: CancellationToken) {
         let key = key(kv.namespace());
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
-        loop {
-            let round = follow_once(&kv, &key, &live, &mut backoff);
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                error = round => tracing::warn!(%error, "route table watch interrupted; reading it again"),
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-        }
+        KeyWatch::key(kv, key)
+            .run(&mut StoredTable(live), stop)
+            .await;
     }
 
-    async fn follow_once(kv: &Kv, key: &str, live: &LiveRoutes, backoff: &mut Backoff) -> String {
-        let current = match kv.get(key, None).await {
-            Ok(current) => current,
-            Err(error) => return error.to_string(),
-        };
-        let revision = current.header().map(|h| h.revision()).unwrap_or_default();
-        if let Some(kv) = current.kvs().first() {
-            live.apply_stored(
-                Some(&String::from_utf8_lossy(kv.value())),
-                kv.mod_revision(),
-            );
-        } else if live.in_force().source == "etcd" {
-            live.apply_stored(None, revision);
+    /// The routes in force, told what the stored table holds.
+    struct StoredTable(LiveRoutes);
+
+    impl KeyFollower for StoredTable {
+        fn listed(&mut self, kvs: &[KeyValue], revision: u64) -> bool {
+            if let Some(kv) = kvs.first() {
+                self.0.apply_stored(
+                    Some(&String::from_utf8_lossy(kv.value())),
+                    kv.mod_revision(),
+                );
+            } else if self.0.in_force().source == "etcd" {
+                // Deleted while we were not watching.
+                self.0.apply_stored(None, revision as i64);
+            }
+            true
         }
-        let options = WatchOptions::new().with_start_revision(revision + 1);
-        let mut stream = match kv.watch(key, Some(options)).await {
-            Ok(stream) => stream,
-            Err(error) => return error.to_string(),
-        };
-        backoff.reset();
-        loop {
-            let response = match stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return "etcd closed the watch".into(),
-                Err(error) => return error.to_string(),
-            };
-            if response.canceled() || response.compact_revision() > 0 {
-                return "watch canceled or compacted".into();
+
+        fn changed(&mut self, event: &Event) -> bool {
+            let Some(kv) = event.kv() else { return true };
+            match event.event_type() {
+                EventType::Put => self.0.apply_stored(
+                    Some(&String::from_utf8_lossy(kv.value())),
+                    kv.mod_revision(),
+                ),
+                EventType::Delete => self.0.apply_stored(None, kv.mod_revision()),
             }
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                match event.event_type() {
-                    EventType::Put => live.apply_stored(
-                        Some(&String::from_utf8_lossy(kv.value())),
-                        kv.mod_revision(),
-                    ),
-                    EventType::Delete => live.apply_stored(None, kv.mod_revision()),
-                }
-            }
+            true
+        }
+
+        fn interrupted(&mut self, reason: &str, _revision: u64) {
+            tracing::warn!(error = %reason, "route table watch interrupted; reading it again");
+        }
+
+        fn read_failed(&mut self, error: &RegistryError) {
+            tracing::warn!(%error, "route table watch interrupted; reading it again");
         }
     }
 }

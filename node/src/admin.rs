@@ -38,7 +38,7 @@ const DASHBOARD: &str = include_str!("admin/dashboard.html");
 /// The registry metadata key under which every node publishes its process's admin
 /// address, `host:port` (the advertised host when the port listens on every interface);
 /// the dashboard links each node to `http://{admin}/`. Absent when the admin port is off.
-pub const METADATA_KEY: &str = cluster::meta::ADMIN;
+pub(crate) const METADATA_KEY: &str = cluster::meta::ADMIN;
 
 /// Where `admin.listen` came from, which decides what a taken address does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub type View = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Value> + Send>> + Se
 
 /// Where a node is on its way to serving, as `/readyz` tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Listening, not registered yet.
     Starting,
     /// Registered; the first listing of the registry has not arrived.
@@ -124,7 +124,7 @@ struct NodeEntry {
 
 /// The process's admin state: its nodes' readiness and the views they publish.
 #[derive(Default)]
-pub struct Admin {
+pub(crate) struct Admin {
     nodes: Mutex<BTreeMap<u64, NodeEntry>>,
     next_id: AtomicU64,
     /// The admin port's bound address, once [`start`] opened it.
@@ -132,13 +132,13 @@ pub struct Admin {
 }
 
 /// The admin state of this process.
-pub fn process() -> &'static Admin {
+pub(crate) fn process() -> &'static Admin {
     static ADMIN: OnceLock<Admin> = OnceLock::new();
     ADMIN.get_or_init(Admin::default)
 }
 
 /// A node's place on the admin port, for as long as the node runs.
-pub struct NodeAdmin {
+pub(crate) struct NodeAdmin {
     id: u64,
     state: Arc<NodeState>,
     admin: &'static Admin,
@@ -165,6 +165,8 @@ impl NodeAdmin {
         self.state.draining.store(true, Ordering::Release);
     }
 
+    /// The admin port reads the stage from the shared state; only tests ask a node.
+    #[cfg(test)]
     pub fn stage(&self) -> Stage {
         self.state.stage()
     }
@@ -380,7 +382,7 @@ pub async fn start(
 }
 
 /// The admin port's routes; `token` (when not empty) guards `/metrics` and `/admin/*`.
-pub fn router(token: String) -> Router {
+pub(crate) fn router(token: String) -> Router {
     let token = Arc::new(token);
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))

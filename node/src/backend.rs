@@ -8,10 +8,6 @@ use registry_memory::MemoryRegistry;
 
 use crate::NodeError;
 
-/// Bounded access to the keys beside the etcd registry.
-#[cfg(feature = "etcd")]
-pub use registry_etcd::Kv;
-
 /// The backend in use, for the few parts (a service's shared store) that need more than
 /// the [`Registry`] trait.
 #[derive(Clone)]
@@ -32,7 +28,7 @@ impl Connected {
 }
 
 /// Connects the configured backend; for etcd, retries until `registry.connect_timeout`.
-pub async fn connect(config: &NodeConfig) -> Result<Connected, NodeError> {
+pub(crate) async fn connect(config: &NodeConfig) -> Result<Connected, NodeError> {
     match config.registry.backend {
         Backend::Memory => Ok(Connected::Memory(MemoryRegistry::new())),
         Backend::Etcd => connect_etcd(config).await,

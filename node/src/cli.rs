@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser};
 use config::Flags;
 
+use crate::logging::LogFilterError;
+
 /// Flags shared by every node binary; global, so that a subcommand takes them too
 /// (`gateway nodes --etcd-addr …`).
 #[derive(Debug, Clone, Default, Args)]
@@ -132,16 +134,9 @@ pub fn run<E: std::fmt::Display>(
     }
 }
 
-/// Loads the configuration a binary was started with and installs logging. Returns
-/// `None` after printing it when `--print-config` was given.
-pub fn load_config<S>(args: &CommonArgs) -> Result<Option<config::Loaded<S>>, crate::NodeError>
-where
-    S: serde::de::DeserializeOwned + serde::Serialize + Default + config::Validate,
-{
-    load_config_with(args, &args.flags())
-}
-
-/// [`load_config`] with flags the binary extends beyond [`CommonArgs`].
+/// Loads the configuration a binary was started with, `flags` being its command line
+/// ([`CommonArgs::flags`] and any the binary adds), and installs logging. Returns `None`
+/// after printing it when `--print-config` was given.
 pub fn load_config_with<S>(
     args: &CommonArgs,
     flags: &Flags,
@@ -154,6 +149,13 @@ where
         print!("{}", loaded.to_toml()?);
         return Ok(None);
     }
-    crate::logging::init(&loaded.node.log).map_err(|reason| loaded.invalid("log.level", reason))?;
+    crate::logging::init(&loaded.node.log).map_err(|error| match error {
+        LogFilterError::Level(reason) => loaded.invalid("log.level", reason.to_string()),
+        LogFilterError::Env(reason) => config::ConfigError::Invalid {
+            key: "RUST_LOG".to_owned(),
+            origin: "environment variable RUST_LOG, which wins over log.level".to_owned(),
+            message: reason.to_string(),
+        },
+    })?;
     Ok(Some(loaded))
 }

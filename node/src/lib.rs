@@ -2,24 +2,31 @@
 //! flags and configuration, the registry backend chosen from configuration, gRPC serving
 //! with health and reflection, registration, membership logs, and a graceful exit.
 
+// Public only while gateway/src/http.rs imports `node::admin::cluster_json` and
+// gateway/src/lib.rs `node::backend::Connected`; both are also at the crate root, and
+// the modules become private once those imports move there.
 pub mod admin;
-pub mod advertise;
+mod advertise;
 pub mod backend;
-pub mod cli;
-pub use cluster::credentials;
-pub use cluster::{ClientOptions, ServiceChannel};
+mod cli;
 mod error;
 mod http_server;
-pub mod logging;
-pub mod membership;
-pub mod observe;
-pub mod serve;
-pub mod service;
-pub mod shutdown;
+mod logging;
+mod membership;
+mod observe;
+mod serve;
+mod service;
+mod shutdown;
 
+pub use admin::{Listen as AdminListen, cluster_json, start as start_admin};
+pub use backend::Connected;
+pub use cli::{CommonArgs, load_config_with, parse as parse_args, run as run_main};
+pub use cluster::credentials;
+pub use cluster::{ClientOptions, ServiceChannel};
 pub use error::NodeError;
 pub use serve::{HttpServer, NodeSpec, run_node};
 pub use service::{BoxError, Context, Launch, Serve, Service};
+pub use shutdown::cancel_on_signal;
 
 /// The header that carries one request's id from the gateway through every node it reaches.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

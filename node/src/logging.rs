@@ -4,15 +4,27 @@ use std::io::IsTerminal;
 
 use config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::ParseError;
+
+/// A log filter that does not parse, and which of the two settings holds it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LogFilterError {
+    /// `log.level` (the file, `MS_LOG__LEVEL` or a flag).
+    #[error("{0}")]
+    Level(ParseError),
+    /// `RUST_LOG`, which wins over `log.level`: fixing `log.level` would not help.
+    #[error("{0}")]
+    Env(ParseError),
+}
 
 /// Installs the subscriber. `RUST_LOG`, when set, wins over `log.level`.
-/// Returns the reason when `log.level` is not a valid filter.
-pub fn init(log: &LogConfig) -> Result<(), String> {
+pub(crate) fn init(log: &LogConfig) -> Result<(), LogFilterError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
-        _ => EnvFilter::try_new(&log.level),
-    }
-    .map_err(|e| e.to_string())?;
+        Ok(from_env) if !from_env.is_empty() => {
+            EnvFilter::try_new(from_env).map_err(LogFilterError::Env)?
+        }
+        _ => EnvFilter::try_new(&log.level).map_err(LogFilterError::Level)?,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -5,6 +5,7 @@
 //! to a re-list and a diff whenever etcd cannot replay what was missed.
 
 mod endpoints;
+mod key_watch;
 mod kv;
 mod layout;
 mod lease;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+pub use key_watch::{KeyFollower, KeyWatch};
 pub use kv::Kv;
 use layout::Layout;
 pub use registry::parse_endpoints;

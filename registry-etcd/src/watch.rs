@@ -1,22 +1,14 @@
-//! Following a scope in etcd: replay from a revision, and re-list plus diff whenever the
-//! replay is broken (disconnect, compaction, a restarted etcd).
+//! Following a scope in etcd: the registry's side of a [`KeyWatch`], which turns what it
+//! reads into joins, updates and leaves, and a re-read into the difference.
 
-use std::time::Duration;
-
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::{Event, EventType, KeyValue};
 use registry::backend::{Membership, WatchSender};
-use registry::{Backoff, Scope, Snapshot};
+use registry::{RegistryError, Snapshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{EtcdRegistry, within};
-
-/// Why a watch stream ended.
-enum Interrupted {
-    /// The watcher went away or the watch was stopped: end the task.
-    Stopped,
-    /// etcd can no longer replay from our revision: re-list and diff.
-    Broken(String),
-}
+use crate::EtcdRegistry;
+use crate::key_watch::{KeyFollower, KeyWatch};
+use crate::layout::Layout;
 
 pub(crate) async fn follow(
     registry: EtcdRegistry,
@@ -24,146 +16,73 @@ pub(crate) async fn follow(
     tx: WatchSender,
     stop: CancellationToken,
 ) {
-    let scope = from.scope.clone();
-    let mut known = Membership::new(from.instances);
-    let mut revision = from.revision;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
-    loop {
-        let streamed = stream_from(
-            &registry,
-            &scope,
-            &mut known,
-            &mut revision,
-            &tx,
-            &stop,
-            &mut backoff,
-        );
-        match streamed.await {
-            Interrupted::Stopped => return,
-            Interrupted::Broken(reason) => {
-                metrics::counter!("rustms_registry_relists_total").increment(1);
-                tracing::warn!(%reason, revision, "watch interrupted, will re-list and diff");
-            }
-        }
-        loop {
-            if sleep_or_stop(&stop, &tx, backoff.next_delay()).await {
-                return;
-            }
-            match registry.list(&scope).await {
-                Ok((fresh, at)) => {
-                    for change in known.resync(fresh) {
-                        if !tx.send(at, change) {
-                            return;
-                        }
-                    }
-                    revision = at;
-                    break;
-                }
-                // Keep the last good membership: only a successful read may change it.
-                Err(error) => {
-                    tracing::warn!(%error, "watch: re-list failed, keeping the last known nodes")
-                }
-            }
-        }
-    }
-}
-
-/// Sleeps; true when the watch was stopped meanwhile.
-async fn sleep_or_stop(stop: &CancellationToken, tx: &WatchSender, delay: Duration) -> bool {
+    let watch =
+        KeyWatch::prefix(registry.kv(), registry.layout.prefix(&from.scope)).after(from.revision);
+    let mut members = Members {
+        layout: &registry.layout,
+        known: Membership::new(from.instances),
+        tx: &tx,
+    };
     tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tx.closed() => true,
-        _ = tokio::time::sleep(delay) => false,
+        _ = tx.closed() => {}
+        _ = watch.run(&mut members, stop) => {}
     }
 }
 
-/// Streams events after `revision` until etcd cannot go on; keeps `known` and `revision` current.
-async fn stream_from(
-    registry: &EtcdRegistry,
-    scope: &Scope,
-    known: &mut Membership,
-    revision: &mut u64,
-    tx: &WatchSender,
-    stop: &CancellationToken,
-    backoff: &mut Backoff,
-) -> Interrupted {
-    let mut client = registry.client();
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(*revision as i64 + 1)
-        .with_progress_notify();
-    let opened = tokio::select! {
-        _ = stop.cancelled() => return Interrupted::Stopped,
-        opened = within(
-            registry.options.request_timeout,
-            "watch",
-            client.watch(registry.layout.prefix(scope), Some(options)),
-        ) => opened,
-    };
-    let mut stream = match opened {
-        Ok(stream) => stream,
-        Err(error) => return Interrupted::Broken(error.to_string()),
-    };
-    loop {
-        let message = tokio::select! {
-            _ = stop.cancelled() => return Interrupted::Stopped,
-            _ = tx.closed() => return Interrupted::Stopped,
-            message = stream.message() => message,
-        };
-        let response = match message {
-            Ok(Some(response)) => response,
-            Ok(None) => return Interrupted::Broken("etcd closed the watch stream".into()),
-            Err(error) => return Interrupted::Broken(crate::describe(&error)),
-        };
-        if response.compact_revision() > 0 {
-            return Interrupted::Broken(format!(
-                "revision {} was compacted (oldest kept is {})",
-                *revision + 1,
-                response.compact_revision()
-            ));
-        }
-        if response.canceled() {
-            return Interrupted::Broken(format!(
-                "etcd canceled the watch: {}",
-                response.cancel_reason()
-            ));
-        }
-        if response.created() {
-            backoff.reset();
-        }
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            let at = kv.mod_revision().max(0) as u64;
-            let change = match event.event_type() {
-                EventType::Put => match registry.layout.decode(kv.key(), kv.value()) {
-                    Ok(Some(instance)) => known.put(instance),
-                    Ok(None) => None,
-                    Err(error) => {
-                        tracing::warn!(%error, "watch: skipping unreadable entry");
-                        None
-                    }
-                },
-                EventType::Delete => {
-                    let key = String::from_utf8_lossy(kv.key());
-                    registry
-                        .layout
-                        .identity(&key)
-                        .and_then(|(service, id)| known.delete(service, id))
+/// The instances of one scope as the watcher was last told, and the channel to tell it.
+struct Members<'a> {
+    layout: &'a Layout,
+    known: Membership,
+    tx: &'a WatchSender,
+}
+
+impl KeyFollower for Members<'_> {
+    fn listed(&mut self, kvs: &[KeyValue], revision: u64) -> bool {
+        let fresh = kvs
+            .iter()
+            .filter_map(|kv| match self.layout.decode(kv.key(), kv.value()) {
+                Ok(instance) => instance,
+                // One unreadable entry must not hide every other node.
+                Err(error) => {
+                    tracing::warn!(%error, "skipping registry entry");
+                    None
                 }
-            };
-            *revision = (*revision).max(at);
-            if let Some(change) = change
-                && !tx.send(at, change)
-            {
-                return Interrupted::Stopped;
+            })
+            .collect();
+        self.known
+            .resync(fresh)
+            .into_iter()
+            .all(|change| self.tx.send(revision, change))
+    }
+
+    fn changed(&mut self, event: &Event) -> bool {
+        let Some(kv) = event.kv() else { return true };
+        let change = match event.event_type() {
+            EventType::Put => match self.layout.decode(kv.key(), kv.value()) {
+                Ok(Some(instance)) => self.known.put(instance),
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::warn!(%error, "watch: skipping unreadable entry");
+                    None
+                }
+            },
+            EventType::Delete => {
+                let key = String::from_utf8_lossy(kv.key());
+                self.layout
+                    .identity(&key)
+                    .and_then(|(service, id)| self.known.delete(service, id))
             }
-        }
-        // A progress notice says nothing in our prefix changed up to its revision.
-        if response.events().is_empty()
-            && !response.created()
-            && let Some(header) = response.header()
-        {
-            *revision = (*revision).max(header.revision().max(0) as u64);
-        }
+        };
+        let at = kv.mod_revision().max(0) as u64;
+        change.is_none_or(|change| self.tx.send(at, change))
+    }
+
+    fn interrupted(&mut self, reason: &str, revision: u64) {
+        metrics::counter!("rustms_registry_relists_total").increment(1);
+        tracing::warn!(%reason, revision, "watch interrupted, will re-list and diff");
+    }
+
+    fn read_failed(&mut self, error: &RegistryError) {
+        tracing::warn!(%error, "watch: re-list failed, keeping the last known nodes");
     }
 }

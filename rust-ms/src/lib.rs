@@ -72,7 +72,7 @@
 //! registry's type for tests. A node can always run on `registry.backend = "memory"`.
 
 pub use config::{ConfigError, NoSections, NodeConfig, Validate};
-pub use node::backend::Connected;
+pub use node::Connected;
 pub use node::credentials::ClusterCredentials;
 pub use node::{
     BoxError, CLAIM_HEADER_PREFIX, Context, Launch, NodeError as Error, REQUEST_ID_HEADER, Serve,

@@ -5,9 +5,11 @@
 pub mod browser;
 pub mod dropping_node;
 pub mod etcd;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod in_process;
+pub mod k8s;
 pub mod metrics;
 pub mod probe;
 pub mod process;

@@ -59,7 +59,7 @@ async fn help_shows_the_services_about_line_and_nothing_of_the_shared_flags_doc_
             assert_eq!(output.code, Some(0), "{binary} {flag}: {}", output.stderr);
             let first = output.stdout.lines().next().unwrap_or_default();
             assert_eq!(first, about, "{binary} {flag}:\n{}", output.stdout);
-            // The doc comment of node::cli::CommonArgs is for its readers, not the user.
+            // The doc comment of node::CommonArgs is for its readers, not the user.
             for internal in [
                 "Flags shared by every node binary",
                 "subcommand takes them too",

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use node::CommonArgs;
+use node::Connected;
 use node::NodeError;
-use node::backend::Connected;
-use node::cli::CommonArgs;
 
 /// Allocation is on the hot path of every proxied call; mimalloc costs less per call.
 #[global_allocator]
@@ -56,7 +56,7 @@ enum RoutesAction {
 }
 
 fn main() -> ExitCode {
-    let cli = match node::cli::parse::<Cli>() {
+    let cli = match node::parse_args::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
