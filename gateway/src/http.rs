@@ -99,7 +99,7 @@ async fn index(State(api): State<Arc<Gateway>>) -> Json<Value> {
 pub fn cluster_view(api: &Gateway) -> Value {
     let snapshot = api.view.snapshot();
     let nodes = snapshot.nodes();
-    node::admin::cluster_json(
+    node::cluster_json(
         nodes.iter().map(|handle| {
             let stats = &handle.stats;
             let details = [

@@ -32,7 +32,7 @@ pub use settings::GatewaySettings;
 
 use std::sync::Arc;
 
-use node::backend::Connected;
+use node::Connected;
 use node::{Context, Serve, Service};
 
 use crate::live_routes::LiveRoutes;

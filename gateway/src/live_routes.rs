@@ -8,11 +8,21 @@ use serde::Serialize;
 
 use crate::settings::{Route, RouteTable};
 
+/// Where a route table came from (`/admin/routes` names it).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteSource {
+    /// The gateway's own configuration, as it started.
+    Configuration,
+    /// The table `gateway routes push` stored in etcd, at `revision`.
+    Etcd,
+}
+
 /// Where the routes in force came from.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RoutesInForce {
-    /// `configuration`, or `etcd` with the revision it was read at.
-    pub source: String,
+    pub source: RouteSource,
+    /// The etcd revision the table was read at (0 for the configuration's).
     pub revision: i64,
     pub routes: RouteTable,
     /// Each route shared, so a call takes one without copying it.
@@ -21,13 +31,13 @@ pub struct RoutesInForce {
 }
 
 impl RoutesInForce {
-    fn new(source: &str, revision: i64, routes: RouteTable) -> Self {
+    fn new(source: RouteSource, revision: i64, routes: RouteTable) -> Self {
         let shared = routes
             .iter()
             .map(|(service, route)| (service.clone(), Arc::new(route.clone())))
             .collect();
         Self {
-            source: source.to_owned(),
+            source,
             revision,
             routes,
             shared,
@@ -47,7 +57,7 @@ pub struct LiveRoutes {
 
 impl LiveRoutes {
     pub fn new(configured: RouteTable) -> Self {
-        let current = RoutesInForce::new("configuration", 0, configured.clone());
+        let current = RoutesInForce::new(RouteSource::Configuration, 0, configured.clone());
         Self {
             configured: Arc::new(configured),
             current: Arc::new(RwLock::new(Arc::new(current))),
@@ -84,7 +94,7 @@ impl LiveRoutes {
                 "route table removed from etcd; using the configured routes"
             );
             self.set(RoutesInForce::new(
-                "configuration",
+                RouteSource::Configuration,
                 revision,
                 (*self.configured).clone(),
             ));
@@ -99,7 +109,7 @@ impl LiveRoutes {
                     services = routes.len(),
                     "route table updated from etcd"
                 );
-                self.set(RoutesInForce::new("etcd", revision, routes));
+                self.set(RoutesInForce::new(RouteSource::Etcd, revision, routes));
             }
             Err(error) => {
                 tracing::warn!(revision, %error, "refusing the route table in etcd; keeping the last good one")
@@ -141,7 +151,7 @@ pub mod etcd {
                     Some(&String::from_utf8_lossy(kv.value())),
                     kv.mod_revision(),
                 );
-            } else if self.0.in_force().source == "etcd" {
+            } else if self.0.in_force().source == super::RouteSource::Etcd {
                 // Deleted while we were not watching.
                 self.0.apply_stored(None, revision as i64);
             }
@@ -184,7 +194,7 @@ mod tests {
         assert_eq!(live.in_force().revision, 7);
         assert_eq!(live.route("user").timeout, Duration::from_secs(2));
         live.apply_stored(None, 9);
-        assert_eq!(live.in_force().source, "configuration");
+        assert_eq!(live.in_force().source, RouteSource::Configuration);
         assert_eq!(*live.route("user"), Route::default());
     }
 
@@ -201,8 +211,8 @@ mod tests {
             live.apply_stored(Some(text), revision);
             let in_force = live.in_force();
             assert_eq!(
-                (in_force.source.as_str(), in_force.revision),
-                ("etcd", 7),
+                (in_force.source, in_force.revision),
+                (RouteSource::Etcd, 7),
                 "{text:?}"
             );
             assert_eq!(

@@ -2,12 +2,9 @@
 //! flags and configuration, the registry backend chosen from configuration, gRPC serving
 //! with health and reflection, registration, membership logs, and a graceful exit.
 
-// Public only while gateway/src/http.rs imports `node::admin::cluster_json` and
-// gateway/src/lib.rs `node::backend::Connected`; both are also at the crate root, and
-// the modules become private once those imports move there.
-pub mod admin;
+mod admin;
 mod advertise;
-pub mod backend;
+mod backend;
 mod cli;
 mod error;
 mod http_server;
