@@ -3,33 +3,18 @@
 
 use std::time::Duration;
 
-use registry::Change;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use crate::credentials::ClusterCredentials;
-use crate::testing::{Behaviour, CHANGE, ECHO, FakeNode, LOOK, Word, unreachable};
-use crate::view::{ClusterView, Ejection, ViewMetrics, ViewOptions};
+use crate::testing::{
+    Behaviour, CHANGE, ECHO, FakeNode, LOOK, Word, beside_an_answering_node, plain_view,
+    unreachable,
+};
+use crate::view::{ClusterView, ViewMetrics, ViewOptions};
 use crate::{ClientOptions, ServiceChannel};
 
-/// A view of `instances` with no health checks and no setting aside: what a test sends
-/// is what each node gets.
 fn view_of(instances: impl IntoIterator<Item = registry::Instance>) -> ClusterView {
-    let options = ViewOptions::new(
-        Ejection {
-            after_failures: u32::MAX,
-            for_how_long: Duration::from_secs(1),
-            max_ejected_percent: 50,
-        },
-        Duration::ZERO,
-        ClusterCredentials::default(),
-        ViewMetrics::CLIENT,
-    );
-    let view = ClusterView::for_tests(options);
-    for instance in instances {
-        view.apply_for_tests(Change::Joined(instance));
-    }
-    view
+    plain_view(instances, ViewMetrics::CLIENT)
 }
 
 fn client(view: ClusterView, timeout: Duration, budget_percent: f32) -> ServiceChannel {
@@ -95,10 +80,7 @@ async fn the_client_sends_a_call_that_never_left_to_another_node_even_when_not_i
 
 #[tokio::test]
 async fn the_client_ends_an_attempt_on_a_hung_node_and_retries_a_call_safe_to_repeat() {
-    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
-        .await
-        .unwrap();
-    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+    let (hung, answering) = beside_an_answering_node("echo", Behaviour::Hang)
         .await
         .unwrap();
     let timeout = Duration::from_secs(6);
@@ -131,10 +113,7 @@ async fn the_client_ends_an_attempt_on_a_hung_node_and_retries_a_call_safe_to_re
 
 #[tokio::test]
 async fn the_client_stops_retrying_calls_that_may_have_run_once_its_budget_is_spent() {
-    let breaking = FakeNode::start("echo", "breaks", Behaviour::Break)
-        .await
-        .unwrap();
-    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+    let (breaking, answering) = beside_an_answering_node("echo", Behaviour::Break)
         .await
         .unwrap();
     // 0 %: only the floor of ten retries a second (a hundred in reserve) is left.

@@ -15,10 +15,12 @@ use prost_reflect::prost_types::{
     DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
     MethodDescriptorProto, MethodOptions, ServiceDescriptorProto, field_descriptor_proto,
 };
-use registry::Instance;
+use registry::{Change, Instance};
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::ClusterCredentials;
 use crate::meta::GRPC_SERVICES;
+use crate::view::{ClusterView, Ejection, ViewMetrics, ViewOptions};
 
 /// The gRPC service every fake node serves.
 pub const ECHO: &str = "test.v1.Echo";
@@ -94,6 +96,39 @@ impl FakeNode {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+}
+
+/// A view of `instances` with no health checks and no setting aside, so that what a test
+/// sends is what each node gets; it reports under `metrics`.
+pub fn plain_view(
+    instances: impl IntoIterator<Item = Instance>,
+    metrics: ViewMetrics,
+) -> ClusterView {
+    let options = ViewOptions::new(
+        Ejection {
+            after_failures: u32::MAX,
+            for_how_long: std::time::Duration::from_secs(1),
+            max_ejected_percent: 50,
+        },
+        std::time::Duration::ZERO,
+        ClusterCredentials::default(),
+        metrics,
+    );
+    let view = ClusterView::for_tests(options);
+    for instance in instances {
+        view.apply_for_tests(Change::Joined(instance));
+    }
+    view
+}
+
+/// A fake node that `first` behaves as, and one that answers.
+pub async fn beside_an_answering_node(
+    service: &str,
+    first: Behaviour,
+) -> std::io::Result<(FakeNode, FakeNode)> {
+    let first = FakeNode::start(service, "first", first).await?;
+    let answering = FakeNode::start(service, "answering", Behaviour::Answer).await?;
+    Ok((first, answering))
 }
 
 /// A node `id` of `service` registered at a loopback port where nothing listens: every

@@ -8,11 +8,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use cluster::testing::{Behaviour, CHANGE, ECHO, FakeNode, LOOK, Word, unreachable};
-use cluster::{ClusterView, Ejection, ViewMetrics, ViewOptions};
+use cluster::ViewMetrics;
+use cluster::testing::{
+    Behaviour, CHANGE, ECHO, FakeNode, LOOK, Word, beside_an_answering_node, plain_view,
+    unreachable,
+};
 use http_body_util::BodyExt;
 use prost::Message;
-use registry::{Change, Instance};
+use registry::Instance;
 use tonic::Code;
 
 use crate::live_routes::LiveRoutes;
@@ -23,20 +26,7 @@ use crate::state::Gateway;
 /// A gateway over `instances` of `echo` (no health checks, nothing set aside: what a
 /// test sends is what each node gets), with `route` for `echo`.
 fn gateway(instances: Vec<Instance>, route: Route, budget_percent: f32) -> Arc<Gateway> {
-    let options = ViewOptions::new(
-        Ejection {
-            after_failures: u32::MAX,
-            for_how_long: Duration::from_secs(1),
-            max_ejected_percent: 50,
-        },
-        Duration::ZERO,
-        Default::default(),
-        ViewMetrics::GATEWAY,
-    );
-    let view = ClusterView::for_tests(options);
-    for instance in instances {
-        view.apply_for_tests(Change::Joined(instance));
-    }
+    let view = plain_view(instances, ViewMetrics::GATEWAY);
     let routes = LiveRoutes::new(RouteTable::from([("echo".to_owned(), route)]));
     let settings = GatewaySection {
         retry_budget_percent: budget_percent,
@@ -192,10 +182,7 @@ async fn both_doors_open_the_circuit_of_a_failing_service_and_stop_calling_it() 
 
 #[tokio::test]
 async fn the_api_door_ends_an_attempt_on_a_hung_node_and_retries_a_call_safe_to_repeat() {
-    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
-        .await
-        .unwrap();
-    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+    let (hung, answering) = beside_an_answering_node("echo", Behaviour::Hang)
         .await
         .unwrap();
     let route = Route {
@@ -234,10 +221,7 @@ async fn the_rpc_door_ends_a_call_on_a_hung_node_at_the_callers_deadline() {
 
 #[tokio::test]
 async fn the_api_door_stops_retrying_calls_that_may_have_run_once_its_budget_is_spent() {
-    let breaking = FakeNode::start("echo", "breaks", Behaviour::Break)
-        .await
-        .unwrap();
-    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+    let (breaking, answering) = beside_an_answering_node("echo", Behaviour::Break)
         .await
         .unwrap();
     // 0 %: only the floor of ten retries a second (a hundred in reserve) is left.
@@ -261,10 +245,7 @@ async fn the_api_door_stops_retrying_calls_that_may_have_run_once_its_budget_is_
 
 #[tokio::test]
 async fn the_rpc_door_never_repeats_a_call_whose_stream_broke() {
-    let breaking = FakeNode::start("echo", "breaks", Behaviour::Break)
-        .await
-        .unwrap();
-    let answering = FakeNode::start("echo", "up", Behaviour::Answer)
+    let (breaking, answering) = beside_an_answering_node("echo", Behaviour::Break)
         .await
         .unwrap();
     let gateway = gateway(

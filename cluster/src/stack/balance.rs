@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::task::{Context, Poll};
 
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, CallError, CallRequest, CallResponse, Picked, Tried, info_of};
+use super::{Around, BoxFuture, CallError, CallRequest, CallResponse, Picked, Tried, info_of};
 use crate::balance::{candidates, pick};
+use crate::node::Node;
 use crate::view::ClusterView;
 
 #[derive(Clone)]
@@ -28,51 +28,32 @@ impl BalanceLayer {
     }
 }
 
-impl<S> Layer<S> for BalanceLayer {
-    type Service = PickNode<S>;
+crate::around_layer!(BalanceLayer);
 
-    fn layer(&self, inner: S) -> PickNode<S> {
-        PickNode {
-            layer: self.clone(),
-            inner,
+impl Around for BalanceLayer {
+    fn around<S>(
+        &self,
+        mut request: CallRequest,
+        mut below: S,
+    ) -> BoxFuture<Result<CallResponse, CallError>>
+    where
+        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        match self.pick(&request) {
+            Ok(node) => {
+                request.extensions_mut().insert(Picked(node));
+                Box::pin(below.call(request))
+            }
+            Err(error) => Box::pin(std::future::ready(Err(error))),
         }
     }
 }
 
-#[derive(Clone)]
-pub struct PickNode<S> {
-    layer: BalanceLayer,
-    inner: S,
-}
-
-impl<S> Service<CallRequest> for PickNode<S>
-where
-    S: Service<CallRequest, Response = CallResponse, Error = CallError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = CallResponse;
-    type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: CallRequest) -> Self::Future {
-        let picked = self.pick(&request);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            request.extensions_mut().insert(Picked(picked?));
-            inner.call(request).await
-        })
-    }
-}
-
-impl<S> PickNode<S> {
-    fn pick(&self, request: &CallRequest) -> Result<Arc<crate::node::Node>, CallError> {
+impl BalanceLayer {
+    fn pick(&self, request: &CallRequest) -> Result<Arc<Node>, CallError> {
         let info = info_of(request)?;
-        let nodes = self.layer.view.nodes_of(&info.service);
+        let nodes = self.view.nodes_of(&info.service);
         let serving: Vec<_> = nodes
             .iter()
             .filter(|node| node.serves(&info.grpc_service))
@@ -93,8 +74,8 @@ impl<S> PickNode<S> {
             .get::<Tried>()
             .map(|tried| tried.0.as_slice())
             .unwrap_or_default();
-        let open = candidates(&self.layer.view, &serving, tried);
-        pick(&open, info.balance, &self.layer.round_robin, &info.method).ok_or_else(|| {
+        let open = candidates(&self.view, &serving, tried);
+        pick(&open, info.balance, &self.round_robin, &info.method).ok_or_else(|| {
             CallError::NoneLeft {
                 service: info.service.clone(),
                 tried: tried.len(),

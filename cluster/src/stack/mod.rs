@@ -7,6 +7,7 @@
 mod balance;
 mod body;
 mod endpoint;
+mod layer;
 mod outcome;
 mod record;
 mod retry;
@@ -22,14 +23,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use balance::{BalanceLayer, PickNode};
+pub use balance::BalanceLayer;
 pub use body::ReplayBody;
 pub use endpoint::NodeCall;
+pub use layer::{Around, Layered};
 pub use outcome::{CallError, TimedOut};
-pub use record::{Record, RecordLayer};
+pub use record::RecordLayer;
 pub use retry::{Budget, RetryLayer, RetryMetrics, RetryPolicy, Retrying};
-pub use timeout::{AttemptTimeout, AttemptTimeoutLayer};
-pub use trace::{AttemptSpans, AttemptSpansLayer, AttemptTrace};
+pub use timeout::AttemptTimeoutLayer;
+pub use trace::{AttemptSpansLayer, AttemptTrace};
 
 use crate::balance::Balance;
 use crate::node::Node;
@@ -128,4 +130,5 @@ fn picked_of(request: &CallRequest) -> Result<Arc<Node>, CallError> {
         ))
 }
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+/// What a layer's call returns.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;

@@ -2,44 +2,29 @@
 //! call's attempt timeout, whichever is sooner, and tells the node the call's deadline
 //! (`grpc-timeout`), which the node enforces on its side.
 
-use std::task::{Context, Poll};
-
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, CallError, CallRequest, CallResponse, TimedOut, info_of, picked_of};
+use super::{
+    Around, BoxFuture, CallError, CallRequest, CallResponse, TimedOut, info_of, picked_of,
+};
 use crate::classify::Attempt;
 
 #[derive(Clone, Copy, Default)]
 pub struct AttemptTimeoutLayer;
 
-impl<S> Layer<S> for AttemptTimeoutLayer {
-    type Service = AttemptTimeout<S>;
+crate::around_layer!(AttemptTimeoutLayer);
 
-    fn layer(&self, inner: S) -> AttemptTimeout<S> {
-        AttemptTimeout { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct AttemptTimeout<S> {
-    inner: S,
-}
-
-impl<S> Service<CallRequest> for AttemptTimeout<S>
-where
-    S: Service<CallRequest, Response = CallResponse, Error = CallError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = CallResponse;
-    type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+impl Around for AttemptTimeoutLayer {
+    fn around<S>(
+        &self,
+        mut request: CallRequest,
+        mut below: S,
+    ) -> BoxFuture<Result<CallResponse, CallError>>
+    where
+        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let now = Instant::now();
         let limits = info_of(&request).and_then(|info| {
             let attempt_ends = info.attempt_timeout.map(|timeout| now + timeout);
@@ -55,12 +40,10 @@ where
                 request.headers_mut().insert("grpc-timeout", value);
             }
         }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let (ends, _, node) = limits?;
             let Some(ends) = ends else {
-                return inner.call(request).await;
+                return below.call(request).await;
             };
             let timed_out = |node| CallError::Attempt {
                 attempt: Attempt::TimedOut,
@@ -72,7 +55,7 @@ where
             if ends <= Instant::now() {
                 return Err(timed_out(node));
             }
-            match tokio::time::timeout_at(ends, inner.call(request)).await {
+            match tokio::time::timeout_at(ends, below.call(request)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(timed_out(node)),
             }

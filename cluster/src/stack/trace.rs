@@ -3,14 +3,12 @@
 //! it went; the node receives that span's context, so its own span hangs below the
 //! attempt that reached it. Without spans, the call's context is passed on as it is.
 
-use std::task::{Context, Poll};
-
 use telemetry::trace::{
     Attribute, SdkTracer, SpanKind, SpanOfContext, Status, TraceContext, Tracer,
 };
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{BoxFuture, CallError, CallRequest, CallResponse, picked_of};
+use super::{Around, BoxFuture, CallError, CallRequest, CallResponse, picked_of};
 use crate::node::Node;
 
 /// Where a call's attempts belong in its trace, in the request's extensions; a call
@@ -73,39 +71,24 @@ impl AttemptTrace {
 #[derive(Clone, Copy, Default)]
 pub struct AttemptSpansLayer;
 
-impl<S> Layer<S> for AttemptSpansLayer {
-    type Service = AttemptSpans<S>;
+crate::around_layer!(AttemptSpansLayer);
 
-    fn layer(&self, inner: S) -> AttemptSpans<S> {
-        AttemptSpans { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct AttemptSpans<S> {
-    inner: S,
-}
-
-impl<S> Service<CallRequest> for AttemptSpans<S>
-where
-    S: Service<CallRequest, Response = CallResponse, Error = CallError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = CallResponse;
-    type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: CallRequest) -> Self::Future {
+impl Around for AttemptSpansLayer {
+    fn around<S>(
+        &self,
+        mut request: CallRequest,
+        mut below: S,
+    ) -> BoxFuture<Result<CallResponse, CallError>>
+    where
+        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let trace = request.extensions().get::<AttemptTrace>().cloned();
         let span = match (trace, picked_of(&request)) {
             (Some(trace), Ok(node)) => trace.start(&node, request.headers_mut()),
             _ => None,
         };
-        let called = self.inner.call(request);
+        let called = below.call(request);
         Box::pin(async move {
             let outcome = called.await;
             if let Some(attempt) = span {

@@ -2,21 +2,17 @@
 //! alike. The route's JWT check (the claims it forwards become the request's
 //! `x-jwt-<claim>` metadata) and its rate limit; a call turned away never reaches a node.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use cluster::stack::{CallError, CallRequest, CallResponse, info_of};
+use cluster::stack::{Around, BoxFuture, CallError, CallRequest, CallResponse, info_of};
 use serde_json::Value;
 use telemetry::prometheus::names;
 use tonic::Code;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::route_of;
 use crate::auth::{JwtVerifier, claim_header};
 use crate::resilience::{Guards, GuardsByService, lock};
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 #[derive(Clone)]
 pub struct AdmitLayer {
@@ -30,39 +26,20 @@ impl AdmitLayer {
     }
 }
 
-impl<S> Layer<S> for AdmitLayer {
-    type Service = Admitting<S>;
+cluster::around_layer!(AdmitLayer);
 
-    fn layer(&self, inner: S) -> Admitting<S> {
-        Admitting {
-            layer: self.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Admitting<S> {
-    layer: AdmitLayer,
-    inner: S,
-}
-
-impl<S> Service<CallRequest> for Admitting<S>
-where
-    S: Service<CallRequest, Response = CallResponse, Error = CallError>,
-    S::Future: Send + 'static,
-{
-    type Response = CallResponse;
-    type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: CallRequest) -> Self::Future {
-        match self.layer.admit(&mut request) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+impl Around for AdmitLayer {
+    fn around<S>(
+        &self,
+        mut request: CallRequest,
+        mut below: S,
+    ) -> BoxFuture<Result<CallResponse, CallError>>
+    where
+        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        match self.admit(&mut request) {
+            Ok(()) => Box::pin(below.call(request)),
             Err(error) => Box::pin(std::future::ready(Err(error))),
         }
     }

@@ -4,58 +4,39 @@
 //! (a stream's, when its last frame has gone by). Failures that say the service is in
 //! trouble count; a caller's mistakes do not.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use cluster::stack::{CallError, CallRequest, CallResponse, info_of};
+use cluster::stack::{Around, BoxFuture, CallError, CallRequest, CallResponse, info_of};
 use telemetry::grpc::OnEnd;
 use telemetry::prometheus::names;
 use tonic::Code;
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::resilience::{Admission, BreakerState, CircuitBreaker, Guards, lock};
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Reads the breaker from the service's guards, which the admit layer puts in the
 /// request's extensions; a call without them, or whose route has no breaker, passes.
 #[derive(Clone, Copy, Default)]
 pub struct BreakerLayer;
 
-impl<S> Layer<S> for BreakerLayer {
-    type Service = Breaking<S>;
+cluster::around_layer!(BreakerLayer);
 
-    fn layer(&self, inner: S) -> Breaking<S> {
-        Breaking { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Breaking<S> {
-    inner: S,
-}
-
-impl<S> Service<CallRequest> for Breaking<S>
-where
-    S: Service<CallRequest, Response = CallResponse, Error = CallError>,
-    S::Future: Send + 'static,
-{
-    type Response = CallResponse;
-    type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: CallRequest) -> Self::Future {
+impl Around for BreakerLayer {
+    fn around<S>(
+        &self,
+        request: CallRequest,
+        mut below: S,
+    ) -> BoxFuture<Result<CallResponse, CallError>>
+    where
+        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let ticket = match Ticket::issue(&request) {
             Ok(Some(ticket)) => ticket,
-            Ok(None) => return Box::pin(self.inner.call(request)),
+            Ok(None) => return Box::pin(below.call(request)),
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };
-        let called = self.inner.call(request);
+        let called = below.call(request);
         Box::pin(async move {
             match called.await {
                 Ok(response) => {
