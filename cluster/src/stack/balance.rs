@@ -6,9 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use tower::Service;
-
-use super::{Around, BoxFuture, CallError, CallRequest, CallResponse, Picked, Tried, info_of};
+use super::{Around, Below, CallError, CallFuture, CallRequest, Picked, Tried, info_of};
 use crate::balance::{candidates, pick};
 use crate::node::Node;
 use crate::view::ClusterView;
@@ -31,15 +29,7 @@ impl BalanceLayer {
 crate::around_layer!(BalanceLayer);
 
 impl Around for BalanceLayer {
-    fn around<S>(
-        &self,
-        mut request: CallRequest,
-        mut below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
         match self.pick(&request) {
             Ok(node) => {
                 request.extensions_mut().insert(Picked(node));

@@ -9,17 +9,28 @@ use tower::Service;
 
 use super::{BoxFuture, CallError, CallRequest, CallResponse};
 
+/// The rest of the stack, as a layer sees it.
+pub trait Below:
+    Service<CallRequest, Response = CallResponse, Error = CallError, Future: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S> Below for S where
+    S: Service<CallRequest, Response = CallResponse, Error = CallError, Future: Send + 'static>
+        + Send
+        + 'static
+{
+}
+
+/// How a call through a layer ends.
+pub type CallFuture = BoxFuture<Result<CallResponse, CallError>>;
+
 /// One layer's work around the rest of the stack.
 pub trait Around: Clone + Send + Sync + 'static {
     /// Handles `request`, calling `below` (already ready) when the call goes on.
-    fn around<S>(
-        &self,
-        request: CallRequest,
-        below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static;
+    fn around<S: Below>(&self, request: CallRequest, below: S) -> CallFuture;
 }
 
 /// A layer over the rest of the stack.

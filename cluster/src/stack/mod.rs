@@ -26,7 +26,7 @@ use tokio::time::Instant;
 pub use balance::BalanceLayer;
 pub use body::ReplayBody;
 pub use endpoint::NodeCall;
-pub use layer::{Around, Layered};
+pub use layer::{Around, Below, CallFuture, Layered};
 pub use outcome::{CallError, TimedOut};
 pub use record::RecordLayer;
 pub use retry::{Budget, RetryLayer, RetryMetrics, RetryPolicy, Retrying};

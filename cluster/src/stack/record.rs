@@ -3,9 +3,8 @@
 //! latency, or a failure that is the node's fault toward setting it aside.
 
 use tokio::time::Instant;
-use tower::Service;
 
-use super::{Around, BoxFuture, CallError, CallRequest, CallResponse, info_of, picked_of};
+use super::{Around, Below, CallError, CallFuture, CallRequest, info_of, picked_of};
 use crate::stats::InFlight;
 use crate::view::ClusterView;
 
@@ -23,15 +22,7 @@ impl RecordLayer {
 crate::around_layer!(RecordLayer);
 
 impl Around for RecordLayer {
-    fn around<S>(
-        &self,
-        request: CallRequest,
-        mut below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> CallFuture {
         let facts =
             info_of(&request).and_then(|info| Ok((picked_of(&request)?, info.method.clone())));
         let view = self.view.clone();

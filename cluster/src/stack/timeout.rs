@@ -3,11 +3,8 @@
 //! (`grpc-timeout`), which the node enforces on its side.
 
 use tokio::time::Instant;
-use tower::Service;
 
-use super::{
-    Around, BoxFuture, CallError, CallRequest, CallResponse, TimedOut, info_of, picked_of,
-};
+use super::{Around, Below, CallError, CallFuture, CallRequest, TimedOut, info_of, picked_of};
 use crate::classify::Attempt;
 
 #[derive(Clone, Copy, Default)]
@@ -16,15 +13,7 @@ pub struct AttemptTimeoutLayer;
 crate::around_layer!(AttemptTimeoutLayer);
 
 impl Around for AttemptTimeoutLayer {
-    fn around<S>(
-        &self,
-        mut request: CallRequest,
-        mut below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
         let now = Instant::now();
         let limits = info_of(&request).and_then(|info| {
             let attempt_ends = info.attempt_timeout.map(|timeout| now + timeout);

@@ -6,9 +6,8 @@
 use telemetry::trace::{
     Attribute, SdkTracer, SpanKind, SpanOfContext, Status, TraceContext, Tracer,
 };
-use tower::Service;
 
-use super::{Around, BoxFuture, CallError, CallRequest, CallResponse, picked_of};
+use super::{Around, Below, CallFuture, CallRequest, picked_of};
 use crate::node::Node;
 
 /// Where a call's attempts belong in its trace, in the request's extensions; a call
@@ -74,15 +73,7 @@ pub struct AttemptSpansLayer;
 crate::around_layer!(AttemptSpansLayer);
 
 impl Around for AttemptSpansLayer {
-    fn around<S>(
-        &self,
-        mut request: CallRequest,
-        mut below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
         let trace = request.extensions().get::<AttemptTrace>().cloned();
         let span = match (trace, picked_of(&request)) {
             (Some(trace), Ok(node)) => trace.start(&node, request.headers_mut()),

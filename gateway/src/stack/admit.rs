@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use cluster::stack::{Around, BoxFuture, CallError, CallRequest, CallResponse, info_of};
+use cluster::stack::{Around, Below, CallError, CallFuture, CallRequest, info_of};
 use serde_json::Value;
 use telemetry::prometheus::names;
 use tonic::Code;
-use tower::Service;
 
 use super::route_of;
 use crate::auth::{JwtVerifier, claim_header};
@@ -29,15 +28,7 @@ impl AdmitLayer {
 cluster::around_layer!(AdmitLayer);
 
 impl Around for AdmitLayer {
-    fn around<S>(
-        &self,
-        mut request: CallRequest,
-        mut below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
         match self.admit(&mut request) {
             Ok(()) => Box::pin(below.call(request)),
             Err(error) => Box::pin(std::future::ready(Err(error))),

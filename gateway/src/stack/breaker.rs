@@ -6,11 +6,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use cluster::stack::{Around, BoxFuture, CallError, CallRequest, CallResponse, info_of};
+use cluster::stack::{Around, Below, CallError, CallFuture, CallRequest, info_of};
 use telemetry::grpc::OnEnd;
 use telemetry::prometheus::names;
 use tonic::Code;
-use tower::Service;
 
 use crate::resilience::{Admission, BreakerState, CircuitBreaker, Guards, lock};
 
@@ -22,15 +21,7 @@ pub struct BreakerLayer;
 cluster::around_layer!(BreakerLayer);
 
 impl Around for BreakerLayer {
-    fn around<S>(
-        &self,
-        request: CallRequest,
-        mut below: S,
-    ) -> BoxFuture<Result<CallResponse, CallError>>
-    where
-        S: Service<CallRequest, Response = CallResponse, Error = CallError> + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> CallFuture {
         let ticket = match Ticket::issue(&request) {
             Ok(Some(ticket)) => ticket,
             Ok(None) => return Box::pin(below.call(request)),
