@@ -27,9 +27,8 @@ use crate::deadline::{parse_grpc_timeout, serving};
 use crate::node::Node;
 use crate::schema::Schemas;
 use crate::stack::{
-    AttemptSpansLayer, AttemptTimeoutLayer, AttemptTrace, BalanceLayer, Budget, CallError,
-    CallInfo, CallRequest, CallResponse, NodeCall, RecordLayer, ReplayBody, RetryLayer,
-    RetryMetrics, RetryPolicy,
+    AttemptTrace, Budget, CallError, CallInfo, CallRequest, CallResponse, ReplayBody, RetryMetrics,
+    RetryPolicy,
 };
 use crate::view::{ClusterView, Ejection, MAX_EJECTED_PERCENT, ViewMetrics, ViewOptions};
 
@@ -163,13 +162,7 @@ impl ServiceChannel {
                 budget_exhausted: names::CLIENT_BUDGET_EXHAUSTED,
             },
         );
-        let stack = tower::ServiceBuilder::new()
-            .layer(RetryLayer::new(retries))
-            .layer(BalanceLayer::new(view.clone()))
-            .layer(AttemptSpansLayer)
-            .layer(RecordLayer::new(view.clone()))
-            .layer(AttemptTimeoutLayer)
-            .service(NodeCall);
+        let stack = crate::stack::to_the_nodes(&view, retries);
         Self {
             shared: Arc::new(Shared {
                 service: service.into(),

@@ -36,6 +36,22 @@ pub use trace::{AttemptSpansLayer, AttemptTrace};
 use crate::balance::Balance;
 use crate::node::Node;
 
+/// The stack below a door's own guards, the same for every door: retry (under
+/// `retries`) → balance → attempt span → record → per-attempt timeout → the node, over
+/// the nodes of `view`.
+pub fn to_the_nodes(
+    view: &crate::view::ClusterView,
+    retries: RetryPolicy,
+) -> impl Below + Clone + Sync {
+    tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(retries))
+        .layer(BalanceLayer::new(view.clone()))
+        .layer(AttemptSpansLayer)
+        .layer(RecordLayer::new(view.clone()))
+        .layer(AttemptTimeoutLayer)
+        .service(NodeCall)
+}
+
 /// A request through the stack.
 pub type CallRequest = http::Request<ReplayBody>;
 /// What a node answered: the head, and the body as it streams.

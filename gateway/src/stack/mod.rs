@@ -14,10 +14,7 @@ mod tests;
 use std::sync::Arc;
 
 use cluster::ClusterView;
-use cluster::stack::{
-    AttemptSpansLayer, AttemptTimeoutLayer, BalanceLayer, Budget, CallError, CallRequest,
-    CallResponse, NodeCall, RecordLayer, RetryLayer, RetryMetrics, RetryPolicy,
-};
+use cluster::stack::{Budget, CallError, CallRequest, CallResponse, RetryMetrics, RetryPolicy};
 use telemetry::prometheus::names;
 use tower::util::BoxCloneSyncService;
 
@@ -54,12 +51,7 @@ pub fn build(
     let stack = tower::ServiceBuilder::new()
         .layer(AdmitLayer::new(jwt, guards))
         .layer(BreakerLayer)
-        .layer(RetryLayer::new(retries))
-        .layer(BalanceLayer::new(view.clone()))
-        .layer(AttemptSpansLayer)
-        .layer(RecordLayer::new(view.clone()))
-        .layer(AttemptTimeoutLayer)
-        .service(NodeCall);
+        .service(cluster::stack::to_the_nodes(view, retries));
     BoxCloneSyncService::new(stack)
 }
 
