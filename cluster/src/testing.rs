@@ -53,6 +53,7 @@ pub enum Behaviour {
 pub struct FakeNode {
     pub instance: Instance,
     calls: Arc<AtomicUsize>,
+    last_headers: Arc<std::sync::Mutex<http::HeaderMap>>,
     stop: CancellationToken,
 }
 
@@ -68,6 +69,7 @@ impl FakeNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let calls = Arc::new(AtomicUsize::new(0));
+        let last_headers = Arc::default();
         let stop = CancellationToken::new();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_file_descriptor_set(echo_descriptors())
@@ -76,6 +78,7 @@ impl FakeNode {
         let echo = EchoServer {
             behaviour,
             calls: calls.clone(),
+            last_headers: Arc::clone(&last_headers),
         };
         let server = tonic::transport::Server::builder()
             .add_service(reflection)
@@ -88,6 +91,7 @@ impl FakeNode {
         Ok(Self {
             instance: instance(service, id, &address.to_string()),
             calls,
+            last_headers,
             stop,
         })
     }
@@ -95,6 +99,14 @@ impl FakeNode {
     /// How many calls of `test.v1.Echo` reached it.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The headers (gRPC metadata) of the last call that reached it.
+    pub fn last_headers(&self) -> http::HeaderMap {
+        self.last_headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -193,6 +205,7 @@ pub fn echo_descriptors() -> FileDescriptorSet {
 struct EchoServer {
     behaviour: Behaviour,
     calls: Arc<AtomicUsize>,
+    last_headers: Arc<std::sync::Mutex<http::HeaderMap>>,
 }
 
 impl tonic::server::NamedService for EchoServer {
@@ -212,6 +225,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        *self.last_headers.lock().unwrap_or_else(|p| p.into_inner()) = request.headers().clone();
         let behaviour = self.behaviour;
         Box::pin(async move {
             let message = request

@@ -22,7 +22,7 @@ use crate::codec;
 use crate::failure::{Failure, REQUEST_ID, json_reply};
 use crate::observe::{Door, Observed, request_id};
 use crate::settings::Route;
-use crate::stack::CallRoute;
+use crate::stack::{CallRoute, CallerAuthorization};
 use crate::state::Gateway;
 use crate::transcode;
 
@@ -157,12 +157,16 @@ async fn call(
         whole_reply: true,
         ..CallInfo::new(service, method.parent_service().full_name(), method.name())
     };
-    let outgoing = grpc_request(authorization, &method, &input, id, signs)?;
+    let outgoing = grpc_request(&method, &input, id, signs)?;
     let mut outgoing = outgoing.map(ReplayBody::whole);
     let extensions = outgoing.extensions_mut();
     extensions.insert(info);
     extensions.insert(CallRoute(route));
     extensions.insert(observed.trace.attempts());
+    // Checked by the admit layer; the node sees only the claims a route forwards.
+    if let Some(authorization) = authorization {
+        extensions.insert(CallerAuthorization(authorization));
+    }
     let response = gateway
         .stack
         .clone()
@@ -253,11 +257,9 @@ fn accepted(
     }
 }
 
-/// The unary gRPC request for `input`: its path, the request id, the caller's
-/// `Authorization` (the admit layer reads it; nodes never see it unless a route forwards
-/// claims), and the digest that binds a signed call to its body.
+/// The unary gRPC request for `input`: its path, the request id, and the digest that
+/// binds a signed call to its body.
 fn grpc_request(
-    authorization: Option<HeaderValue>,
     method: &MethodDescriptor,
     input: &DynamicMessage,
     id: &str,
@@ -277,9 +279,6 @@ fn grpc_request(
         HeaderValue::from_static("application/grpc"),
     );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    if let Some(authorization) = authorization {
-        headers.insert(header::AUTHORIZATION, authorization);
-    }
     // New on every call: sent as literals, they leave HTTP/2's header table to the
     // headers that repeat.
     if let Ok(mut value) = HeaderValue::from_str(id) {

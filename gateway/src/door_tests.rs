@@ -26,12 +26,16 @@ use crate::state::Gateway;
 /// A gateway over `instances` of `echo` (no health checks, nothing set aside: what a
 /// test sends is what each node gets), with `route` for `echo`.
 fn gateway(instances: Vec<Instance>, route: Route, budget_percent: f32) -> Arc<Gateway> {
-    let view = plain_view(instances, ViewMetrics::GATEWAY);
-    let routes = LiveRoutes::new(RouteTable::from([("echo".to_owned(), route)]));
     let settings = GatewaySection {
         retry_budget_percent: budget_percent,
         ..GatewaySection::default()
     };
+    gateway_with(instances, route, settings)
+}
+
+fn gateway_with(instances: Vec<Instance>, route: Route, settings: GatewaySection) -> Arc<Gateway> {
+    let view = plain_view(instances, ViewMetrics::GATEWAY);
+    let routes = LiveRoutes::new(RouteTable::from([("echo".to_owned(), route)]));
     Arc::new(Gateway::new(view, routes, settings, None))
 }
 
@@ -88,8 +92,16 @@ async fn read(response: Response) -> Answer {
 }
 
 async fn via_api(gateway: &Arc<Gateway>, method: &str) -> Answer {
-    let request = http::Request::post(format!("/api/echo/{method}"))
-        .header("content-type", "application/json")
+    via_api_with(gateway, method, &[]).await
+}
+
+async fn via_api_with(gateway: &Arc<Gateway>, method: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = http::Request::post(format!("/api/echo/{method}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(Body::from(r#"{"text":"hello"}"#))
         .expect("a request");
     let path = Path(("echo".to_owned(), method.to_owned()));
@@ -260,5 +272,40 @@ async fn the_rpc_door_never_repeats_a_call_whose_stream_broke() {
         breaking.calls() + answering.calls(),
         4,
         "a pass-through call that may have run goes to no second node"
+    );
+}
+
+#[tokio::test]
+async fn the_api_door_checks_the_token_and_passes_on_its_claims_but_never_the_token() {
+    let node = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    let mut settings = GatewaySection::default();
+    settings.jwt.hs256_secret = Some("s3cret".into());
+    let route = Route {
+        jwt: true,
+        forward_claims: vec!["sub".into()],
+        ..Route::default()
+    };
+    let gateway = gateway_with(vec![node.instance.clone()], route, settings);
+    let refused = via_api(&gateway, LOOK).await;
+    assert_eq!(refused.code, Code::Unauthenticated, "{}", refused.text);
+    assert_eq!(node.calls(), 0);
+
+    let exp = registry::unix_millis_now() / 1000 + 60;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "ada", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let answer = via_api_with(&gateway, LOOK, &[("authorization", &bearer)]).await;
+    assert_eq!(answer.code, Code::Ok, "{}", answer.text);
+    let seen = node.last_headers();
+    assert_eq!(seen["x-jwt-sub"], "ada");
+    assert!(
+        !seen.contains_key("authorization"),
+        "the caller's token stays at the gateway: {seen:?}"
     );
 }

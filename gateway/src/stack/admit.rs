@@ -9,7 +9,7 @@ use serde_json::Value;
 use telemetry::prometheus::names;
 use tonic::Code;
 
-use super::route_of;
+use super::{CallerAuthorization, route_of};
 use crate::auth::{JwtVerifier, claim_header};
 use crate::resilience::{Guards, GuardsByService, lock};
 
@@ -66,8 +66,10 @@ impl AdmitLayer {
         forward: &[String],
     ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, CallError> {
         let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
+            .extensions()
+            .get::<CallerAuthorization>()
+            .map(|given| &given.0)
+            .or_else(|| request.headers().get(http::header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok());
         let claims = self
             .jwt

@@ -30,6 +30,12 @@ use crate::settings::Route;
 #[derive(Clone)]
 pub struct CallRoute(pub Arc<Route>);
 
+/// The caller's `Authorization`, for a door that does not pass the caller's headers on to
+/// the node (`/api`): the admit layer checks it, and no node sees it. On the rpc port the
+/// header itself is read, and goes on with the rest.
+#[derive(Clone)]
+pub struct CallerAuthorization(pub http::HeaderValue);
+
 /// Every call through the gateway, whichever door it came in by.
 pub type CallStack = BoxCloneSyncService<CallRequest, CallResponse, CallError>;
 
