@@ -246,13 +246,13 @@ impl Shared {
             attempt_timeout: facts
                 .idempotent
                 .then(|| deadline.saturating_duration_since(started) / 3),
+            // Attempts are children of what the node is doing (the call it serves).
+            trace: Some(AttemptTrace::new(
+                telemetry::trace::TraceContext::current(),
+                self.tracer.clone(),
+            )),
             ..CallInfo::new(self.service.clone(), grpc_service, method)
         });
-        // Attempts are children of what the node is doing (the call it serves).
-        request.extensions_mut().insert(AttemptTrace::new(
-            telemetry::trace::TraceContext::current(),
-            self.tracer.clone(),
-        ));
         match self.stack.clone().oneshot(request).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();

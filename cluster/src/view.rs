@@ -123,7 +123,7 @@ pub struct GrpcTargets {
     /// The registry service whose route applies: when several expose the gRPC service,
     /// the one named like its package (`user` for `user.v1.UserService`), else the one
     /// with the most nodes, then by name — always the same one.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// The owner's nodes that expose it.
     pub nodes: Arc<[Arc<Node>]>,
 }
@@ -202,7 +202,7 @@ fn index_by_grpc(nodes: &NodeMap) -> HashMap<String, GrpcTargets> {
             Some((
                 grpc.to_owned(),
                 GrpcTargets {
-                    owner: owner.to_owned(),
+                    owner: owner.into(),
                     nodes: nodes.into(),
                 },
             ))

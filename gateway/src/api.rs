@@ -22,7 +22,7 @@ use crate::codec;
 use crate::failure::{Failure, REQUEST_ID, json_reply};
 use crate::observe::{Door, Observed, request_id};
 use crate::settings::Route;
-use crate::stack::{CallRoute, CallerAuthorization};
+use crate::stack::GatewayCall;
 use crate::state::Gateway;
 use crate::transcode;
 
@@ -155,18 +155,18 @@ async fn call(
         // In a rolling upgrade only the versions that have the method can serve it.
         versions: Some(Arc::new(versions)),
         whole_reply: true,
+        trace: Some(observed.trace.attempts()),
         ..CallInfo::new(service, method.parent_service().full_name(), method.name())
     };
     let outgoing = grpc_request(&method, &input, id, signs)?;
     let mut outgoing = outgoing.map(ReplayBody::whole);
     let extensions = outgoing.extensions_mut();
     extensions.insert(info);
-    extensions.insert(CallRoute(route));
-    extensions.insert(observed.trace.attempts());
-    // Checked by the admit layer; the node sees only the claims a route forwards.
-    if let Some(authorization) = authorization {
-        extensions.insert(CallerAuthorization(authorization));
-    }
+    extensions.insert(GatewayCall {
+        // Checked by the admit layer; the node sees only the claims a route forwards.
+        authorization,
+        ..GatewayCall::new(route)
+    });
     let response = gateway
         .stack
         .clone()

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::failure::{Failure, REQUEST_ID, SERVED_BY};
 use crate::observe::{Door, Observed, request_id};
-use crate::stack::CallRoute;
+use crate::stack::GatewayCall;
 use crate::state::Gateway;
 
 pub async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
@@ -103,13 +103,13 @@ async fn forward_to_a_node(
         balance: route.balance,
         // Streams cannot be replayed: only a call none of whose bytes left goes elsewhere.
         idempotent: false,
-        ..CallInfo::new(service.as_str(), grpc_service, method)
+        trace: Some(observed.trace.attempts()),
+        ..CallInfo::new(service.clone(), grpc_service, method)
     };
     let mut request = http::Request::from_parts(parts, ReplayBody::shared(body));
     let extensions = request.extensions_mut();
     extensions.insert(info);
-    extensions.insert(CallRoute(route));
-    extensions.insert(observed.trace.attempts());
+    extensions.insert(GatewayCall::new(route));
     let mut response = gateway
         .stack
         .clone()

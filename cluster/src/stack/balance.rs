@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use super::{Around, Below, CallError, CallFuture, CallRequest, Picked, Tried, info_of};
+use super::{Around, Below, CallError, CallRequest, Picked, Step, Tried, info_of};
 use crate::balance::{candidates, pick};
 use crate::node::Node;
 use crate::view::ClusterView;
@@ -29,13 +29,15 @@ impl BalanceLayer {
 crate::around_layer!(BalanceLayer);
 
 impl Around for BalanceLayer {
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
+    type Future<S: Below> = Step<S::Future>;
+
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
         match self.pick(&request) {
             Ok(node) => {
                 request.extensions_mut().insert(Picked(node));
-                Box::pin(below.call(request))
+                Step::below(below.call(request))
             }
-            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Err(error) => Step::decided(Err(error)),
         }
     }
 }

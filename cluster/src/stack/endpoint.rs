@@ -12,7 +12,7 @@ use tonic::Code;
 use tower::{Service, ServiceExt};
 
 use super::{
-    BoxFuture, CallError, CallInfo, CallRequest, CallResponse, Picked, TimedOut, info_of, picked_of,
+    BoxFuture, CallError, CallRequest, CallResponse, Picked, TimedOut, info_of, picked_of,
 };
 use crate::classify::Attempt;
 use crate::node::Node;
@@ -33,11 +33,11 @@ impl Service<CallRequest> for NodeCall {
 
     fn call(&mut self, request: CallRequest) -> Self::Future {
         let facts = info_of(&request)
-            .cloned()
-            .and_then(|info| Ok((info, picked_of(&request)?)));
+            .map(|info| (info.whole_reply, info.deadline))
+            .and_then(|whole| Ok((whole, picked_of(&request)?)));
         let started = tokio::time::Instant::now();
         Box::pin(async move {
-            let (info, node) = facts?;
+            let ((whole_reply, deadline), node) = facts?;
             let (parts, body) = request.into_parts();
             let sent = body.clone();
             let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
@@ -57,8 +57,8 @@ impl Service<CallRequest> for NodeCall {
                     return Err(failed(attempt, Box::new(error)));
                 }
             };
-            if info.whole_reply {
-                response = read_whole(response, &info, &node, started).await?;
+            if whole_reply {
+                response = read_whole(response, deadline, &node, started).await?;
             }
             response.extensions_mut().insert(Picked(node));
             Ok(response)
@@ -69,7 +69,7 @@ impl Service<CallRequest> for NodeCall {
 /// The reply read to its end and handed on as one piece, with its trailers.
 async fn read_whole(
     response: CallResponse,
-    info: &CallInfo,
+    deadline: Option<tokio::time::Instant>,
     node: &std::sync::Arc<Node>,
     started: tokio::time::Instant,
 ) -> Result<CallResponse, CallError> {
@@ -94,7 +94,8 @@ async fn read_whole(
     // The node enforces the deadline it was told (`grpc-timeout`), and tonic answers
     // CANCELLED when it runs out there first: that is this call's deadline passing, not
     // a caller going away.
-    if status == Some(Code::Cancelled) && info.is_past_deadline() {
+    let past_deadline = deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+    if status == Some(Code::Cancelled) && past_deadline {
         return Err(CallError::Attempt {
             attempt: Attempt::TimedOut,
             node: node.clone(),

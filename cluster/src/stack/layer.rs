@@ -1,8 +1,11 @@
 //! What every layer of the stack shares, written once: a layer is a value that is handed
 //! each request and the rest of the stack below it ([`Around::around`]); [`Layered`] is
 //! the tower service that does the handing (readiness passed down, the service made
-//! ready taking the call, a clone of it left for the next).
+//! ready taking the call, a clone of it left for the next). A layer that only acts before
+//! the call hands back the call below as it is ([`Step::below`]): no allocation and no
+//! extra poll per layer on the hot path.
 
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tower::Service;
@@ -29,8 +32,58 @@ pub type CallFuture = BoxFuture<Result<CallResponse, CallError>>;
 
 /// One layer's work around the rest of the stack.
 pub trait Around: Clone + Send + Sync + 'static {
+    /// How a call through this layer ends, over `S` below it.
+    type Future<S: Below>: Future<Output = Result<CallResponse, CallError>> + Send + 'static;
+
     /// Handles `request`, calling `below` (already ready) when the call goes on.
-    fn around<S: Below>(&self, request: CallRequest, below: S) -> CallFuture;
+    fn around<S: Below>(&self, request: CallRequest, below: S) -> Self::Future<S>;
+}
+
+pin_project_lite::pin_project! {
+    /// What most layers hand back: an outcome decided at once (the call turned away),
+    /// the call below as it is, or work of their own after it.
+    #[project = StepProjection]
+    pub enum Step<F> {
+        Decided { outcome: Option<Result<CallResponse, CallError>> },
+        Below { #[pin] call: F },
+        Around { call: CallFuture },
+    }
+}
+
+impl<F> Step<F> {
+    /// The call ends here with `outcome`; nothing below runs.
+    pub fn decided(outcome: Result<CallResponse, CallError>) -> Self {
+        Step::Decided {
+            outcome: Some(outcome),
+        }
+    }
+
+    /// The call below, untouched.
+    pub fn below(call: F) -> Self {
+        Step::Below { call }
+    }
+
+    /// Work of the layer's own around the call below.
+    pub fn around(call: CallFuture) -> Self {
+        Step::Around { call }
+    }
+}
+
+impl<F> Future for Step<F>
+where
+    F: Future<Output = Result<CallResponse, CallError>>,
+{
+    type Output = Result<CallResponse, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            StepProjection::Decided { outcome } => Poll::Ready(outcome.take().unwrap_or(Err(
+                CallError::Misassembled("a decided call was polled after it ended"),
+            ))),
+            StepProjection::Below { call } => call.poll(cx),
+            StepProjection::Around { call } => call.as_mut().poll(cx),
+        }
+    }
 }
 
 /// A layer over the rest of the stack.
@@ -54,7 +107,7 @@ where
 {
     type Response = CallResponse;
     type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
+    type Future = A::Future<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         self.below.poll_ready(cx)

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 pub use balance::BalanceLayer;
 pub use body::ReplayBody;
 pub use endpoint::NodeCall;
-pub use layer::{Around, Below, CallFuture, Layered};
+pub use layer::{Around, Below, CallFuture, Layered, Step};
 pub use outcome::{CallError, TimedOut};
 pub use record::RecordLayer;
 pub use retry::{Budget, RetryLayer, RetryMetrics, RetryPolicy, Retrying};
@@ -84,6 +84,9 @@ pub struct CallInfo {
     /// lost attempt), and its status is seen inside the stack. A stream is handed on as
     /// it comes.
     pub whole_reply: bool,
+    /// Where the call's attempts belong in its trace; `None`: traced by the channel
+    /// alone (the current context, if any).
+    pub trace: Option<AttemptTrace>,
 }
 
 impl CallInfo {
@@ -105,6 +108,7 @@ impl CallInfo {
             balance: Balance::P2c,
             versions: None,
             whole_reply: false,
+            trace: None,
         }
     }
 }

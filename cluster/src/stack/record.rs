@@ -2,9 +2,14 @@
 //! head arrives (so that a long stream does not count as load forever), then records its
 //! latency, or a failure that is the node's fault toward setting it aside.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use tokio::time::Instant;
 
-use super::{Around, Below, CallError, CallFuture, CallRequest, info_of, picked_of};
+use super::{Around, Below, CallError, CallRequest, CallResponse, info_of, picked_of};
+use crate::node::Node;
 use crate::stats::InFlight;
 use crate::view::ClusterView;
 
@@ -22,23 +27,72 @@ impl RecordLayer {
 crate::around_layer!(RecordLayer);
 
 impl Around for RecordLayer {
-    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> CallFuture {
+    type Future<S: Below> = Recorded<S::Future>;
+
+    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> Recorded<S::Future> {
         let facts =
             info_of(&request).and_then(|info| Ok((picked_of(&request)?, info.method.clone())));
-        let view = self.view.clone();
-        Box::pin(async move {
-            let (node, method) = facts?;
-            let started = Instant::now();
-            let in_flight = InFlight::start(&node);
-            let outcome = below.call(request).await;
-            drop(in_flight);
-            let node_fault = outcome
-                .as_ref()
-                .err()
-                .and_then(CallError::attempt)
-                .is_some_and(|attempt| attempt.is_node_fault());
-            view.record(&node, &method, started.elapsed(), node_fault);
-            outcome
-        })
+        match facts {
+            Ok((node, method)) => Recorded::Running {
+                in_flight: Some(InFlight::start(&node)),
+                view: self.view.clone(),
+                node,
+                method,
+                started: Instant::now(),
+                call: below.call(request),
+            },
+            Err(error) => Recorded::Refused { error: Some(error) },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt being recorded: in flight until its reply's head, then its latency or
+    /// its failure.
+    #[project = RecordedProjection]
+    pub enum Recorded<F> {
+        Running {
+            in_flight: Option<InFlight>,
+            view: ClusterView,
+            node: Arc<Node>,
+            method: Arc<str>,
+            started: Instant,
+            #[pin]
+            call: F,
+        },
+        Refused { error: Option<CallError> },
+    }
+}
+
+impl<F> Future for Recorded<F>
+where
+    F: Future<Output = Result<CallResponse, CallError>>,
+{
+    type Output = Result<CallResponse, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RecordedProjection::Running {
+                in_flight,
+                view,
+                node,
+                method,
+                started,
+                call,
+            } => {
+                let outcome = std::task::ready!(call.poll(cx));
+                in_flight.take();
+                let node_fault = outcome
+                    .as_ref()
+                    .err()
+                    .and_then(CallError::attempt)
+                    .is_some_and(|attempt| attempt.is_node_fault());
+                view.record(node, method, started.elapsed(), node_fault);
+                Poll::Ready(outcome)
+            }
+            RecordedProjection::Refused { error } => Poll::Ready(Err(error.take().unwrap_or(
+                CallError::Misassembled("a refused attempt was polled after it ended"),
+            ))),
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tower::retry::budget::{Budget as _, TpsBudget};
 use tower::{Layer, Service};
 
-use super::{BoxFuture, CallError, CallRequest, CallResponse, Tried, info_of};
+use super::{CallError, CallRequest, CallResponse, Tried, info_of};
 use crate::classify::Attempt;
 
 /// The share of calls that may be retried after they may have run, over ten seconds, and
@@ -144,7 +144,7 @@ where
 {
     type Response = CallResponse;
     type Error = CallError;
-    type Future = BoxFuture<Result<CallResponse, CallError>>;
+    type Future = tower::retry::future::ResponseFuture<RetryPolicy, S, CallRequest>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         self.inner.poll_ready(cx)
@@ -152,6 +152,6 @@ where
 
     fn call(&mut self, request: CallRequest) -> Self::Future {
         self.budget.0.deposit();
-        Box::pin(self.inner.call(request))
+        self.inner.call(request)
     }
 }

@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::{Around, Below, CallError, CallFuture, CallRequest, TimedOut, info_of, picked_of};
+use super::{Around, Below, CallError, CallRequest, Step, TimedOut, info_of, picked_of};
 use crate::classify::Attempt;
 
 #[derive(Clone, Copy, Default)]
@@ -13,7 +13,9 @@ pub struct AttemptTimeoutLayer;
 crate::around_layer!(AttemptTimeoutLayer);
 
 impl Around for AttemptTimeoutLayer {
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
+    type Future<S: Below> = Step<S::Future>;
+
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
         let now = Instant::now();
         let limits = info_of(&request).and_then(|info| {
             let attempt_ends = info.attempt_timeout.map(|timeout| now + timeout);
@@ -23,32 +25,37 @@ impl Around for AttemptTimeoutLayer {
             };
             Ok((ends, info.deadline, picked_of(&request)?))
         });
-        if let Ok((_, Some(deadline), _)) = &limits {
+        let (ends, deadline, node) = match limits {
+            Ok(limits) => limits,
+            Err(error) => return Step::decided(Err(error)),
+        };
+        if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(now);
             if let Ok(value) = grpc_timeout(left).parse() {
                 request.headers_mut().insert("grpc-timeout", value);
             }
         }
-        Box::pin(async move {
-            let (ends, _, node) = limits?;
-            let Some(ends) = ends else {
-                return below.call(request).await;
-            };
-            let timed_out = |node| CallError::Attempt {
-                attempt: Attempt::TimedOut,
-                node,
-                source: Box::new(TimedOut(ends.saturating_duration_since(now))),
-            };
-            // No time left sends nothing: the timer, rounded up to its next tick, would
-            // otherwise let a fast node answer a call that had none.
-            if ends <= Instant::now() {
-                return Err(timed_out(node));
-            }
-            match tokio::time::timeout_at(ends, below.call(request)).await {
+        // No deadline (the rpc port's caller set none): the call below as it is.
+        let Some(ends) = ends else {
+            return Step::below(below.call(request));
+        };
+        let timed_out = move || CallError::Attempt {
+            attempt: Attempt::TimedOut,
+            node,
+            source: Box::new(TimedOut(ends.saturating_duration_since(now))),
+        };
+        // No time left sends nothing: the timer, rounded up to its next tick, would
+        // otherwise let a fast node answer a call that had none.
+        if ends <= now {
+            return Step::decided(Err(timed_out()));
+        }
+        let called = below.call(request);
+        Step::around(Box::pin(async move {
+            match tokio::time::timeout_at(ends, called).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(timed_out(node)),
+                Err(_) => Err(timed_out()),
             }
-        })
+        }))
     }
 }
 

@@ -7,12 +7,11 @@ use telemetry::trace::{
     Attribute, SdkTracer, SpanKind, SpanOfContext, Status, TraceContext, Tracer,
 };
 
-use super::{Around, Below, CallFuture, CallRequest, picked_of};
+use super::{Around, Below, CallRequest, Step, info_of, picked_of};
 use crate::node::Node;
 
-/// Where a call's attempts belong in its trace, in the request's extensions; a call
-/// without it is traced by the channel alone (the current context, if any).
-#[derive(Clone)]
+/// Where a call's attempts belong in its trace ([`CallInfo::trace`](super::CallInfo)).
+#[derive(Clone, Debug)]
 pub struct AttemptTrace {
     call: TraceContext,
     tracer: Option<SdkTracer>,
@@ -73,23 +72,27 @@ pub struct AttemptSpansLayer;
 crate::around_layer!(AttemptSpansLayer);
 
 impl Around for AttemptSpansLayer {
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
-        let trace = request.extensions().get::<AttemptTrace>().cloned();
+    type Future<S: Below> = Step<S::Future>;
+
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
+        let trace = info_of(&request).ok().and_then(|info| info.trace.clone());
         let span = match (trace, picked_of(&request)) {
             (Some(trace), Ok(node)) => trace.start(&node, request.headers_mut()),
             _ => None,
         };
         let called = below.call(request);
-        Box::pin(async move {
+        // Most attempts are not sampled: they pass straight through.
+        let Some(attempt) = span else {
+            return Step::below(called);
+        };
+        Step::around(Box::pin(async move {
             let outcome = called.await;
-            if let Some(attempt) = span {
-                let span = attempt.span();
-                if let Err(error) = &outcome {
-                    span.set_status(Status::error(error.to_string()));
-                }
-                span.end();
+            let span = attempt.span();
+            if let Err(error) = &outcome {
+                span.set_status(Status::error(error.to_string()));
             }
+            span.end();
             outcome
-        })
+        }))
     }
 }

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use cluster::stack::{Around, Below, CallError, CallFuture, CallRequest, info_of};
+use cluster::stack::{Around, Below, CallError, CallRequest, Step, info_of};
 use serde_json::Value;
 use telemetry::prometheus::names;
 use tonic::Code;
 
-use super::{CallerAuthorization, route_of};
+use super::{GatewayCall, gateway_call_of};
 use crate::auth::{JwtVerifier, claim_header};
 use crate::resilience::{Guards, GuardsByService, lock};
 
@@ -28,10 +28,12 @@ impl AdmitLayer {
 cluster::around_layer!(AdmitLayer);
 
 impl Around for AdmitLayer {
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> CallFuture {
+    type Future<S: Below> = Step<S::Future>;
+
+    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
         match self.admit(&mut request) {
-            Ok(()) => Box::pin(below.call(request)),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Ok(()) => Step::below(below.call(request)),
+            Err(error) => Step::decided(Err(error)),
         }
     }
 }
@@ -41,21 +43,23 @@ impl AdmitLayer {
     /// the service's guards to its extensions (the breaker reads them).
     fn admit(&self, request: &mut CallRequest) -> Result<(), CallError> {
         let info = info_of(request)?;
-        let (service, method) = (info.service.clone(), info.method.clone());
-        let route = route_of(request)?;
-        let claims = if route.requires_jwt(&method) {
-            self.forwarded_claims(request, &route.forward_claims)?
+        let call = gateway_call_of(request)?;
+        let route = &call.route;
+        let claims = if route.requires_jwt(&info.method) {
+            self.forwarded_claims(request, call)?
         } else {
             Vec::new()
         };
         let guards = self
             .guards
-            .of(&service, route.rate_limit, route.circuit_breaker);
-        take_a_token(&guards, &service)?;
+            .of(&info.service, route.rate_limit, route.circuit_breaker);
+        take_a_token(&guards, &info.service)?;
         for (name, value) in claims {
             request.headers_mut().insert(name, value);
         }
-        request.extensions_mut().insert(guards);
+        if let Some(call) = request.extensions_mut().get_mut::<GatewayCall>() {
+            call.guards = Some(guards);
+        }
         Ok(())
     }
 
@@ -63,12 +67,11 @@ impl AdmitLayer {
     fn forwarded_claims(
         &self,
         request: &CallRequest,
-        forward: &[String],
+        call: &GatewayCall,
     ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, CallError> {
-        let authorization = request
-            .extensions()
-            .get::<CallerAuthorization>()
-            .map(|given| &given.0)
+        let authorization = call
+            .authorization
+            .as_ref()
             .or_else(|| request.headers().get(http::header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok());
         let claims = self
@@ -80,7 +83,7 @@ impl AdmitLayer {
                 retry_after: None,
             })?;
         let mut headers = Vec::new();
-        for claim in forward {
+        for claim in &call.route.forward_claims {
             let value = match claims.get(claim) {
                 Some(Value::String(text)) => text.clone(),
                 Some(other) => other.to_string(),

@@ -6,11 +6,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use cluster::stack::{Around, Below, CallError, CallFuture, CallRequest, info_of};
+use cluster::stack::{Around, Below, CallError, CallRequest, Step, info_of};
 use telemetry::grpc::OnEnd;
 use telemetry::prometheus::names;
 use tonic::Code;
 
+use super::GatewayCall;
 use crate::resilience::{Admission, BreakerState, CircuitBreaker, Guards, lock};
 
 /// Reads the breaker from the service's guards, which the admit layer puts in the
@@ -21,14 +22,16 @@ pub struct BreakerLayer;
 cluster::around_layer!(BreakerLayer);
 
 impl Around for BreakerLayer {
-    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> CallFuture {
+    type Future<S: Below> = Step<S::Future>;
+
+    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> Step<S::Future> {
         let ticket = match Ticket::issue(&request) {
             Ok(Some(ticket)) => ticket,
-            Ok(None) => return Box::pin(below.call(request)),
-            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
+            Ok(None) => return Step::below(below.call(request)),
+            Err(refused) => return Step::decided(Err(refused)),
         };
         let called = below.call(request);
-        Box::pin(async move {
+        Step::around(Box::pin(async move {
             match called.await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
@@ -43,7 +46,7 @@ impl Around for BreakerLayer {
                     Err(error)
                 }
             }
-        })
+        }))
     }
 }
 
@@ -58,7 +61,11 @@ impl Ticket {
     /// Lets the call through, or refuses it while the circuit is open; `None` when the
     /// service has no breaker.
     fn issue(request: &CallRequest) -> Result<Option<Ticket>, CallError> {
-        let Some(guards) = request.extensions().get::<Arc<Guards>>() else {
+        let Some(guards) = request
+            .extensions()
+            .get::<GatewayCall>()
+            .and_then(|call| call.guards.as_ref())
+        else {
             return Ok(None);
         };
         let Some(breaker) = breaker_of(guards) else {

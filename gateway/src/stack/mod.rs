@@ -2,7 +2,7 @@
 //! for `/api` and the rpc port. admit (the route's JWT check and rate limit) → breaker →
 //! retry (with the gateway's budget) → balance → attempt span → record → per-attempt
 //! timeout → the node. A door puts the call's facts in the request's extensions
-//! ([`cluster::stack::CallInfo`], [`CallRoute`], its [`cluster::stack::AttemptTrace`])
+//! ([`cluster::stack::CallInfo`], with its place in the trace, and [`GatewayCall`])
 //! and reads the reply or the one typed failure ([`CallError`]).
 
 mod admit;
@@ -22,19 +22,32 @@ pub use admit::AdmitLayer;
 pub use breaker::BreakerLayer;
 
 use crate::auth::JwtVerifier;
-use crate::resilience::GuardsByService;
+use crate::resilience::{Guards, GuardsByService};
 use crate::settings::Route;
 
-/// The route in force for the call's service, in the request's extensions: what the
-/// guards check it against.
+/// What the gateway's guards need of a call, in the request's extensions beside its
+/// [`cluster::stack::CallInfo`].
 #[derive(Clone)]
-pub struct CallRoute(pub Arc<Route>);
+pub struct GatewayCall {
+    /// The route in force for the call's service.
+    pub route: Arc<Route>,
+    /// The caller's `Authorization`, for a door that does not pass the caller's headers
+    /// on to the node (`/api`): the admit layer checks it, and no node sees it. On the rpc
+    /// port the header itself is read, and goes on with the rest.
+    pub authorization: Option<http::HeaderValue>,
+    /// The service's rate limit and breaker, found by the admit layer.
+    pub guards: Option<Arc<Guards>>,
+}
 
-/// The caller's `Authorization`, for a door that does not pass the caller's headers on to
-/// the node (`/api`): the admit layer checks it, and no node sees it. On the rpc port the
-/// header itself is read, and goes on with the rest.
-#[derive(Clone)]
-pub struct CallerAuthorization(pub http::HeaderValue);
+impl GatewayCall {
+    pub fn new(route: Arc<Route>) -> Self {
+        Self {
+            route,
+            authorization: None,
+            guards: None,
+        }
+    }
+}
 
 /// Every call through the gateway, whichever door it came in by.
 pub type CallStack = BoxCloneSyncService<CallRequest, CallResponse, CallError>;
@@ -61,11 +74,10 @@ pub fn build(
     BoxCloneSyncService::new(stack)
 }
 
-fn route_of(request: &CallRequest) -> Result<&Route, CallError> {
+fn gateway_call_of(request: &CallRequest) -> Result<&GatewayCall, CallError> {
     request
         .extensions()
-        .get::<CallRoute>()
-        .map(|route| route.0.as_ref())
+        .get::<GatewayCall>()
         .ok_or(CallError::Misassembled(
             "a call reached the gateway's guards without its route",
         ))

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{AdmitLayer, BreakerLayer, CallRoute};
+use super::{AdmitLayer, BreakerLayer, GatewayCall};
 use crate::auth::{JwtConfig, JwtVerifier};
 use crate::resilience::{BreakerConfig, GuardsByService, RateLimit};
 use crate::settings::Route;
@@ -24,7 +24,9 @@ fn request(route: Route, authorization: Option<&str>) -> CallRequest {
     request
         .extensions_mut()
         .insert(CallInfo::new("user", "user.v1.UserService", "Exists"));
-    request.extensions_mut().insert(CallRoute(Arc::new(route)));
+    request
+        .extensions_mut()
+        .insert(GatewayCall::new(Arc::new(route)));
     request
 }
 
