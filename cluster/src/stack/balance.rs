@@ -31,7 +31,7 @@ crate::around_layer!(BalanceLayer);
 impl Around for BalanceLayer {
     type Future<S: Below> = Step<S::Future>;
 
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
+    fn around<S: Below>(&self, mut request: CallRequest, below: &mut S) -> Step<S::Future> {
         match self.pick(&request) {
             Ok(node) => {
                 request.extensions_mut().insert(Picked(node));

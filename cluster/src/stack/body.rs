@@ -17,11 +17,20 @@ pub struct ReplayBody(Kind);
 enum Kind {
     /// The whole body, read before the first attempt; `sent` is this copy's own.
     Whole { bytes: Bytes, sent: bool },
-    /// One stream for all attempts: `read` turns true once an attempt polled it.
-    Shared {
-        body: Arc<Mutex<BoxBody>>,
-        read: Arc<AtomicBool>,
-    },
+    /// One stream for all attempts.
+    Shared(Arc<SharedBody>),
+}
+
+struct SharedBody {
+    body: Mutex<BoxBody>,
+    /// Turns true once an attempt polled the body.
+    read: AtomicBool,
+}
+
+impl SharedBody {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoxBody> {
+        self.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Clone for ReplayBody {
@@ -33,10 +42,7 @@ impl Clone for ReplayBody {
                 bytes: bytes.clone(),
                 sent: false,
             },
-            Kind::Shared { body, read } => Kind::Shared {
-                body: body.clone(),
-                read: read.clone(),
-            },
+            Kind::Shared(shared) => Kind::Shared(shared.clone()),
         })
     }
 }
@@ -58,17 +64,17 @@ impl ReplayBody {
         let body = body
             .map_err(|error| tonic::Status::from_error(error.into()))
             .boxed_unsync();
-        Self(Kind::Shared {
-            body: Arc::new(Mutex::new(body)),
-            read: Arc::new(AtomicBool::new(false)),
-        })
+        Self(Kind::Shared(Arc::new(SharedBody {
+            body: Mutex::new(body),
+            read: AtomicBool::new(false),
+        })))
     }
 
     /// Whether another attempt can still send the whole body.
     pub fn can_be_sent_again(&self) -> bool {
         match &self.0 {
             Kind::Whole { .. } => true,
-            Kind::Shared { read, .. } => !read.load(Ordering::Acquire),
+            Kind::Shared(shared) => !shared.read.load(Ordering::Acquire),
         }
     }
 }
@@ -89,10 +95,9 @@ impl Body for ReplayBody {
                     Poll::Ready(Some(Ok(Frame::data(bytes.clone()))))
                 }
             }
-            Kind::Shared { body, read } => {
-                read.store(true, Ordering::Release);
-                let mut body = body.lock().unwrap_or_else(|p| p.into_inner());
-                Pin::new(&mut *body).poll_frame(cx)
+            Kind::Shared(shared) => {
+                shared.read.store(true, Ordering::Release);
+                Pin::new(&mut *shared.lock()).poll_frame(cx)
             }
         }
     }
@@ -100,10 +105,7 @@ impl Body for ReplayBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Whole { bytes, sent } => *sent || bytes.is_empty(),
-            Kind::Shared { body, .. } => body
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_end_stream(),
+            Kind::Shared(shared) => shared.lock().is_end_stream(),
         }
     }
 
@@ -112,7 +114,7 @@ impl Body for ReplayBody {
             Kind::Whole { bytes, sent } => {
                 SizeHint::with_exact(if *sent { 0 } else { bytes.len() as u64 })
             }
-            Kind::Shared { body, .. } => body.lock().unwrap_or_else(|p| p.into_inner()).size_hint(),
+            Kind::Shared(shared) => shared.lock().size_hint(),
         }
     }
 }

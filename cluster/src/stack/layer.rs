@@ -1,7 +1,7 @@
 //! What every layer of the stack shares, written once: a layer is a value that is handed
 //! each request and the rest of the stack below it ([`Around::around`]); [`Layered`] is
 //! the tower service that does the handing (readiness passed down, the service made
-//! ready taking the call, a clone of it left for the next). A layer that only acts before
+//! ready taking the call at once). A layer that only acts before
 //! the call hands back the call below as it is ([`Step::below`]): no allocation and no
 //! extra poll per layer on the hot path.
 
@@ -35,8 +35,9 @@ pub trait Around: Clone + Send + Sync + 'static {
     /// How a call through this layer ends, over `S` below it.
     type Future<S: Below>: Future<Output = Result<CallResponse, CallError>> + Send + 'static;
 
-    /// Handles `request`, calling `below` (already ready) when the call goes on.
-    fn around<S: Below>(&self, request: CallRequest, below: S) -> Self::Future<S>;
+    /// Handles `request`, calling `below` (made ready) at once when the call goes on:
+    /// what the layer does after, it does in the future it returns.
+    fn around<S: Below>(&self, request: CallRequest, below: &mut S) -> Self::Future<S>;
 }
 
 pin_project_lite::pin_project! {
@@ -114,10 +115,9 @@ where
     }
 
     fn call(&mut self, request: CallRequest) -> Self::Future {
-        // The service polled ready takes the call; a clone waits for the next one.
-        let clone = self.below.clone();
-        let below = std::mem::replace(&mut self.below, clone);
-        self.around.around(request, below)
+        // The service polled ready takes the call, before this returns: nothing below is
+        // cloned per call.
+        self.around.around(request, &mut self.below)
     }
 }
 

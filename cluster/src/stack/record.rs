@@ -29,7 +29,7 @@ crate::around_layer!(RecordLayer);
 impl Around for RecordLayer {
     type Future<S: Below> = Recorded<S::Future>;
 
-    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> Recorded<S::Future> {
+    fn around<S: Below>(&self, request: CallRequest, below: &mut S) -> Recorded<S::Future> {
         let facts =
             info_of(&request).and_then(|info| Ok((picked_of(&request)?, info.method.clone())));
         match facts {

@@ -15,7 +15,7 @@ crate::around_layer!(AttemptTimeoutLayer);
 impl Around for AttemptTimeoutLayer {
     type Future<S: Below> = Step<S::Future>;
 
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
+    fn around<S: Below>(&self, mut request: CallRequest, below: &mut S) -> Step<S::Future> {
         let now = Instant::now();
         let limits = info_of(&request).and_then(|info| {
             let attempt_ends = info.attempt_timeout.map(|timeout| now + timeout);

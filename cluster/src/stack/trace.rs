@@ -74,7 +74,7 @@ crate::around_layer!(AttemptSpansLayer);
 impl Around for AttemptSpansLayer {
     type Future<S: Below> = Step<S::Future>;
 
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
+    fn around<S: Below>(&self, mut request: CallRequest, below: &mut S) -> Step<S::Future> {
         let trace = info_of(&request).ok().and_then(|info| info.trace.clone());
         let span = match (trace, picked_of(&request)) {
             (Some(trace), Ok(node)) => trace.start(&node, request.headers_mut()),

@@ -30,7 +30,7 @@ cluster::around_layer!(AdmitLayer);
 impl Around for AdmitLayer {
     type Future<S: Below> = Step<S::Future>;
 
-    fn around<S: Below>(&self, mut request: CallRequest, mut below: S) -> Step<S::Future> {
+    fn around<S: Below>(&self, mut request: CallRequest, below: &mut S) -> Step<S::Future> {
         match self.admit(&mut request) {
             Ok(()) => Step::below(below.call(request)),
             Err(error) => Step::decided(Err(error)),

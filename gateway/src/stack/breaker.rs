@@ -24,7 +24,7 @@ cluster::around_layer!(BreakerLayer);
 impl Around for BreakerLayer {
     type Future<S: Below> = Step<S::Future>;
 
-    fn around<S: Below>(&self, request: CallRequest, mut below: S) -> Step<S::Future> {
+    fn around<S: Below>(&self, request: CallRequest, below: &mut S) -> Step<S::Future> {
         let ticket = match Ticket::issue(&request) {
             Ok(Some(ticket)) => ticket,
             Ok(None) => return Step::below(below.call(request)),
