@@ -164,12 +164,7 @@ async fn both_doors_open_the_circuit_of_a_failing_service_and_stop_calling_it() 
             .await
             .unwrap();
         let route = Route {
-            circuit_breaker: Some(BreakerConfig {
-                error_rate: 0.5,
-                min_calls: 2,
-                window: Duration::from_secs(60),
-                open_for: Duration::from_secs(60),
-            }),
+            circuit_breaker: Some(BreakerConfig::for_tests(2)),
             ..Route::default()
         };
         let gateway = gateway(vec![failing.instance.clone()], route, 20.0);
@@ -231,17 +226,21 @@ async fn the_rpc_door_ends_a_call_on_a_hung_node_at_the_callers_deadline() {
     assert_eq!(answer.code, Code::DeadlineExceeded);
 }
 
-#[tokio::test]
-async fn the_api_door_stops_retrying_calls_that_may_have_run_once_its_budget_is_spent() {
+/// A node that breaks every stream beside one that answers, taken in turns, with a retry
+/// budget of `budget_percent`.
+async fn breaking_beside_answering(budget_percent: f32) -> (FakeNode, FakeNode, Arc<Gateway>) {
     let (breaking, answering) = beside_an_answering_node("echo", Behaviour::Break)
         .await
         .unwrap();
+    let nodes = vec![breaking.instance.clone(), answering.instance.clone()];
+    let gateway = gateway(nodes, round_robin(), budget_percent);
+    (breaking, answering, gateway)
+}
+
+#[tokio::test]
+async fn the_api_door_stops_retrying_calls_that_may_have_run_once_its_budget_is_spent() {
     // 0 %: only the floor of ten retries a second (a hundred in reserve) is left.
-    let gateway = gateway(
-        vec![breaking.instance.clone(), answering.instance.clone()],
-        round_robin(),
-        0.0,
-    );
+    let (breaking, _answering, gateway) = breaking_beside_answering(0.0).await;
     let mut refused = None;
     for _ in 0..3_000 {
         let answer = via_api(&gateway, LOOK).await;
@@ -257,14 +256,7 @@ async fn the_api_door_stops_retrying_calls_that_may_have_run_once_its_budget_is_
 
 #[tokio::test]
 async fn the_rpc_door_never_repeats_a_call_whose_stream_broke() {
-    let (breaking, answering) = beside_an_answering_node("echo", Behaviour::Break)
-        .await
-        .unwrap();
-    let gateway = gateway(
-        vec![breaking.instance.clone(), answering.instance.clone()],
-        round_robin(),
-        1000.0,
-    );
+    let (breaking, answering, gateway) = breaking_beside_answering(1000.0).await;
     for _ in 0..4 {
         let _ = via_rpc(&gateway, LOOK, None).await;
     }

@@ -34,6 +34,20 @@ pub struct BreakerConfig {
     pub open_for: Duration,
 }
 
+impl BreakerConfig {
+    /// Opens at half the calls failing once `min_calls` were seen in a minute, and stays
+    /// open a minute: what tests of the breaker's layer and doors use.
+    #[cfg(test)]
+    pub fn for_tests(min_calls: u32) -> Self {
+        Self {
+            error_rate: 0.5,
+            min_calls,
+            window: Duration::from_secs(60),
+            open_for: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The longest wait a refused call is told. Validation keeps rates at 0.001/s or more, so a
 /// token is at most 1000s away; this bounds whatever else the arithmetic meets.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);

@@ -180,12 +180,7 @@ async fn the_breaker_opens_on_failures_of_the_service_and_then_sends_nothing() {
         .layer(BreakerLayer)
         .service(below.answering(Code::Unavailable));
     let route = Route {
-        circuit_breaker: Some(BreakerConfig {
-            error_rate: 0.5,
-            min_calls: 3,
-            window: Duration::from_secs(60),
-            open_for: Duration::from_secs(60),
-        }),
+        circuit_breaker: Some(BreakerConfig::for_tests(3)),
         ..Route::default()
     };
     for _ in 0..3 {
@@ -215,12 +210,7 @@ async fn the_breaker_does_not_count_a_callers_mistake_against_the_service() {
         .layer(BreakerLayer)
         .service(below.answering(Code::InvalidArgument));
     let route = Route {
-        circuit_breaker: Some(BreakerConfig {
-            error_rate: 0.5,
-            min_calls: 2,
-            window: Duration::from_secs(60),
-            open_for: Duration::from_secs(60),
-        }),
+        circuit_breaker: Some(BreakerConfig::for_tests(2)),
         ..Route::default()
     };
     for _ in 0..5 {
