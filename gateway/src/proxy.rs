@@ -35,10 +35,11 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) 
     for name in asserted {
         request.headers_mut().remove(name);
     }
-    // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`)
-    let path = request.uri().path().trim_start_matches('/').to_owned();
-    let (grpc_service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
-    let (grpc_service, method) = (grpc_service.to_owned(), method.to_owned());
+    // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`), each made once
+    // for all that names them.
+    let path = request.uri().path().trim_start_matches('/');
+    let (grpc_service, method) = path.split_once('/').unwrap_or((path, ""));
+    let (grpc_service, method): (Arc<str>, Arc<str>) = (grpc_service.into(), method.into());
     let (parts, body) = request.into_parts();
     let mut observed = Observed::start(
         Door::Rpc,
@@ -72,8 +73,8 @@ async fn forward_to_a_node(
     gateway: &Gateway,
     parts: http::request::Parts,
     body: Body,
-    grpc_service: &str,
-    method: &str,
+    grpc_service: &Arc<str>,
+    method: &Arc<str>,
     observed: &mut Observed,
 ) -> Result<Response, Failure> {
     let service = gateway
@@ -104,7 +105,7 @@ async fn forward_to_a_node(
         // Streams cannot be replayed: only a call none of whose bytes left goes elsewhere.
         idempotent: false,
         trace: Some(observed.trace.attempts()),
-        ..CallInfo::new(service.clone(), grpc_service, method)
+        ..CallInfo::new(service.clone(), grpc_service.clone(), method.clone())
     };
     let mut request = http::Request::from_parts(parts, ReplayBody::shared(body));
     let extensions = request.extensions_mut();

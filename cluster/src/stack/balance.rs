@@ -3,6 +3,7 @@
 //! attempts) that serve its gRPC service at one of its versions, leaving out those the
 //! call already tried.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
@@ -46,27 +47,40 @@ impl BalanceLayer {
     fn pick(&self, request: &CallRequest) -> Result<Arc<Node>, CallError> {
         let info = info_of(request)?;
         let nodes = self.view.nodes_of(&info.service);
-        let serving: Vec<_> = nodes
-            .iter()
-            .filter(|node| node.serves(&info.grpc_service))
-            .filter(|node| {
-                info.versions
-                    .as_ref()
-                    .is_none_or(|versions| versions.contains(&node.instance.version))
-            })
-            .cloned()
-            .collect();
         if nodes.is_empty() {
             return Err(CallError::NoNode {
                 service: info.service.clone(),
             });
         }
+        let may_take = |node: &Arc<Node>| {
+            node.serves(&info.grpc_service)
+                && info
+                    .versions
+                    .as_ref()
+                    .is_none_or(|versions| versions.contains(&node.instance.version))
+        };
+        // Most calls: every node of the service may take it; nothing is copied then.
+        let serving: Cow<'_, [Arc<Node>]> = if nodes.iter().all(may_take) {
+            Cow::Borrowed(&nodes[..])
+        } else {
+            Cow::Owned(nodes.iter().filter(|n| may_take(n)).cloned().collect())
+        };
         let tried = request
             .extensions()
             .get::<Tried>()
             .map(|tried| tried.0.as_slice())
             .unwrap_or_default();
-        let open = candidates(&self.view, &serving, tried);
+        let rested = |node: &Arc<Node>| {
+            !tried.contains(&node.instance.id)
+                && node.meta.weight > 0
+                && node.is_healthy()
+                && !self.view.is_ejected(node)
+        };
+        let open: Cow<'_, [Arc<Node>]> = if serving.iter().all(rested) {
+            serving
+        } else {
+            Cow::Owned(candidates(&self.view, &serving, tried))
+        };
         pick(&open, info.balance, &self.round_robin, &info.method).ok_or_else(|| {
             CallError::NoneLeft {
                 service: info.service.clone(),
