@@ -23,12 +23,12 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::credentials::ClusterCredentials;
-use crate::deadline::{parse_grpc_timeout, serving};
+use crate::deadline::{serving, timeout_of};
 use crate::node::Node;
 use crate::schema::Schemas;
 use crate::stack::{
     AttemptTrace, Budget, CallError, CallInfo, CallRequest, CallResponse, ReplayBody, RetryMetrics,
-    RetryPolicy,
+    RetryPolicy, grpc_names,
 };
 use crate::view::{ClusterView, Ejection, MAX_EJECTED_PERCENT, ViewMetrics, ViewOptions};
 
@@ -212,10 +212,7 @@ impl Shared {
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, tonic::Status> {
         let started = Instant::now();
-        // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`)
-        let path = request.uri().path().trim_start_matches('/');
-        let (grpc_service, method) = path.split_once('/').unwrap_or((path, ""));
-        let (grpc_service, method): (Arc<str>, Arc<str>) = (grpc_service.into(), method.into());
+        let (grpc_service, method) = grpc_names(request.uri().path());
         let end = CallEnd {
             service: self.service.clone(),
             method: method.clone(),
@@ -273,12 +270,7 @@ impl Shared {
     /// The configured deadline, what is left of the call being served, and the caller's
     /// own `grpc-timeout` (`request.set_timeout`): whichever is soonest.
     fn deadline(&self, request: &http::Request<tonic::body::Body>, now: Instant) -> Instant {
-        let own = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map(|timeout| now + timeout);
+        let own = timeout_of(request.headers()).map(|timeout| now + timeout);
         [serving(), own]
             .into_iter()
             .flatten()

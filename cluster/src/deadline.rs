@@ -25,6 +25,17 @@ pub fn serving() -> Option<Instant> {
     SERVING_UNTIL.try_with(|deadline| *deadline).ok().flatten()
 }
 
+/// The header a gRPC call's deadline travels in.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// The timeout a request's `grpc-timeout` header gives, when it is one the spec allows.
+pub fn timeout_of(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
 /// A `grpc-timeout` value (`100m`, `5S`, `1H`), as the gRPC spec writes them.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.is_empty() || value.len() > 9 {

@@ -9,13 +9,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use cluster::Node;
-use cluster::stack::{CallInfo, Picked, ReplayBody};
+use cluster::stack::{CallInfo, ReplayBody};
 use prost_reflect::prost_types::method_options::IdempotencyLevel;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::Code;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::codec;
@@ -167,22 +166,15 @@ async fn call(
         authorization,
         ..GatewayCall::new(route)
     });
-    let response = gateway
-        .stack
-        .clone()
-        .oneshot(outgoing)
-        .await
-        .map_err(|error| {
-            Failure::of_call(
-                error,
-                &format!("{service}/{}", method.name()),
-                Some(timeout),
-            )
-        })?;
-    let node = response
-        .extensions()
-        .get::<Picked>()
-        .map(|picked| picked.0.instance.address.clone())
+    let (response, node) = gateway
+        .send(
+            outgoing,
+            || format!("{service}/{}", method.name()),
+            Some(timeout),
+        )
+        .await?;
+    let node = node
+        .map(|node| node.instance.address.clone())
         .unwrap_or_default();
     let message = codec::read_reply(response, method.output())
         .await

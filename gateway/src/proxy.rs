@@ -6,10 +6,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use cluster::stack::{CallInfo, Picked, ReplayBody};
+use cluster::stack::{CallInfo, ReplayBody};
 use telemetry::grpc::OnEnd;
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::failure::{Failure, REQUEST_ID, SERVED_BY};
@@ -35,11 +34,7 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) 
     for name in asserted {
         request.headers_mut().remove(name);
     }
-    // `/user.v1.UserService/Exists` → (`user.v1.UserService`, `Exists`), each made once
-    // for all that names them.
-    let path = request.uri().path().trim_start_matches('/');
-    let (grpc_service, method) = path.split_once('/').unwrap_or((path, ""));
-    let (grpc_service, method): (Arc<str>, Arc<str>) = (grpc_service.into(), method.into());
+    let (grpc_service, method) = cluster::stack::grpc_names(request.uri().path());
     let (parts, body) = request.into_parts();
     let mut observed = Observed::start(
         Door::Rpc,
@@ -94,11 +89,7 @@ async fn forward_to_a_node(
     // limit and breaker), and it chooses the balancer.
     let route = gateway.routes.route(&service);
     // The caller's own `grpc-timeout` is the call's deadline; the gateway sets none.
-    let timeout = parts
-        .headers
-        .get("grpc-timeout")
-        .and_then(|value| value.to_str().ok())
-        .and_then(cluster::deadline::parse_grpc_timeout);
+    let timeout = cluster::deadline::timeout_of(&parts.headers);
     let info = CallInfo {
         deadline: timeout.map(|timeout| Instant::now() + timeout),
         balance: route.balance,
@@ -111,16 +102,9 @@ async fn forward_to_a_node(
     let extensions = request.extensions_mut();
     extensions.insert(info);
     extensions.insert(GatewayCall::new(route));
-    let mut response = gateway
-        .stack
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|error| Failure::of_call(error, &format!("{service}/{method}"), None))?;
-    let node = response
-        .extensions()
-        .get::<Picked>()
-        .map(|picked| picked.0.clone());
+    let (mut response, node) = gateway
+        .send(request, || format!("{service}/{method}"), None)
+        .await?;
     if let Some(node) = node {
         if let Ok(value) = node.instance.address.parse() {
             response.headers_mut().insert(SERVED_BY, value);

@@ -3,10 +3,14 @@
 //! observed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use cluster::stack::{CallRequest, CallResponse, Picked};
 use cluster::{ClusterView, Node, Schemas};
+use tower::ServiceExt;
 
 use crate::auth::JwtVerifier;
+use crate::failure::Failure;
 use crate::live_routes::LiveRoutes;
 use crate::observe::Meters;
 use crate::resilience::GuardsByService;
@@ -57,6 +61,29 @@ impl Gateway {
             schemas: Schemas::default(),
             settings,
         }
+    }
+
+    /// Sends `request` (its `CallInfo` and `GatewayCall` in its extensions) through the
+    /// call stack: the reply and the node that gave it, or what the caller is told. `call`
+    /// names the call in a timeout's message; `timeout` is the route's, when the gateway
+    /// set the deadline.
+    pub async fn send(
+        &self,
+        request: CallRequest,
+        call: impl FnOnce() -> String,
+        timeout: Option<Duration>,
+    ) -> Result<(CallResponse, Option<Arc<Node>>), Failure> {
+        let response = self
+            .stack
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|error| Failure::of_call(error, &call(), timeout))?;
+        let node = response
+            .extensions()
+            .get::<Picked>()
+            .map(|picked| picked.0.clone());
+        Ok((response, node))
     }
 
     /// What `node`'s service offers at its version, by reflection, cached.

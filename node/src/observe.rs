@@ -119,11 +119,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // The handler's calls to other services end by the deadline of the call it serves.
-        let serving_until = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(cluster::deadline::parse_grpc_timeout)
+        let serving_until = cluster::deadline::timeout_of(request.headers())
             .map(|timeout| tokio::time::Instant::now() + timeout);
         if !self.observer.enabled {
             let called = cluster::deadline::serving_until(serving_until, self.inner.call(request));

@@ -52,6 +52,14 @@ pub fn to_the_nodes(
         .service(NodeCall)
 }
 
+/// The gRPC service and method a call's path names: `/user.v1.UserService/Exists` →
+/// (`user.v1.UserService`, `Exists`), each made once for everything that names them.
+pub fn grpc_names(path: &str) -> (Arc<str>, Arc<str>) {
+    let path = path.trim_start_matches('/');
+    let (grpc_service, method) = path.split_once('/').unwrap_or((path, ""));
+    (grpc_service.into(), method.into())
+}
+
 /// A request through the stack.
 pub type CallRequest = http::Request<ReplayBody>;
 /// What a node answered: the head, and the body as it streams.

@@ -32,7 +32,9 @@ impl Around for AttemptTimeoutLayer {
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(now);
             if let Ok(value) = grpc_timeout(left).parse() {
-                request.headers_mut().insert("grpc-timeout", value);
+                request
+                    .headers_mut()
+                    .insert(crate::deadline::GRPC_TIMEOUT, value);
             }
         }
         // No deadline (the rpc port's caller set none): the call below as it is.
