@@ -72,6 +72,8 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         .with_state(gateway.clone());
     let (cluster, routes) = (gateway.clone(), gateway.clone());
     Ok(Serve::new()
+        // Every call on the rpc port is the cluster's: the gateway records it itself, and
+        // reflection there describes the whole cluster, not the gateway alone.
         .fallback(passthrough)
         // Ready once the view holds the registry's first listing.
         .readiness(gateway.view.listed())
@@ -95,9 +97,6 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
                 }
             }
         })
-        // Reflection on the rpc port describes the whole cluster, not the gateway alone.
-        .own_reflection()
-        .own_call_spans()
         .http(http, http::router(gateway))
         // Callers of the gateway come from outside; the gateway signs what it sends on.
         .open_to_callers_outside_the_cluster())

@@ -261,13 +261,14 @@ impl Admin {
         names
     }
 
-    /// The service and version the dashboard names the process after: the gateway when
-    /// the process runs one, else its first node.
+    /// The service and version the dashboard names the process after: the node whose
+    /// `cluster` view the dashboard shows (one that ranks its own view above the
+    /// registry's: the gateway's, with health), else the process's first node.
     fn headline(&self) -> Value {
         let nodes = lock(&self.nodes);
         let node = nodes
             .values()
-            .find(|n| n.service == "gateway")
+            .find(|n| n.views.get("cluster").is_some_and(|(rank, _)| *rank > 0))
             .or_else(|| nodes.values().next());
         match node {
             Some(node) => json!({ "service": node.service, "version": node.version }),

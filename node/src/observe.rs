@@ -23,19 +23,15 @@ pub struct ObserveLayer {
 struct Observer {
     service: String,
     tracer: Option<telemetry::trace::SdkTracer>,
-    /// Off for a node that records its calls itself (the gateway's proxied calls).
-    enabled: bool,
 }
 
 impl ObserveLayer {
     /// Calls served by a node of `service`; spans go to `tracing` when it is set.
-    /// `enabled = false` passes calls through untouched.
-    pub fn new(service: &str, tracing: Option<&telemetry::Tracing>, enabled: bool) -> Self {
+    pub fn new(service: &str, tracing: Option<&telemetry::Tracing>) -> Self {
         Self {
             observer: Arc::new(Observer {
                 service: service.to_owned(),
                 tracer: tracing.map(|t| t.tracer().clone()),
-                enabled,
             }),
         }
     }
@@ -69,9 +65,6 @@ pub struct Served {
 
 impl CallEnd for Served {
     fn end(self, code: Code) {
-        if !self.observer.enabled {
-            return;
-        }
         if telemetry::prometheus::installed() {
             // A path no service answers is the caller's invention: one label for all of them.
             let method = if code == Code::Unimplemented {
@@ -121,20 +114,6 @@ where
         // The handler's calls to other services end by the deadline of the call it serves.
         let serving_until = cluster::deadline::timeout_of(request.headers())
             .map(|timeout| tokio::time::Instant::now() + timeout);
-        if !self.observer.enabled {
-            let called = cluster::deadline::serving_until(serving_until, self.inner.call(request));
-            let served = Served {
-                observer: self.observer.clone(),
-                path: String::new(),
-                started: Instant::now(),
-                span: None,
-            };
-            return Box::pin(async move {
-                let (parts, body) = called.await?.into_parts();
-                let body = OnEnd::new(body, &parts.headers, served);
-                Ok(http::Response::from_parts(parts, body))
-            });
-        }
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let parent = telemetry::trace::extract(request.headers());

@@ -26,6 +26,10 @@ pub struct NodeSpec {
     pub version: String,
     /// The node's own gRPC services; health and reflection are added for it.
     pub routes: Routes,
+    /// What answers the gRPC paths `routes` do not claim (the gateway's pass-through).
+    /// Its calls are its own: the runtime's call spans, call metrics and deadline scope
+    /// cover `routes`, not these. The call credential is checked for both.
+    pub fallback: Option<axum::Router>,
     /// Full names of the gRPC services in `routes` (`user.v1.UserService`), for health
     /// and for the registry, so that callers can find who serves what.
     pub grpc_services: Vec<String>,
@@ -43,12 +47,6 @@ pub struct NodeSpec {
     /// and the gateway's active checks take the node out of rotation until `true`.
     /// Without it the node reports SERVING from start to shutdown.
     pub readiness: Option<tokio::sync::watch::Receiver<bool>>,
-    /// Whether the node serves gRPC reflection of `descriptor_sets` (v1 and v1alpha).
-    /// The gateway answers reflection itself, for the whole cluster.
-    pub reflection: bool,
-    /// Whether the runtime opens a span per call (service, method, request id). The
-    /// gateway opens its own, at debug, off its hot path.
-    pub call_spans: bool,
     /// Where the node's spans go, when a collector is configured.
     pub tracing: Option<telemetry::Tracing>,
     /// Views the node publishes on the admin port (`/admin/{name}`), beside the view of
@@ -70,14 +68,13 @@ impl NodeSpec {
             service: service.into(),
             version: version.into(),
             routes,
+            fallback: None,
             grpc_services: Vec::new(),
             descriptor_sets: Vec::new(),
             http: None,
             metadata: BTreeMap::new(),
             require_call_credential: true,
             readiness: None,
-            reflection: true,
-            call_spans: true,
             tracing: None,
             admin_views: Vec::new(),
             join_gate: None,
@@ -115,4 +112,108 @@ pub async fn run_node(
 ) -> Result<(), NodeError> {
     let node = build::BuiltNode::build(spec, config).await?;
     node.run(config, registry, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use registry::Scope;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// What the fallback saw of each call: its path, and whether it ran inside the
+    /// runtime's per-call deadline scope.
+    type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+
+    fn recording_fallback(seen: Seen) -> axum::Router {
+        axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let seen = seen.clone();
+            async move {
+                let in_scope = cluster::deadline::serving().is_some();
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push((request.uri().path().to_owned(), in_scope));
+                }
+                (
+                    [("content-type", "application/grpc"), ("grpc-status", "0")],
+                    "",
+                )
+            }
+        })
+    }
+
+    async fn registered_address(registry: &dyn Registry, service: &str) -> String {
+        for _ in 0..200 {
+            if let Ok(snapshot) = registry.snapshot(&Scope::service(service)).await
+                && let Some(node) = snapshot.instances.into_iter().next()
+            {
+                return node.address;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the node never registered");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_only_forwards_leaves_reflection_and_its_calls_to_its_fallback() {
+        let seen = Seen::default();
+        let mut spec = NodeSpec::new("forwarder", "1.0.0", Routes::default());
+        spec.fallback = Some(recording_fallback(seen.clone()));
+        let config = NodeConfig {
+            rpc_port: 0,
+            listen_host: "127.0.0.1".to_owned(),
+            advertise_host: "127.0.0.1".to_owned(),
+            ..Default::default()
+        };
+        let registry: Arc<dyn Registry> = Arc::new(registry_memory::MemoryRegistry::new());
+        let shutdown = CancellationToken::new();
+        let node = tokio::spawn({
+            let (registry, shutdown) = (registry.clone(), shutdown.clone());
+            async move { run_node(spec, &config, registry, shutdown).await }
+        });
+        let address = registered_address(registry.as_ref(), "forwarder").await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .expect("a loopback endpoint")
+            .connect()
+            .await
+            .expect("the node's rpc port");
+
+        for path in [
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/shop.v1.Shelf/List",
+        ] {
+            let request = http::Request::builder()
+                .uri(format!("http://{address}{path}"))
+                .header("content-type", "application/grpc")
+                .header(cluster::deadline::GRPC_TIMEOUT, "5S")
+                .body(tonic::body::Body::empty())
+                .expect("a request");
+            let reply = channel.clone().oneshot(request).await.expect("a reply");
+            assert_eq!(reply.status(), http::StatusCode::OK, "{path}");
+        }
+        // The runtime still answers health for the node itself.
+        let health = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health answers");
+        assert_eq!(health.into_inner().status, 1, "SERVING");
+
+        let seen = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned(),
+                    false
+                ),
+                ("/shop.v1.Shelf/List".to_owned(), false),
+            ],
+            "both calls reach the fallback, outside the runtime's call layers"
+        );
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), node).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+    }
 }

@@ -422,8 +422,6 @@ pub struct Serve {
     http: Option<HttpServer>,
     metadata: BTreeMap<String, String>,
     open_to_outside: bool,
-    own_reflection: bool,
-    own_call_spans: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
     admin_views: Vec<(String, crate::admin::View)>,
     join_gate: Option<crate::membership::JoinGate>,
@@ -455,6 +453,11 @@ impl Serve {
     }
 
     /// Answers every gRPC path no added service claims (the gateway's pass-through).
+    ///
+    /// Its calls are its own to record: the runtime's call spans, call metrics and
+    /// deadline scope cover the added services, not the fallback. The call credential is
+    /// checked for both. A node with a fallback and no services of its own serves no
+    /// reflection of its own either, so its fallback may answer reflection.
     pub fn fallback(mut self, router: axum::Router) -> Self {
         self.fallback = Some(router);
         self
@@ -510,20 +513,6 @@ impl Serve {
         self
     }
 
-    /// The node answers gRPC reflection itself (through [`Serve::fallback`] or a service
-    /// of its own) instead of from its descriptor sets: the gateway's cluster-wide view.
-    pub fn own_reflection(mut self) -> Self {
-        self.own_reflection = true;
-        self
-    }
-
-    /// The node opens its own span for each call (the gateway, at debug level) and
-    /// records its own call metrics and traces, instead of the runtime doing it.
-    pub fn own_call_spans(mut self) -> Self {
-        self.own_call_spans = true;
-        self
-    }
-
     fn merge(mut self, other: Serve) -> Serve {
         let Serve {
             routes,
@@ -533,8 +522,6 @@ impl Serve {
             http,
             metadata,
             open_to_outside,
-            own_reflection,
-            own_call_spans,
             readiness,
             admin_views,
             join_gate,
@@ -559,8 +546,6 @@ impl Serve {
         self.http = http.or(self.http);
         self.metadata.extend(metadata);
         self.open_to_outside |= open_to_outside;
-        self.own_reflection |= own_reflection;
-        self.own_call_spans |= own_call_spans;
         self.readiness = readiness.or(self.readiness);
         self.admin_views.extend(admin_views);
         self.join_gate = join_gate.or(self.join_gate);
@@ -574,19 +559,14 @@ impl Serve {
                 self.duplicates.join(", ")
             )));
         }
-        let mut router = self.routes.routes().into_axum_router();
-        if let Some(fallback) = self.fallback {
-            router = router.fallback_service(fallback);
-        }
-        let mut spec = NodeSpec::new(service, version, Routes::from(router));
+        let mut spec = NodeSpec::new(service, version, self.routes.routes());
+        spec.fallback = self.fallback;
         spec.grpc_services = self.grpc_services;
         spec.descriptor_sets = self.descriptor_sets;
         spec.http = self.http;
         spec.metadata = self.metadata;
         spec.require_call_credential = !self.open_to_outside;
         spec.readiness = self.readiness;
-        spec.reflection = !self.own_reflection;
-        spec.call_spans = !self.own_call_spans;
         spec.admin_views = self.admin_views;
         spec.join_gate = self.join_gate;
         Ok(spec)

@@ -59,7 +59,6 @@ pub(super) struct Servers {
 struct CallPolicy<'a> {
     service: &'a str,
     require_call_credential: bool,
-    call_spans: bool,
     tracing: Option<&'a telemetry::Tracing>,
 }
 
@@ -69,14 +68,13 @@ impl BuiltNode {
             service,
             version,
             routes,
+            fallback,
             grpc_services,
             descriptor_sets,
             http,
             metadata,
             require_call_credential,
             readiness,
-            reflection,
-            call_spans,
             tracing,
             admin_views,
             join_gate,
@@ -88,17 +86,25 @@ impl BuiltNode {
         let rpc_address = join_host_port(&host, rpc_bound.port());
 
         let (health, health_service) = health_serving(&grpc_services).await;
-        let reflected = reflection.then_some(descriptor_sets.as_slice());
+        // A node that only forwards (a fallback and no services of its own: the gateway)
+        // has nothing to describe; its fallback answers reflection if anything does.
+        let reflects = !grpc_services.is_empty() || fallback.is_none();
+        let reflected = reflects.then_some(descriptor_sets.as_slice());
         let routes = with_health_and_reflection(routes, health_service, reflected)?;
         let drain = CancellationToken::new();
         let policy = CallPolicy {
             service: &service,
             require_call_credential,
-            call_spans,
             tracing: tracing.as_ref(),
         };
-        let (grpc, unauthenticated) =
-            grpc_server(policy, config, routes, rpc_listener, drain.clone())?;
+        let (grpc, unauthenticated) = grpc_server(
+            policy,
+            config,
+            routes,
+            fallback,
+            rpc_listener,
+            drain.clone(),
+        )?;
         // The bound address and the one others dial, in that order: tools read the last.
         tracing::info!("Server [{service}] rpc listening on {rpc_bound} as {rpc_address}");
         if unauthenticated && !rpc_bound.ip().is_loopback() {
@@ -199,6 +205,7 @@ fn grpc_server(
     policy: CallPolicy<'_>,
     config: &NodeConfig,
     routes: Routes,
+    fallback: Option<axum::Router>,
     listener: TcpListener,
     drain: CancellationToken,
 ) -> Result<(BoxFuture<'static, Result<(), NodeError>>, bool), NodeError> {
@@ -217,21 +224,27 @@ fn grpc_server(
     }
     let unauthenticated =
         policy.require_call_credential && !cluster.key.is_set() && cluster.tls.is_none();
-    let credentials = RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew);
-    // A node that opens its own call spans (the gateway) records its calls itself too.
-    let observe = ObserveLayer::new(policy.service, policy.tracing, policy.call_spans);
+    // Without a call key there is nothing to check: no layer at all, not one that passes.
+    let credentials = cluster
+        .key
+        .is_set()
+        .then(|| RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew));
+    let observe = ObserveLayer::new(policy.service, policy.tracing);
     let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))
         .make_span_with(CallSpan {
             service: policy.service.to_owned(),
-            enabled: policy.call_spans,
         });
+    // Spans and metrics wrap the node's own services (and the UNIMPLEMENTED answer to a
+    // path none claims); a fallback set afterwards is outside them and records its own.
+    let mut router = routes.into_axum_router().layer(calls).layer(observe);
+    if let Some(fallback) = fallback {
+        router = router.fallback_service(fallback);
+    }
     let serving = async move {
         server
-            .layer(observe)
-            .layer(calls)
-            .layer(credentials)
-            .add_routes(routes)
+            .layer(tower::util::option_layer(credentials))
+            .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(
                 // Replies (stream messages above all) leave at once, not after an ACK.
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -250,14 +263,10 @@ fn grpc_server(
 #[derive(Clone)]
 struct CallSpan {
     service: String,
-    enabled: bool,
 }
 
 impl<B> tower_http::trace::MakeSpan<B> for CallSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
-        if !self.enabled {
-            return tracing::Span::none();
-        }
         let request_id = request
             .headers()
             .get(crate::REQUEST_ID_HEADER)
