@@ -355,16 +355,18 @@ pub struct RequireCredential<S> {
     seen: Arc<SeenNonces>,
 }
 
-impl<S> Service<http::Request<tonic::body::Body>> for RequireCredential<S>
+// Generic over the bodies, so that it sits as well in front of tonic's routes as in
+// front of an axum router: a node's own services and its fallback.
+impl<S, B, RB> Service<http::Request<B>> for RequireCredential<S>
 where
-    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + From<bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    RB: Default + Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
+    type Response = http::Response<RB>;
     type Error = S::Error;
     type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
 
@@ -372,7 +374,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         let open = !self.key.is_set() || path.starts_with("/grpc.health.v1.Health/");
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
@@ -424,8 +426,9 @@ where
                     tonic::Status::unauthenticated("call credential does not match the body sent");
                 return Ok(status.into_http());
             }
-            let body = tonic::body::Body::new(http_body_util::Full::new(bytes));
-            inner.call(http::Request::from_parts(parts, body)).await
+            inner
+                .call(http::Request::from_parts(parts, B::from(bytes)))
+                .await
         })
     }
 }
@@ -537,7 +540,9 @@ mod tests {
         let layer = RequireCredentialLayer::new(key.clone(), Duration::from_secs(60));
         let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = reached.clone();
-        let inner = tower::service_fn(move |_request: http::Request<tonic::body::Body>| {
+        // Any body that can be rebuilt from the bytes read: the node's routes take axum's.
+        type Body = http_body_util::Full<bytes::Bytes>;
+        let inner = tower::service_fn(move |_request: http::Request<Body>| {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
@@ -557,9 +562,7 @@ mod tests {
                 .header(NONCE_HEADER, credential.nonce)
                 .header(SIGNATURE_HEADER, credential.signature)
                 .header(BODY_HEADER, digest)
-                .body(tonic::body::Body::new(http_body_util::Full::new(
-                    bytes::Bytes::from(frame),
-                )))
+                .body(Body::new(bytes::Bytes::from(frame)))
                 .unwrap()
         };
         let swapped = service.call(call(b"evil", b"good")).await.unwrap();

@@ -345,6 +345,21 @@ async fn jwt_routes_call_credentials_rate_limits_and_cors_guard_the_services() {
         .await
         .expect_err("unsigned direct call");
     assert_eq!(direct.code(), tonic::Code::Unauthenticated, "{direct:?}");
+    // The refusal is one of the node's calls, counted where an operator looks.
+    let user_metrics = format!("http://{}/metrics", user.listening("admin").await);
+    let served = client
+        .get(&user_metrics)
+        .await
+        .expect("the user node's metrics");
+    let refused = tests::metrics::sum(
+        &served.text,
+        "rustms_server_requests_total",
+        &[
+            ("method", "/user.v1.UserService/Exists"),
+            ("grpc_code", "UNAUTHENTICATED"),
+        ],
+    );
+    assert_eq!(refused, 1.0, "{}", served.text);
     tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),

@@ -235,15 +235,20 @@ fn grpc_server(
         .make_span_with(CallSpan {
             service: policy.service.to_owned(),
         });
+    let credentials = tower::util::option_layer(credentials);
     // Spans and metrics wrap the node's own services (and the UNIMPLEMENTED answer to a
-    // path none claims); a fallback set afterwards is outside them and records its own.
-    let mut router = routes.into_axum_router().layer(calls).layer(observe);
+    // path none claims), a refused call included; a fallback set afterwards is outside
+    // them and records its own. Both check the call credential.
+    let mut router = routes
+        .into_axum_router()
+        .layer(credentials.clone())
+        .layer(calls)
+        .layer(observe);
     if let Some(fallback) = fallback {
-        router = router.fallback_service(fallback);
+        router = router.fallback_service(tower::Layer::layer(&credentials, fallback));
     }
     let serving = async move {
         server
-            .layer(tower::util::option_layer(credentials))
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(
                 // Replies (stream messages above all) leave at once, not after an ACK.
