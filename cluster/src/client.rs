@@ -49,6 +49,9 @@ pub struct ClientOptions {
     pub view: ViewOptions,
     /// Where attempt spans go, when the node exports traces.
     pub tracer: Option<telemetry::trace::SdkTracer>,
+    /// The called services as the calling crate compiled them in: a method found here is
+    /// known at once, without asking the service by reflection.
+    pub described: Option<Arc<prost_reflect::DescriptorPool>>,
 }
 
 impl ClientOptions {
@@ -73,12 +76,20 @@ impl ClientOptions {
                 ViewMetrics::CLIENT,
             ),
             tracer: None,
+            described: None,
         }
     }
 
     /// Attempts of calls are spans of the node's traces, made with `tracer`.
     pub fn traced_by(mut self, tracer: Option<telemetry::trace::SdkTracer>) -> Self {
         self.tracer = tracer;
+        self
+    }
+
+    /// Methods described in `pool` (what the calling crate compiled in) are known without
+    /// reflection; others are still learnt from the called service.
+    pub fn described_by(mut self, pool: Option<Arc<prost_reflect::DescriptorPool>>) -> Self {
+        self.described = pool;
         self
     }
 }
@@ -97,6 +108,7 @@ struct Shared {
     timeout: Duration,
     tracer: Option<telemetry::trace::SdkTracer>,
     stack: BoxCloneSyncService<CallRequest, CallResponse, CallError>,
+    described: Option<Arc<prost_reflect::DescriptorPool>>,
     schemas: Schemas,
     methods: Mutex<HashMap<(String, String), Learnt>>,
     /// Ends the view's registry watch when the last clone is dropped.
@@ -170,6 +182,7 @@ impl ServiceChannel {
                 timeout: options.timeout,
                 tracer: options.tracer.clone(),
                 stack: BoxCloneSyncService::new(stack),
+                described: options.described.clone(),
                 schemas: Schemas::default(),
                 methods: Mutex::default(),
                 stop,
@@ -277,8 +290,9 @@ impl Shared {
             .fold(now + self.timeout, Instant::min)
     }
 
-    /// What the newest version among `nodes` says of the method, learnt once per version;
-    /// unknown (neither repeated nor replayed) when that cannot be learnt in time.
+    /// What the calling crate compiled in says of the method; else what the newest
+    /// version among `nodes` says, learnt once per version; unknown (neither repeated nor
+    /// replayed) when that cannot be learnt in time.
     async fn facts(
         &self,
         nodes: &[Arc<Node>],
@@ -286,6 +300,9 @@ impl Shared {
         method: &str,
         deadline: Instant,
     ) -> MethodFacts {
+        if let Some(facts) = self.described_facts(grpc_service, method) {
+            return facts;
+        }
         let Some(node) = nodes
             .iter()
             .filter(|node| node.serves(grpc_service))
@@ -325,6 +342,12 @@ impl Shared {
             Learnt::Known(facts) => facts,
             Learnt::Unknown(_) => MethodFacts::default(),
         }
+    }
+
+    fn described_facts(&self, grpc_service: &str, method: &str) -> Option<MethodFacts> {
+        let service = self.described.as_ref()?.get_service_by_name(grpc_service)?;
+        let found = service.methods().find(|m| m.name() == method)?;
+        Some(facts_of(&found))
     }
 
     fn lock_methods(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Learnt>> {

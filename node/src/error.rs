@@ -40,4 +40,12 @@ pub enum NodeError {
 
     #[error(transparent)]
     Credentials(#[from] cluster::credentials::CredentialsError),
+
+    /// A descriptor set given to `Service::calls` is not one.
+    #[error("the descriptors of the services {service} calls cannot be read: {source}")]
+    CalledDescriptors {
+        service: String,
+        #[source]
+        source: prost_reflect::DescriptorError,
+    },
 }

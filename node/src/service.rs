@@ -80,6 +80,8 @@ pub struct Service<S = NoSections> {
     version: String,
     about: Option<String>,
     serve: Serve,
+    /// Descriptor sets of the services this one calls (see [`Service::calls`]).
+    calls: Vec<&'static [u8]>,
     setup: Option<Setup<S>>,
     flags: Flags,
 }
@@ -92,6 +94,7 @@ impl Service<NoSections> {
             version: version.into(),
             about: None,
             serve: Serve::new(),
+            calls: Vec::new(),
             setup: None,
             flags: Flags::new(),
         }
@@ -112,6 +115,7 @@ impl Service<NoSections> {
             version: self.version,
             about: self.about,
             serve: self.serve,
+            calls: self.calls,
             setup,
             flags: self.flags,
         }
@@ -136,6 +140,16 @@ impl<S: Send + 'static> Service<S> {
     /// (`rust_ms::include_descriptors!()` after `rust_ms_build::compile_protos`).
     pub fn descriptors(mut self, set: &'static [u8]) -> Self {
         self.serve = self.serve.descriptors(set);
+        self
+    }
+
+    /// An encoded `FileDescriptorSet` of services this one calls
+    /// (`rust_ms::include_called_descriptors!()` after `rust_ms_build::Protos::calls`, or a
+    /// client crate's, such as `clients::DESCRIPTORS`). The service client reads from it
+    /// which methods are safe to repeat, without asking the called service by reflection.
+    /// It is not served: the node's reflection and registered services stay its own.
+    pub fn calls(mut self, set: &'static [u8]) -> Self {
+        self.calls.push(set);
         self
     }
 
@@ -200,6 +214,7 @@ impl<S: Send + 'static> Service<S> {
                 credentials,
                 shutdown: shutdown.clone(),
                 tracing: tracing.clone(),
+                called: called_pool(&self.name, &self.calls)?,
             };
             let added = setup(context).await.map_err(|source| NodeError::Setup {
                 service: self.name.clone(),
@@ -267,6 +282,7 @@ where
                 backend: launch.backend,
                 shutdown: launch.shutdown,
                 tracing: None,
+                called: called_pool(&self.name, &self.calls)?,
             };
             command(context).await.map_err(|source| NodeError::Setup {
                 service: self.name.clone(),
@@ -332,6 +348,27 @@ pub struct Context<S = NoSections> {
     credentials: ClusterCredentials,
     shutdown: CancellationToken,
     tracing: Option<telemetry::Tracing>,
+    /// What the service's crate compiled in of the services it calls.
+    called: Option<Arc<prost_reflect::DescriptorPool>>,
+}
+
+/// The descriptor sets given to [`Service::calls`], as one pool; none when there are none.
+fn called_pool(
+    service: &str,
+    sets: &[&'static [u8]],
+) -> Result<Option<Arc<prost_reflect::DescriptorPool>>, NodeError> {
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let mut pool = prost_reflect::DescriptorPool::new();
+    for set in sets {
+        pool.decode_file_descriptor_set(*set)
+            .map_err(|source| NodeError::CalledDescriptors {
+                service: service.to_owned(),
+                source,
+            })?;
+    }
+    Ok(Some(Arc::new(pool)))
 }
 
 impl<S> Context<S> {
@@ -374,7 +411,8 @@ impl<S> Context<S> {
             self.credentials.clone(),
         )
         // Each attempt is a span of the trace of what this node is doing.
-        .traced_by(self.tracing().map(|tracing| tracing.tracer().clone()));
+        .traced_by(self.tracing().map(|tracing| tracing.tracer().clone()))
+        .described_by(self.called.clone());
         ServiceChannel::connect(registry.clone(), service, options, &self.shutdown)
             .await
             .map_err(|source| NodeError::Registry {
@@ -407,6 +445,7 @@ impl<S> Context<S> {
             credentials: self.credentials,
             shutdown: self.shutdown,
             tracing: self.tracing,
+            called: self.called,
         }
     }
 }

@@ -91,11 +91,21 @@ pub use registry_etcd as etcd;
 #[cfg(feature = "memory")]
 pub use registry_memory as memory;
 
-/// The encoded `FileDescriptorSet` that `rust_ms_build::compile_protos` wrote in this
-/// crate's build script, for [`Service::descriptors`].
+/// The encoded `FileDescriptorSet` of what this crate serves, written by
+/// `rust_ms_build::Protos` (or `compile_protos`) in its build script, for
+/// [`Service::descriptors`].
 #[macro_export]
 macro_rules! include_descriptors {
     () => {
         include_bytes!(concat!(env!("OUT_DIR"), "/rust_ms_descriptors.bin"))
+    };
+}
+
+/// The encoded `FileDescriptorSet` of what this crate calls (`Protos::calls` in its build
+/// script), for [`Service::calls`].
+#[macro_export]
+macro_rules! include_called_descriptors {
+    () => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/rust_ms_called_descriptors.bin"))
     };
 }

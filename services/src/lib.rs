@@ -9,15 +9,18 @@ pub mod order;
 pub mod text;
 pub mod user;
 
-/// Generated protobuf and gRPC code.
+/// Generated gRPC code: the servers, here; the messages and clients, from
+/// `rust-ms-clients` (a caller depends on that crate alone).
 pub mod proto {
     pub mod user {
         pub mod v1 {
+            pub use clients::user::v1::*;
             tonic::include_proto!("user.v1");
         }
     }
     pub mod order {
         pub mod v1 {
+            pub use clients::order::v1::*;
             tonic::include_proto!("order.v1");
         }
     }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod in_process;
 pub mod k8s;
 pub mod metrics;
+pub mod outside;
 pub mod probe;
 pub mod process;
 pub mod user_next;

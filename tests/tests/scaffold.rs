@@ -2,55 +2,21 @@
 //! own test, registers on real etcd, and its method answers through the gateway's `/api`
 //! with no gateway configuration at all (the gateway learns it by reflection).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tests::etcd::Etcd;
 use tests::http::HttpClient;
+use tests::outside::{cargo, fresh_dir, take_the_workspace_lock, target_dir, workspace_root};
 use tests::process::Node;
 use tests::require;
 
-const BUILD_PATIENCE: Duration = Duration::from_secs(900);
 const STARTUP: Duration = Duration::from_secs(60);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_owned()
-}
-
-/// Runs `cargo ARGS` in `dir` on the workspace's target folder (its dependencies are
-/// built there already) and lock file versions; panics with cargo's output on failure.
-async fn cargo(dir: &Path, args: &[&str]) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = tokio::process::Command::new(cargo);
-    command
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace_root().join("target").join("scaffold"),
-        )
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(BUILD_PATIENCE, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("cargo {args:?} still running after {BUILD_PATIENCE:?}"))
-        .expect("run cargo");
-    assert!(
-        output.status.success(),
-        "cargo {args:?} failed in {}:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_gateway() {
     let etcd = require!(Etcd::start().await);
-    let dir = std::env::temp_dir().join(format!("rust-ms-scaffold-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("scaffold-test");
     let root = workspace_root();
     let written = tests::process::run_to_end(
         "rust-ms",
@@ -68,12 +34,11 @@ async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_g
     .await;
     assert_eq!(written.code, Some(0), "{}", written.stderr);
     assert!(dir.join("proto/greeter/v1/greeter.proto").is_file());
-    // The workspace's versions, so that its compiled dependencies serve again.
-    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
+    take_the_workspace_lock(&dir);
 
     cargo(&dir, &["test", "--offline", "--quiet"]).await;
     cargo(&dir, &["build", "--offline", "--quiet", "--bin", "greeter"]).await;
-    let greeter_binary = root.join("target/scaffold/debug/greeter");
+    let greeter_binary = target_dir().join("debug/greeter");
 
     let etcd_addr = etcd.etcd_addr();
     let gateway = Node::start(

@@ -5,9 +5,10 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::proto::order::v1::order_service_server::{OrderService as OrderApi, OrderServiceServer};
 use crate::proto::order::v1::{CreateRequest, CreateResponse, Order};
-use crate::proto::user::v1::ExistsRequest;
-use crate::proto::user::v1::user_service_client::UserServiceClient;
+// The user service's client, as any crate that calls it takes it: no user server code.
 use crate::text::{clip, quote};
+use clients::user::v1::ExistsRequest;
+use clients::user::v1::user_service_client::UserServiceClient;
 
 pub const GRPC_SERVICE: &str = "order.v1.OrderService";
 
@@ -99,6 +100,8 @@ pub fn service() -> Service {
     Service::new("order", env!("CARGO_PKG_VERSION"))
         .about("The rust-ms example order service, which calls user")
         .descriptors(crate::ORDER_DESCRIPTOR_SET)
+        // What it knows of user's methods (which are safe to repeat) is compiled in.
+        .calls(clients::DESCRIPTORS)
         .setup(|context| async move {
             let users = context.client("user").await?;
             Ok(Serve::new().add_service(OrderService::new(users).into_server()))
