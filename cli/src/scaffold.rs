@@ -51,8 +51,8 @@ pub fn render(name: &str, source: &RustMsSource) -> Result<Vec<(PathBuf, String)
             ),
         ),
     };
-    let rust_ms_with_memory = format!(
-        "{{ {}, features = [\"memory\"] }}",
+    let rust_ms_with_testing = format!(
+        "{{ {}, features = [\"testing\"] }}",
         match source {
             RustMsSource::Release => format!("version = \"{}\"", env!("CARGO_PKG_VERSION")),
             RustMsSource::Checkout(root) =>
@@ -61,7 +61,7 @@ pub fn render(name: &str, source: &RustMsSource) -> Result<Vec<(PathBuf, String)
     );
     let fill = |template: &str| {
         template
-            .replace("{{rust_ms_with_memory}}", &rust_ms_with_memory)
+            .replace("{{rust_ms_with_testing}}", &rust_ms_with_testing)
             .replace("{{rust_ms_build}}", &rust_ms_build)
             .replace("{{rust_ms}}", &rust_ms)
             .replace("{{crate}}", name)

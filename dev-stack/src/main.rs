@@ -7,14 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 use config::NoSections;
 use node::CommonArgs;
-use node::Connected;
-use node::{Launch, NodeError, Service};
-use registry_memory::MemoryRegistry;
+use node::{LocalCluster, NodeError};
 use serde::{Deserialize, Serialize};
 use services::user::{MemoryUserStore, UserSection, UserSettings, UserStore};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// Runs the whole rust-ms stack in this process.
 #[derive(Debug, Parser)]
@@ -93,15 +88,12 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
     // One admin port for the whole process: its /readyz waits for every node of the stack.
     let listen = node::AdminListen::of(&loaded);
     node::start_admin("dev-stack", &loaded.node, listen).await?;
-    let backend = Connected::Memory(MemoryRegistry::new());
     let accounts: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
-    let shutdown = CancellationToken::new();
-    node::cancel_on_signal(shutdown.clone());
-
     // Service nodes take ports the OS chooses; the gateway keeps the configured ones.
-    let gateway_config = loaded.node.clone();
     let mut service_config = loaded.node.clone();
     service_config.rpc_port = 0;
+    let mut stack = LocalCluster::with_config(loaded.node.clone());
+    node::cancel_on_signal(stack.shutdown().clone());
     // One development secret for every user node, so that a token one node issues is
     // accepted by the others (a real deployment sets user.token_secret).
     let mut users = UserSettings {
@@ -115,69 +107,15 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         );
     }
 
-    let mut stack = Stack {
-        nodes: JoinSet::new(),
-        backend,
-        shutdown: shutdown.clone(),
-    };
-    stack.spawn(
-        1,
-        gateway::service(),
-        gateway_config,
-        loaded.service.gateway.clone(),
-    );
-    for n in 1..=loaded.service.stack.users {
+    stack.spawn(gateway::service(), loaded.service.gateway.clone());
+    *stack.config_mut() = service_config;
+    for _ in 0..loaded.service.stack.users {
         let user = services::user::service_with_store(accounts.clone());
-        stack.spawn(n, user, service_config.clone(), users.clone());
+        stack.spawn(user, users.clone());
     }
-    for n in 1..=loaded.service.stack.orders {
-        stack.spawn(
-            n,
-            services::order::service(),
-            service_config.clone(),
-            NoSections {},
-        );
+    for _ in 0..loaded.service.stack.orders {
+        stack.spawn(services::order::service(), NoSections {});
     }
-
     // One node failing takes the stack down: a half stack would only confuse.
-    let mut first_error = None;
-    while let Some(ended) = stack.nodes.join_next().await {
-        let error = match ended {
-            Ok(Ok(())) => continue,
-            Ok(Err(error)) => error,
-            Err(join) => NodeError::Serve {
-                what: "a node",
-                cause: join.to_string(),
-            },
-        };
-        shutdown.cancel();
-        first_error.get_or_insert(error);
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-/// The nodes of the stack, on one backend, stopped together.
-struct Stack {
-    nodes: JoinSet<Result<(), NodeError>>,
-    backend: Connected,
-    shutdown: CancellationToken,
-}
-
-impl Stack {
-    fn spawn<S: Send + 'static>(
-        &mut self,
-        n: usize,
-        service: Service<S>,
-        config: config::NodeConfig,
-        settings: S,
-    ) {
-        let span = tracing::info_span!("node", service = %service.name(), n);
-        let launch = Launch {
-            config,
-            settings,
-            backend: self.backend.clone(),
-            shutdown: self.shutdown.clone(),
-        };
-        self.nodes.spawn(service.serve(launch).instrument(span));
-    }
+    stack.run_until_one_fails().await
 }

@@ -8,6 +8,7 @@ mod backend;
 mod cli;
 mod error;
 mod http_server;
+mod local;
 mod logging;
 mod membership;
 mod observe;
@@ -21,6 +22,9 @@ pub use cli::{CommonArgs, load_config_with, parse as parse_args, run as run_main
 pub use cluster::credentials;
 pub use cluster::{ClientOptions, ServiceChannel};
 pub use error::NodeError;
+#[cfg(feature = "testing")]
+pub use local::HttpReply;
+pub use local::LocalCluster;
 pub use serve::{HttpServer, NodeSpec, run_node};
 pub use service::{BoxError, Context, Launch, Serve, Service};
 pub use shutdown::cancel_on_signal;

@@ -91,6 +91,33 @@ pub use registry_etcd as etcd;
 #[cfg(feature = "memory")]
 pub use registry_memory as memory;
 
+/// For a service's tests: its nodes, those of the services it calls and a gateway, in
+/// the test's process on one in-memory registry.
+///
+/// ```
+/// use rust_ms::Service;
+/// use rust_ms::testing::LocalCluster;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), rust_ms::Error> {
+/// let mut cluster = LocalCluster::new();
+/// cluster.start(Service::new("greeter", "1.0.0")).await?;
+/// // A channel to it, as another node's `context.client("greeter")` would get.
+/// let greeters = cluster.client("greeter").await?;
+/// assert_eq!(greeters.nodes().len(), 1);
+/// cluster.stop().await
+/// # }
+/// ```
+///
+/// With a gateway among them (`cluster.start(gateway::service())`),
+/// [`LocalCluster::post`](testing::LocalCluster::post) calls its `/api` as a front end
+/// would. A dependency is mocked by starting a [`Service`] of its name that serves a fake
+/// implementation of its tonic trait.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use node::{HttpReply, LocalCluster};
+}
+
 /// The encoded `FileDescriptorSet` of what this crate serves, written by
 /// `rust_ms_build::Protos` (or `compile_protos`) in its build script, for
 /// [`Service::descriptors`].

@@ -111,45 +111,22 @@ pub fn service() -> Service {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use rust_ms::registry::Registry;
-    use tonic::transport::server::TcpIncoming;
+    use rust_ms::testing::LocalCluster;
 
     use super::*;
-    use crate::user::{MemoryUserStore, TokenIssuer, UserService};
+    use crate::user::{MemoryUserStore, UserSettings};
 
-    /// An order service whose user service is a real one on a local port, and the user
-    /// node's registration (dropping it deregisters the node).
-    async fn orders() -> (OrderService, rust_ms::registry::Registered) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let users = UserService::new(
-            Arc::new(MemoryUserStore::new()),
-            TokenIssuer::new(b"secret", Duration::from_secs(60)),
-            8,
-        );
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(users.into_server())
-                .serve_with_incoming(TcpIncoming::from(listener)),
-        );
-        // One user node, found through a registry as in a cluster.
-        let registry = Arc::new(rust_ms::memory::MemoryRegistry::new());
-        let user = rust_ms::registry::Instance::new("user", address.to_string());
-        let registered = registry
-            .register(rust_ms::registry::Registration::new(user))
-            .await
-            .unwrap();
-        let options = rust_ms::ClientOptions::from_config(
-            &Default::default(),
-            "user",
-            rust_ms::ClusterCredentials::default(),
-        );
-        let users = ServiceChannel::connect(registry, "user", options, &Default::default())
-            .await
-            .unwrap();
-        (OrderService::new(users), registered)
+    /// An order service whose users are a real user node, started beside it on the
+    /// cluster it returns (dropping that stops the node).
+    async fn orders() -> (OrderService, LocalCluster) {
+        let mut cluster = LocalCluster::new();
+        let mut settings = UserSettings::default();
+        settings.user.token_secret = "order-test-secret".into();
+        let user = crate::user::service_with_store(Arc::new(MemoryUserStore::new()));
+        cluster.start_with(user, settings).await.unwrap();
+        let users = cluster.client("user").await.unwrap();
+        (OrderService::new(users), cluster)
     }
 
     fn create(username: &str, subject: Option<&str>) -> Request<CreateRequest> {
