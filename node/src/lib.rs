@@ -11,6 +11,8 @@ mod http_server;
 mod local;
 mod logging;
 mod membership;
+#[cfg(feature = "testing")]
+mod mock;
 mod observe;
 mod serve;
 mod service;
@@ -25,6 +27,8 @@ pub use error::NodeError;
 #[cfg(feature = "testing")]
 pub use local::HttpReply;
 pub use local::LocalCluster;
+#[cfg(feature = "testing")]
+pub use mock::Mock;
 pub use serve::{HttpServer, NodeSpec, run_node};
 pub use service::{BoxError, Context, Launch, Serve, Service};
 pub use shutdown::cancel_on_signal;

@@ -138,12 +138,7 @@ impl LocalCluster {
             ClusterCredentials::default(),
         );
         let registry: std::sync::Arc<dyn Registry> = std::sync::Arc::new(self.registry.clone());
-        ServiceChannel::connect(registry, service, options, &self.shutdown)
-            .await
-            .map_err(|source| NodeError::Registry {
-                backend: "memory".to_owned(),
-                source,
-            })
+        crate::service::connect_client(registry, service, options, &self.shutdown).await
     }
 
     /// The HTTP address a node of `service` registered (a gateway's public port).

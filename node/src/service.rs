@@ -413,12 +413,7 @@ impl<S> Context<S> {
         // Each attempt is a span of the trace of what this node is doing.
         .traced_by(self.tracing().map(|tracing| tracing.tracer().clone()))
         .described_by(self.called.clone());
-        ServiceChannel::connect(registry.clone(), service, options, &self.shutdown)
-            .await
-            .map_err(|source| NodeError::Registry {
-                backend: registry.describe(),
-                source,
-            })
+        connect_client(registry, service, options, &self.shutdown).await
     }
 
     /// The cluster credentials (call key, mutual TLS) this node signs its calls with.
@@ -482,6 +477,20 @@ impl Serve {
         }
         self.grpc_services.push(Svc::NAME.to_owned());
         self.routes.add_service(service);
+        self
+    }
+
+    /// Serves `router`'s gRPC paths as the gRPC service `name` (health, the registered
+    /// `grpc.services`): a service with no generated server, such as a test's fake.
+    #[cfg(feature = "testing")]
+    pub(crate) fn add_routes(mut self, name: String, router: axum::Router) -> Self {
+        if self.grpc_services.contains(&name) {
+            self.duplicates.push(name);
+            return self;
+        }
+        self.grpc_services.push(name);
+        let merged = self.routes.routes().into_axum_router().merge(router);
+        self.routes = RoutesBuilder::from(merged);
         self
     }
 
@@ -610,6 +619,21 @@ impl Serve {
         spec.join_gate = self.join_gate;
         Ok(spec)
     }
+}
+
+/// A service client on `registry`: what `Context::client` and `LocalCluster::client` share.
+pub(crate) async fn connect_client(
+    registry: Arc<dyn Registry>,
+    service: &str,
+    options: cluster::ClientOptions,
+    shutdown: &CancellationToken,
+) -> Result<ServiceChannel, NodeError> {
+    ServiceChannel::connect(registry.clone(), service, options, shutdown)
+        .await
+        .map_err(|source| NodeError::Registry {
+            backend: registry.describe(),
+            source,
+        })
 }
 
 /// The routes of `routes` without tonic's UNIMPLEMENTED fallback, so that two sets of

@@ -111,11 +111,12 @@ pub use registry_memory as memory;
 ///
 /// With a gateway among them (`cluster.start(gateway::service())`),
 /// [`LocalCluster::post`](testing::LocalCluster::post) calls its `/api` as a front end
-/// would. A dependency is mocked by starting a [`Service`] of its name that serves a fake
-/// implementation of its tonic trait.
+/// would. A dependency is faked with a [`Mock`](testing::Mock): its methods answered by
+/// closures, registered under its name, counting its calls (or by starting a [`Service`]
+/// of its name that serves a test implementation of its tonic trait).
 #[cfg(feature = "testing")]
 pub mod testing {
-    pub use node::{HttpReply, LocalCluster};
+    pub use node::{HttpReply, LocalCluster, Mock};
 }
 
 /// The encoded `FileDescriptorSet` of what this crate serves, written by

@@ -167,4 +167,75 @@ mod tests {
         );
         assert!(status.message().contains("cannot order for"), "{status:?}");
     }
+
+    /// A cluster of an order node and a fake `user` whose `Exists` knows only "ada" and
+    /// fails with UNAVAILABLE for "down", keeping the request id each call carried.
+    async fn orders_beside_a_fake_user() -> (
+        crate::proto::order::v1::order_service_client::OrderServiceClient<ServiceChannel>,
+        rust_ms::testing::Mock,
+        Arc<std::sync::Mutex<Vec<String>>>,
+        LocalCluster,
+    ) {
+        use clients::user::v1::ExistsResponse;
+        let seen_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&seen_ids);
+        let users = rust_ms::testing::Mock::new("user", "user.v1.UserService").unary(
+            "Exists",
+            move |request: Request<ExistsRequest>| {
+                let id = request.metadata().get(rust_ms::REQUEST_ID_HEADER).cloned();
+                if let Some(id) = id.and_then(|id| id.to_str().map(str::to_owned).ok()) {
+                    seen.lock().unwrap().push(id);
+                }
+                async move {
+                    match request.into_inner().username.as_str() {
+                        "down" => Err(Status::unavailable("the user store is down")),
+                        name => Ok(ExistsResponse {
+                            exists: name == "ada",
+                        }),
+                    }
+                }
+            },
+        );
+        let mut cluster = LocalCluster::new();
+        cluster.start(users.service()).await.unwrap();
+        cluster.start(service()).await.unwrap();
+        let orders = crate::proto::order::v1::order_service_client::OrderServiceClient::new(
+            cluster.client("order").await.unwrap(),
+        );
+        (orders, users, seen_ids, cluster)
+    }
+
+    #[tokio::test]
+    async fn create_asks_user_once_per_order_and_passes_the_request_id_on() {
+        let (mut orders, users, seen_ids, cluster) = orders_beside_a_fake_user().await;
+        let mut request = create("ada", None);
+        request
+            .metadata_mut()
+            .insert(rust_ms::REQUEST_ID_HEADER, "req-42".parse().unwrap());
+        let order = orders.create(request).await.unwrap().into_inner().order;
+        assert_eq!(order.map(|order| order.username).as_deref(), Some("ada"));
+        assert_eq!(users.calls("Exists"), 1);
+        assert_eq!(seen_ids.lock().unwrap().as_slice(), ["req-42"]);
+
+        let missing = orders.create(create("bob", None)).await.unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+        assert_eq!(users.calls("Exists"), 2);
+        cluster.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_user_service_makes_create_unavailable_and_says_which_service() {
+        let (mut orders, users, _, cluster) = orders_beside_a_fake_user().await;
+        let status = orders.create(create("down", None)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("user service: the user store is down"),
+            "{status:?}"
+        );
+        // A status the service sent is its answer: not retried.
+        assert_eq!(users.calls("Exists"), 1);
+        cluster.stop().await.unwrap();
+    }
 }
