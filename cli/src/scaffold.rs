@@ -11,6 +11,8 @@ pub enum ScaffoldError {
     BadName { name: String },
     #[error("{} exists and is not empty; choose another --dir", .0.display())]
     NotEmpty(PathBuf),
+    #[error("{} is not a checkout of rust-ms (it has no rust-ms/Cargo.toml and rust-ms-build/Cargo.toml)", .0.display())]
+    NotACheckout(PathBuf),
     #[error("cannot write {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -26,6 +28,42 @@ pub enum RustMsSource {
     Release,
     /// A checkout of the rust-ms repository (its root folder).
     Checkout(PathBuf),
+}
+
+impl RustMsSource {
+    /// The checkout this program was built from, when it is one and still there (a
+    /// `cargo install --path cli`); crates.io otherwise (a `cargo install rust-ms-cli`).
+    pub fn installed_from() -> Self {
+        let built_from = Path::new(env!("CARGO_MANIFEST_DIR"));
+        match built_from.parent() {
+            Some(root) if is_checkout(root) => Self::Checkout(root.to_owned()),
+            _ => Self::Release,
+        }
+    }
+
+    /// The checkout at `root` (a relative path is taken from the current directory).
+    pub fn checkout(root: &Path) -> Result<Self, ScaffoldError> {
+        let absolute =
+            std::path::absolute(root).map_err(|_| ScaffoldError::NotACheckout(root.to_owned()))?;
+        if is_checkout(&absolute) {
+            Ok(Self::Checkout(absolute))
+        } else {
+            Err(ScaffoldError::NotACheckout(root.to_owned()))
+        }
+    }
+
+    /// Where the generated crate's rust-ms comes from, for the user to read.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Release => format!("{} from crates.io", env!("CARGO_PKG_VERSION")),
+            Self::Checkout(root) => format!("from the checkout at {}", root.display()),
+        }
+    }
+}
+
+/// A folder holding the rust-ms repository: its facade and build helper crates.
+fn is_checkout(root: &Path) -> bool {
+    root.join("rust-ms/Cargo.toml").is_file() && root.join("rust-ms-build/Cargo.toml").is_file()
 }
 
 /// The files of a new service named `name`, as (path in the crate, contents).
@@ -225,6 +263,25 @@ mod tests {
         assert!(
             file("Cargo.toml")
                 .contains(r#"rust-ms-build = { path = "/src/rust-ms/rust-ms-build" }"#)
+        );
+    }
+
+    #[test]
+    fn this_checkout_is_where_an_installed_command_takes_rust_ms_from_and_other_folders_are_refused()
+     {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        match RustMsSource::installed_from() {
+            RustMsSource::Checkout(found) => assert_eq!(found, root),
+            RustMsSource::Release => panic!("built in a checkout, yet took crates.io"),
+        }
+        assert!(matches!(
+            RustMsSource::checkout(root),
+            Ok(RustMsSource::Checkout(_))
+        ));
+        let not_one = RustMsSource::checkout(&root.join("cli"));
+        assert!(
+            matches!(&not_one, Err(ScaffoldError::NotACheckout(path)) if path.ends_with("cli")),
+            "{not_one:?}"
         );
     }
 

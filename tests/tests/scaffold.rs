@@ -1,5 +1,6 @@
-//! `rust-ms new`: the crate it writes builds against this workspace by path, passes its
-//! own test, registers on real etcd, and its method answers through the gateway's `/api`
+//! `rust-ms new`, installed with `cargo install --path cli` and run outside the checkout:
+//! the crate it writes builds against this workspace by path, passes its own tests (its
+//! stream's included), registers on real etcd, and its method answers through the gateway's `/api`
 //! with no gateway configuration at all (the gateway learns it by reflection).
 
 use std::time::Duration;
@@ -16,23 +17,47 @@ const STARTUP: Duration = Duration::from_secs(60);
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_gateway() {
     let etcd = require!(Etcd::start().await);
-    let dir = fresh_dir("scaffold-test");
     let root = workspace_root();
-    let written = tests::process::run_to_end(
-        "rust-ms",
+
+    // As the guide says: install the command from the checkout, then use it from a
+    // folder outside the checkout, with no flags.
+    let outside = fresh_dir("scaffold-test");
+    let prefix = outside.join("installed");
+    std::fs::create_dir_all(&outside).expect("make the folder outside the checkout");
+    let cli = root.join("cli");
+    cargo(
+        &outside,
         &[
-            "new",
-            "greeter",
-            "--dir",
-            dir.to_str().expect("a UTF-8 temp path"),
-            "--rust-ms-path",
-            root.to_str().expect("a UTF-8 workspace path"),
+            "install",
+            "--path",
+            cli.to_str().expect("a UTF-8 workspace path"),
+            "--root",
+            prefix.to_str().expect("a UTF-8 temp path"),
+            "--debug",
+            "--offline",
+            "--locked",
+            "--quiet",
         ],
-        &[],
-        Duration::from_secs(30),
     )
     .await;
-    assert_eq!(written.code, Some(0), "{}", written.stderr);
+    let written = tokio::process::Command::new(prefix.join("bin/rust-ms"))
+        .args(["new", "greeter"])
+        .current_dir(&outside)
+        .output()
+        .await
+        .expect("run the installed rust-ms");
+    let stdout = String::from_utf8_lossy(&written.stdout);
+    assert!(
+        written.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    // It takes rust-ms from the checkout it was installed from, and says so.
+    assert!(
+        stdout.contains(&format!("from the checkout at {}", root.display())),
+        "{stdout}"
+    );
+    let dir = outside.join("greeter");
     assert!(dir.join("proto/greeter/v1/greeter.proto").is_file());
     take_the_workspace_lock(&dir);
 
@@ -106,5 +131,5 @@ async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_g
 
     greeter.sigterm().await;
     gateway.sigterm().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&outside);
 }
