@@ -126,7 +126,11 @@ async fn protos_pulled_from_a_running_cluster_compile_into_clients_that_call_its
     // user through the gateway's rpc port, which answers reflection for the cluster.
     let pulled = pull("user", &rpc, &protos).await;
     assert_eq!(pulled.code, Some(0), "{}", pulled.stderr);
-    assert!(pulled.stdout.contains("user.v1.UserService"), "{}", pulled.stdout);
+    assert!(
+        pulled.stdout.contains("user.v1.UserService"),
+        "{}",
+        pulled.stdout
+    );
     let user_proto = std::fs::read_to_string(protos.join("user/v1/user.proto"))
         .expect("user.proto written at its import path");
     assert!(user_proto.contains("service UserService"), "{user_proto}");
@@ -147,7 +151,9 @@ async fn protos_pulled_from_a_running_cluster_compile_into_clients_that_call_its
     let unknown = pull("inventory", &rpc, &protos).await;
     assert_eq!(unknown.code, Some(1));
     assert!(
-        unknown.stderr.contains("serves no gRPC service of \"inventory\"")
+        unknown
+            .stderr
+            .contains("serves no gRPC service of \"inventory\"")
             && unknown.stderr.contains("user.v1.UserService"),
         "{}",
         unknown.stderr
