@@ -126,6 +126,48 @@ fn is_infrastructure(service: &str) -> bool {
     service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")
 }
 
+/// Adds every file that `files` import and lack: the well-known types
+/// (`google/protobuf/*.proto`) from prost-reflect's own copy, since a node's reflection
+/// may leave them out, and any other by name from the node.
+async fn add_imports(
+    channel: &Channel,
+    files: &mut BTreeMap<String, FileDescriptorProto>,
+) -> Result<(), SchemaError> {
+    let known = DescriptorPool::global();
+    loop {
+        let missing: BTreeSet<String> = files
+            .values()
+            .flat_map(|file| file.dependency.iter())
+            .filter(|name| !files.contains_key(*name))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for name in missing {
+            if let Some(file) = known.get_file_by_name(&name) {
+                files.insert(name, file.file_descriptor_proto().clone());
+                continue;
+            }
+            let MessageResponse::FileDescriptorResponse(found) =
+                ask(channel, MessageRequest::FileByFilename(name.clone())).await?
+            else {
+                return Err(failed(format!("unexpected answer for the file {name}")));
+            };
+            for bytes in found.file_descriptor_proto {
+                let file = FileDescriptorProto::decode(bytes.as_slice())
+                    .map_err(|e| failed(format!("bad descriptor: {e}")))?;
+                files.insert(file.name().to_owned(), file);
+            }
+            if !files.contains_key(&name) {
+                return Err(failed(format!(
+                    "the node does not describe {name}, which its files import"
+                )));
+            }
+        }
+    }
+}
+
 async fn read_schema(
     channel: Channel,
     offered: Option<Vec<String>>,
@@ -158,6 +200,7 @@ async fn read_schema(
             files.insert(file.name().to_owned(), file);
         }
     }
+    add_imports(&channel, &mut files).await?;
     let mut pool = DescriptorPool::new();
     pool.add_file_descriptor_protos(files.values().cloned())
         .map_err(|e| failed(e.to_string()))?;

@@ -233,8 +233,8 @@ where
     S: DeserializeOwned + Serialize + Default + Validate + Send + 'static,
 {
     /// The whole life of the binary: parses the command line (`--config`, `--rpc-port`,
-    /// `--etcd-addr`, `--registry`, `--advertise-host`, `--print-config`, `--version`,
-    /// GO-MS's spellings too), loads the configuration, installs logging, connects the
+    /// `--etcd-addr`, `--registry`, `--advertise-host`, `--admin-listen`, `--print-config`,
+    /// `--version`, GO-MS's spellings too), loads the configuration, installs logging, connects the
     /// registry, serves until SIGINT or SIGTERM, then deregisters and drains. A failure
     /// is one line on stderr and a non-zero exit.
     pub fn run(self) -> ExitCode {
