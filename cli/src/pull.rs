@@ -2,14 +2,13 @@
 //! gRPC server reflection (of one of its nodes, or of a gateway's rpc port, which answers
 //! for the whole cluster), so that a team can call a service whose source it lacks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use prost::Message;
 use prost_types::FileDescriptorProto;
+use reflect::{ReflectError, Reflection};
 use tonic::transport::{Channel, Endpoint};
-use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::proto_text;
 
@@ -32,12 +31,6 @@ pub enum PullError {
         from: String,
         service: String,
         offered: Vec<String>,
-    },
-    #[error("{from} described {file} in a way that cannot be read: {reason}")]
-    BadDescriptor {
-        from: String,
-        file: String,
-        reason: String,
     },
     #[error("cannot write {file} as .proto: {source}")]
     Render {
@@ -122,8 +115,15 @@ async fn read(
     service: &str,
     from: &str,
 ) -> Result<(Vec<String>, BTreeMap<String, FileDescriptorProto>), PullError> {
-    let mut reflection = Reflection::connect(from).await?;
-    let offered = reflection.list().await?;
+    let refused = |error: ReflectError| PullError::Refused {
+        from: from.to_owned(),
+        reason: match error.status() {
+            Some(status) => describe(status),
+            None => error.to_string(),
+        },
+    };
+    let mut reflection = Reflection::new(connect(from).await?);
+    let offered = reflection.list_services().await.map_err(refused)?;
     let chosen: Vec<String> = offered
         .iter()
         .filter(|name| belongs_to(name, service))
@@ -135,219 +135,43 @@ async fn read(
             service: service.to_owned(),
             offered: offered
                 .into_iter()
-                .filter(|name| !is_infrastructure(name))
+                .filter(|name| !reflect::is_infrastructure(name))
                 .collect(),
         });
     }
-    let mut files = BTreeMap::new();
-    for name in &chosen {
-        for file in reflection.file_containing(name).await? {
-            files.insert(file.name().to_owned(), file);
-        }
-    }
-    // A server may answer with the file alone: ask for each import it left out.
-    let mut missing = missing_imports(&files);
-    while let Some(name) = missing.pop_first() {
-        for file in reflection.file_by_name(&name).await? {
-            files.insert(file.name().to_owned(), file);
-        }
-        missing = missing_imports(&files);
-        if files.contains_key(&name) {
-            continue;
-        }
-        return Err(PullError::Refused {
-            from: from.to_owned(),
-            reason: format!("it does not describe {name}, which its files import"),
-        });
-    }
+    let files = reflection.files_of(&chosen).await.map_err(refused)?;
     Ok((chosen, files))
 }
 
-fn missing_imports(files: &BTreeMap<String, FileDescriptorProto>) -> BTreeSet<String> {
-    files
-        .values()
-        .flat_map(|file| file.dependency.iter())
-        .filter(|name| !files.contains_key(*name))
-        .cloned()
-        .collect()
+async fn connect(from: &str) -> Result<Channel, PullError> {
+    let uri = if from.contains("://") {
+        from.to_owned()
+    } else {
+        format!("http://{from}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|error| PullError::BadAddress {
+        from: from.to_owned(),
+        reason: error.to_string(),
+    })?;
+    endpoint
+        .connect()
+        .await
+        .map_err(|error| PullError::Unreachable {
+            from: from.to_owned(),
+            reason: transport_reason(&error),
+        })
 }
 
 /// Whether the gRPC service `name` (`user.v1.UserService`) is one of `service`: its full
 /// name, its package (`user.v1`), or a package under the name (`user` → `user.v1`).
 fn belongs_to(name: &str, service: &str) -> bool {
     let package = name.rsplit_once('.').map_or("", |(package, _)| package);
-    !is_infrastructure(name)
+    !reflect::is_infrastructure(name)
         && (name == service
             || package == service
             || package
                 .strip_prefix(service)
                 .is_some_and(|rest| rest.starts_with('.')))
-}
-
-fn is_infrastructure(name: &str) -> bool {
-    name.starts_with("grpc.reflection.") || name.starts_with("grpc.health.")
-}
-
-/// A reflection client speaking v1, or v1alpha to a server that has only that (the stock
-/// reflection of several languages).
-struct Reflection {
-    from: String,
-    channel: Channel,
-    alpha: bool,
-}
-
-enum Ask {
-    List,
-    Containing(String),
-    ByName(String),
-}
-
-enum Answer {
-    Services(Vec<String>),
-    Files(Vec<Vec<u8>>),
-}
-
-impl Reflection {
-    async fn connect(from: &str) -> Result<Self, PullError> {
-        let uri = if from.contains("://") {
-            from.to_owned()
-        } else {
-            format!("http://{from}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|error| PullError::BadAddress {
-            from: from.to_owned(),
-            reason: error.to_string(),
-        })?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| PullError::Unreachable {
-                from: from.to_owned(),
-                reason: transport_reason(&error),
-            })?;
-        Ok(Self {
-            from: from.to_owned(),
-            channel,
-            alpha: false,
-        })
-    }
-
-    async fn list(&mut self) -> Result<Vec<String>, PullError> {
-        match self.ask(Ask::List).await? {
-            Answer::Services(names) => Ok(names),
-            Answer::Files(_) => Err(self.refused("files in answer to a list of services")),
-        }
-    }
-
-    async fn file_containing(
-        &mut self,
-        symbol: &str,
-    ) -> Result<Vec<FileDescriptorProto>, PullError> {
-        let answer = self.ask(Ask::Containing(symbol.to_owned())).await?;
-        self.files(answer)
-    }
-
-    async fn file_by_name(&mut self, name: &str) -> Result<Vec<FileDescriptorProto>, PullError> {
-        let answer = self.ask(Ask::ByName(name.to_owned())).await?;
-        self.files(answer)
-    }
-
-    fn files(&self, answer: Answer) -> Result<Vec<FileDescriptorProto>, PullError> {
-        let Answer::Files(encoded) = answer else {
-            return Err(self.refused("a list of services in answer to a file request"));
-        };
-        encoded
-            .iter()
-            .map(|bytes| {
-                FileDescriptorProto::decode(bytes.as_slice()).map_err(|error| {
-                    PullError::BadDescriptor {
-                        from: self.from.clone(),
-                        file: "a file".to_owned(),
-                        reason: error.to_string(),
-                    }
-                })
-            })
-            .collect()
-    }
-
-    fn refused(&self, reason: impl Into<String>) -> PullError {
-        PullError::Refused {
-            from: self.from.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    async fn ask(&mut self, ask: Ask) -> Result<Answer, PullError> {
-        if !self.alpha {
-            match self.ask_v1(&ask).await {
-                Err(status) if status.code() == tonic::Code::Unimplemented => self.alpha = true,
-                other => return other.map_err(|status| self.refused(describe(&status)))?,
-            }
-        }
-        self.ask_v1alpha(&ask)
-            .await
-            .map_err(|status| self.refused(describe(&status)))?
-    }
-
-    async fn ask_v1(&self, ask: &Ask) -> Result<Result<Answer, PullError>, tonic::Status> {
-        use v1::server_reflection_request::MessageRequest as Request;
-        use v1::server_reflection_response::MessageResponse as Response;
-        let request = v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(match ask {
-                Ask::List => Request::ListServices(String::new()),
-                Ask::Containing(symbol) => Request::FileContainingSymbol(symbol.clone()),
-                Ask::ByName(name) => Request::FileByFilename(name.clone()),
-            }),
-        };
-        let mut replies =
-            v1::server_reflection_client::ServerReflectionClient::new(self.channel.clone())
-                .server_reflection_info(futures_util::stream::iter([request]))
-                .await?
-                .into_inner();
-        Ok(
-            match replies.message().await?.and_then(|r| r.message_response) {
-                Some(Response::ListServicesResponse(list)) => Ok(Answer::Services(
-                    list.service.into_iter().map(|s| s.name).collect(),
-                )),
-                Some(Response::FileDescriptorResponse(files)) => {
-                    Ok(Answer::Files(files.file_descriptor_proto))
-                }
-                Some(Response::ErrorResponse(error)) => Err(self.refused(error.error_message)),
-                _ => Err(self.refused("an answer of another kind, or none")),
-            },
-        )
-    }
-
-    async fn ask_v1alpha(&self, ask: &Ask) -> Result<Result<Answer, PullError>, tonic::Status> {
-        use v1alpha::server_reflection_request::MessageRequest as Request;
-        use v1alpha::server_reflection_response::MessageResponse as Response;
-        let request = v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(match ask {
-                Ask::List => Request::ListServices(String::new()),
-                Ask::Containing(symbol) => Request::FileContainingSymbol(symbol.clone()),
-                Ask::ByName(name) => Request::FileByFilename(name.clone()),
-            }),
-        };
-        let mut replies =
-            v1alpha::server_reflection_client::ServerReflectionClient::new(self.channel.clone())
-                .server_reflection_info(futures_util::stream::iter([request]))
-                .await?
-                .into_inner();
-        Ok(
-            match replies.message().await?.and_then(|r| r.message_response) {
-                Some(Response::ListServicesResponse(list)) => Ok(Answer::Services(
-                    list.service.into_iter().map(|s| s.name).collect(),
-                )),
-                Some(Response::FileDescriptorResponse(files)) => {
-                    Ok(Answer::Files(files.file_descriptor_proto))
-                }
-                Some(Response::ErrorResponse(error)) => Err(self.refused(error.error_message)),
-                _ => Err(self.refused("an answer of another kind, or none")),
-            },
-        )
-    }
 }
 
 /// A status as a reader wants it: the code, and the message when there is one.

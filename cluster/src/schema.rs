@@ -6,14 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message;
 use prost_reflect::prost_types::FileDescriptorProto;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
+use reflect::{Protocol, Reflection};
 use tokio::sync::OnceCell;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::credentials::NodeChannel as Channel;
 use crate::node::Node;
@@ -58,6 +54,9 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct Schemas {
     cells: Mutex<HashMap<Key, Arc<OnceCell<Arc<Schema>>>>>,
+    /// The reflection protocol each node (by address) answered, for its next read: a
+    /// node with only v1alpha is not asked v1 again.
+    protocols: Mutex<HashMap<String, Protocol>>,
 }
 
 impl Schemas {
@@ -67,6 +66,11 @@ impl Schemas {
         cells.retain(|(cached_service, version), _| {
             cached_service != service || live.contains(version)
         });
+    }
+
+    fn protocol_of(&self, address: &str) -> Protocol {
+        let protocols = self.protocols.lock().unwrap_or_else(|p| p.into_inner());
+        protocols.get(address).copied().unwrap_or(Protocol::V1)
     }
 
     /// The schema of `node`'s service at `node`'s version, read once and shared.
@@ -81,14 +85,20 @@ impl Schemas {
             .meta
             .says_what_it_serves
             .then(|| node.meta.grpc_services.clone());
+        let address = &node.instance.address;
         cell.get_or_try_init(|| async {
-            tokio::time::timeout(
+            let protocol = self.protocol_of(address);
+            let (schema, answered) = tokio::time::timeout(
                 REFLECTION_TIMEOUT,
-                read_schema(node.channel.clone(), offered),
+                read_schema(node.channel.clone(), offered, protocol),
             )
             .await
-            .map_err(|_| SchemaError::TimedOut(REFLECTION_TIMEOUT))?
-            .map(Arc::new)
+            .map_err(|_| SchemaError::TimedOut(REFLECTION_TIMEOUT))??;
+            if answered != protocol {
+                let mut protocols = self.protocols.lock().unwrap_or_else(|p| p.into_inner());
+                protocols.insert(address.clone(), answered);
+            }
+            Ok(Arc::new(schema))
         })
         .await
         .cloned()
@@ -99,108 +109,26 @@ fn failed(reason: impl Into<String>) -> SchemaError {
     SchemaError::Reflection(reason.into())
 }
 
-async fn ask(channel: &Channel, request: MessageRequest) -> Result<MessageResponse, SchemaError> {
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let mut replies = ServerReflectionClient::new(channel.clone())
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .map_err(|s| failed(s.message()))?
-        .into_inner();
-    let reply = replies
-        .message()
-        .await
-        .map_err(|s| failed(s.message()))?
-        .ok_or_else(|| failed("no reply"))?;
-    match reply.message_response {
-        Some(MessageResponse::ErrorResponse(e)) => Err(failed(e.error_message)),
-        Some(other) => Ok(other),
-        None => Err(failed("empty reply")),
-    }
-}
-
-/// Services every node has and that are not the node's own API.
-fn is_infrastructure(service: &str) -> bool {
-    service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")
-}
-
-/// Adds every file that `files` import and lack: the well-known types
-/// (`google/protobuf/*.proto`) from prost-reflect's own copy, since a node's reflection
-/// may leave them out, and any other by name from the node.
-async fn add_imports(
-    channel: &Channel,
-    files: &mut BTreeMap<String, FileDescriptorProto>,
-) -> Result<(), SchemaError> {
-    let known = DescriptorPool::global();
-    loop {
-        let missing: BTreeSet<String> = files
-            .values()
-            .flat_map(|file| file.dependency.iter())
-            .filter(|name| !files.contains_key(*name))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        for name in missing {
-            if let Some(file) = known.get_file_by_name(&name) {
-                files.insert(name, file.file_descriptor_proto().clone());
-                continue;
-            }
-            let MessageResponse::FileDescriptorResponse(found) =
-                ask(channel, MessageRequest::FileByFilename(name.clone())).await?
-            else {
-                return Err(failed(format!("unexpected answer for the file {name}")));
-            };
-            for bytes in found.file_descriptor_proto {
-                let file = FileDescriptorProto::decode(bytes.as_slice())
-                    .map_err(|e| failed(format!("bad descriptor: {e}")))?;
-                files.insert(file.name().to_owned(), file);
-            }
-            if !files.contains_key(&name) {
-                return Err(failed(format!(
-                    "the node does not describe {name}, which its files import"
-                )));
-            }
-        }
-    }
-}
-
+/// Reads the schema through reflection in the protocol the node answered last (v1 first
+/// for a node not seen before), and says which protocol answered.
 async fn read_schema(
     channel: Channel,
     offered: Option<Vec<String>>,
-) -> Result<Schema, SchemaError> {
-    let MessageResponse::ListServicesResponse(list) =
-        ask(&channel, MessageRequest::ListServices(String::new())).await?
-    else {
-        return Err(failed("unexpected answer to ListServices"));
-    };
-    let services: Vec<String> = list
-        .service
+    protocol: Protocol,
+) -> Result<(Schema, Protocol), SchemaError> {
+    let mut reflection = Reflection::speaking(channel, protocol);
+    let services: Vec<String> = reflection
+        .list_services()
+        .await
+        .map_err(|e| failed(e.to_string()))?
         .into_iter()
-        .map(|s| s.name)
-        .filter(|name| !is_infrastructure(name))
+        .filter(|name| !reflect::is_infrastructure(name))
         .filter(|name| offered.as_ref().is_none_or(|list| list.contains(name)))
         .collect();
-    let mut files: BTreeMap<String, FileDescriptorProto> = BTreeMap::new();
-    for service in &services {
-        let MessageResponse::FileDescriptorResponse(found) = ask(
-            &channel,
-            MessageRequest::FileContainingSymbol(service.clone()),
-        )
-        .await?
-        else {
-            return Err(failed(format!("unexpected answer for {service}")));
-        };
-        for bytes in found.file_descriptor_proto {
-            let file = FileDescriptorProto::decode(bytes.as_slice())
-                .map_err(|e| failed(format!("bad descriptor: {e}")))?;
-            files.insert(file.name().to_owned(), file);
-        }
-    }
-    add_imports(&channel, &mut files).await?;
+    let files = reflection
+        .files_of(&services)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let mut pool = DescriptorPool::new();
     pool.add_file_descriptor_protos(files.values().cloned())
         .map_err(|e| failed(e.to_string()))?;
@@ -212,5 +140,5 @@ async fn read_schema(
             }
         }
     }
-    Ok(Schema { methods, files })
+    Ok((Schema { methods, files }, reflection.protocol()))
 }
