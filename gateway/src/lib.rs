@@ -18,6 +18,7 @@ mod observe;
 mod proxy;
 mod reflection;
 mod resilience;
+mod rest;
 pub mod settings;
 mod stack;
 mod state;
