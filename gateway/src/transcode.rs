@@ -199,7 +199,7 @@ pub fn query_to_json(query: &str, input: &MessageDescriptor) -> Result<Value, Fa
     Ok(Value::Object(object))
 }
 
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

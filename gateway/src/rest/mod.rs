@@ -3,7 +3,14 @@
 
 // Nothing routes through it yet: the gateway's router takes it up next.
 #[allow(dead_code)]
+pub mod binding;
+#[allow(dead_code)]
+pub mod rule;
+#[allow(dead_code)]
 pub mod template;
+
+#[cfg(test)]
+mod tests;
 
 #[allow(unused_imports)]
 pub use template::{
