@@ -7,6 +7,8 @@ pub mod binding;
 #[allow(dead_code)]
 pub mod rule;
 #[allow(dead_code)]
+pub mod table;
+#[allow(dead_code)]
 pub mod template;
 
 #[cfg(test)]

@@ -251,3 +251,48 @@ fn bad_query_parameters_are_refused_naming_them() {
     let not_a_number = bound(Method::GET, "/v1/books?pageSize=many", None).unwrap_err();
     assert!(not_a_number.contains("pageSize"), "{not_a_number}");
 }
+
+#[test]
+fn two_services_with_one_route_resolve_by_name_and_the_loser_is_listed_with_the_owner() {
+    let pool = library();
+    let methods: Vec<MethodDescriptor> = pool
+        .get_service_by_name("library.v1.Library")
+        .unwrap()
+        .methods()
+        .collect();
+    let services = [
+        ("beta".to_owned(), methods.clone()),
+        ("alpha".to_owned(), methods),
+    ]
+    .into_iter()
+    .collect();
+    let table = super::table::RestTable::build(&services);
+    let (route, _) = table.find(&Method::GET, "/v1/shelves/1/books/2").unwrap();
+    assert_eq!(route.service, "alpha");
+    let lost: Vec<_> = table
+        .refused()
+        .iter()
+        .filter(|refused| {
+            refused.service == "beta" && refused.route == "GET /v1/{name=shelves/*/books/*}"
+        })
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", table.refused());
+    assert!(
+        lost[0]
+            .reason
+            .contains("library.v1.Library.GetBook of alpha"),
+        "{:?}",
+        lost[0]
+    );
+    // The rule that names no field is refused once per service, saying why.
+    let broken = table
+        .refused()
+        .iter()
+        .filter(|refused| refused.method == "library.v1.Library.Broken")
+        .count();
+    assert_eq!(broken, 2);
+    assert_eq!(
+        table.methods_at("/v1/shelves/1/books/2"),
+        [Method::GET, Method::PATCH, Method::DELETE, Method::HEAD]
+    );
+}
