@@ -178,7 +178,7 @@ async fn call(
         .unwrap_or_default();
     let message = codec::read_reply(response, method.output())
         .await
-        .map_err(|status| Failure::new(status.code(), status.message()).served_by(node.clone()))?;
+        .map_err(|status| Failure::of_status(&status).served_by(node.clone()))?;
     Ok((transcode::to_json(&message)?, node))
 }
 

@@ -301,3 +301,123 @@ async fn the_api_door_checks_the_token_and_passes_on_its_claims_but_never_the_to
         "the caller's token stays at the gateway: {seen:?}"
     );
 }
+
+/// A node of `echo` whose every call fails with `status`, details and all; it serves
+/// until `stop` is cancelled.
+async fn failing_with(
+    status: tonic::Status,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<Instance> {
+    #[derive(Clone)]
+    struct FailsWith(tonic::Status);
+
+    impl tonic::server::NamedService for FailsWith {
+        const NAME: &'static str = ECHO;
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for FailsWith {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            std::future::ready(Ok(self.0.clone().into_http()))
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(cluster::testing::echo_descriptors())
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+    let server = tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(FailsWith(status))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            stop.cancelled_owned(),
+        );
+    tokio::spawn(server);
+    let mut instance = Instance::new("echo", address).with_id("details");
+    instance
+        .metadata
+        .insert(cluster::meta::GRPC_SERVICES.into(), ECHO.into());
+    Ok(instance)
+}
+
+#[tokio::test]
+async fn a_services_status_details_reach_api_as_json_and_the_rpc_port_unchanged() {
+    use tonic_types::{BadRequest, ErrorInfo, StatusExt};
+    let sent = tonic::Status::with_error_details_vec(
+        Code::InvalidArgument,
+        "bad word",
+        [
+            ErrorInfo::new("WORD_EMPTY", "echo", [("word".to_owned(), String::new())]).into(),
+            BadRequest::with_violation("text", "must not be empty").into(),
+        ],
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let node = failing_with(sent.clone(), stop).await.unwrap();
+    let gateway = gateway(vec![node], Route::default(), 20.0);
+
+    let answer = via_api(&gateway, CHANGE).await;
+    assert_eq!(answer.code, Code::InvalidArgument, "{}", answer.text);
+    let body: serde_json::Value = serde_json::from_str(&answer.text).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "code": 3,
+            "message": "bad word",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "WORD_EMPTY",
+                    "domain": "echo",
+                    "metadata": {"word": ""},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [
+                        {"field": "text", "description": "must not be empty", "reason": ""},
+                    ],
+                },
+            ],
+        })
+    );
+
+    // The rpc port passes the node's bytes on: the same details, byte for byte.
+    let message = Word {
+        text: "hello".into(),
+    }
+    .encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let request = http::Request::post(format!("/{ECHO}/{CHANGE}"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Body::from(framed))
+        .unwrap();
+    let response = crate::proxy::forward(State(gateway.clone()), request).await;
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await.unwrap().trailers().cloned();
+    let passed = trailers
+        .as_ref()
+        .and_then(tonic::Status::from_header_map)
+        .or_else(|| tonic::Status::from_header_map(&parts.headers))
+        .expect("a status");
+    assert_eq!(passed.code(), Code::InvalidArgument);
+    assert_eq!(passed.details(), sent.details());
+    let info = passed.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "WORD_EMPTY");
+}

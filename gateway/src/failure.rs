@@ -6,13 +6,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::Value;
 use tonic::Code;
 
 use cluster::Attempt;
 use cluster::stack::CallError;
 
-use crate::status::{error_body, http_status};
+use crate::status::{details_json, error_body, http_status};
 
 /// Set on every reply: the request's id, and the node that answered.
 pub const REQUEST_ID: &str = node::REQUEST_ID_HEADER;
@@ -23,6 +24,9 @@ pub const SERVED_BY: &str = "x-served-by";
 pub struct Failure {
     pub code: Code,
     pub message: String,
+    /// The service's `grpc-status-details-bin` (an encoded `google.rpc.Status`), empty
+    /// when it sent none or the failure is the gateway's.
+    pub details: Bytes,
     pub status: StatusCode,
     /// The node whose answer this is; `None` when the gateway itself refused the call.
     pub served_by: Option<String>,
@@ -37,9 +41,18 @@ impl Failure {
             status: http_status(code),
             code,
             message: message.into(),
+            details: Bytes::new(),
             served_by: None,
             retry_after: None,
             allow: None,
+        }
+    }
+
+    /// A service's status, with the details it carries.
+    pub fn of_status(status: &tonic::Status) -> Self {
+        Self {
+            details: Bytes::copy_from_slice(status.details()),
+            ..Self::new(status.code(), status.message())
         }
     }
 
@@ -125,10 +138,12 @@ impl Failure {
         failure
     }
 
-    /// The `/api` reply: `{"code", "message"}` with the mapped HTTP status.
+    /// The `/api` reply: `{"code", "message"}`, and `"details"` when there are any, with
+    /// the mapped HTTP status.
     pub fn into_http(self, request_id: &str) -> Response {
         let served_by = self.served_by.as_deref().unwrap_or("gateway");
-        let body = error_body(self.code, &self.message);
+        let details = details_json(&self.details_bin(&self.message));
+        let body = error_body(self.code, &self.message, details);
         let mut response = json_reply(self.status, &body, request_id, served_by);
         let headers = response.headers_mut();
         if let Some(wait) = self.retry_after {
@@ -148,19 +163,40 @@ impl Failure {
         response
     }
 
-    /// The rpc port's reply: a gRPC status (trailers-only), the wait in its message.
+    /// The rpc port's reply: a gRPC status (trailers-only), the wait in its message and
+    /// in a `RetryInfo` detail.
     pub fn into_grpc(self) -> Response {
         let message = match self.retry_after {
             Some(wait) => format!("{}; retry in {} ms", self.message, wait.as_millis().max(1)),
-            None => self.message,
+            None => self.message.clone(),
         };
-        let mut response = tonic::Status::new(self.code, message)
-            .into_http::<Body>()
-            .into_response();
+        let details = self.details_bin(&message);
+        let status = if details.is_empty() {
+            tonic::Status::new(self.code, message)
+        } else {
+            tonic::Status::with_details(self.code, message, details)
+        };
+        let mut response = status.into_http::<Body>().into_response();
         if let Some(address) = self.served_by.and_then(|a| a.parse().ok()) {
             response.headers_mut().insert(SERVED_BY, address);
         }
         response
+    }
+
+    /// The details the failure is told with: the service's own, else, when the gateway
+    /// asks the caller to wait, a `RetryInfo` with the exact wait (`Retry-After` has only
+    /// whole seconds).
+    fn details_bin(&self, message: &str) -> Bytes {
+        match self.retry_after {
+            Some(wait) if self.details.is_empty() => {
+                let details = tonic_types::ErrorDetails::with_retry_info(Some(wait));
+                let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
+                    self.code, message, details,
+                );
+                Bytes::copy_from_slice(status.details())
+            }
+            _ => self.details.clone(),
+        }
     }
 }
 
@@ -191,6 +227,63 @@ mod tests {
         assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
         assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
         assert_eq!(whole_seconds(Duration::ZERO), 1);
+    }
+
+    async fn body_of(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_services_status_is_told_with_its_details() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let status = tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "bad name",
+            ErrorDetails::with_bad_request_violation("name", "empty"),
+        );
+        let response = Failure::of_status(&status).into_http("id");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = body_of(response).await;
+        assert_eq!(body["code"], 3);
+        assert_eq!(body["message"], "bad name");
+        assert_eq!(
+            body["details"][0]["fieldViolations"][0]["field"], "name",
+            "{body}"
+        );
+        // Without details, the body is what it always was.
+        let plain = Failure::of_status(&tonic::Status::not_found("no user")).into_http("id");
+        assert_eq!(
+            body_of(plain).await,
+            serde_json::json!({"code": 5, "message": "no user"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_the_gateway_asks_for_is_a_retry_info_at_both_doors() {
+        let limited = || {
+            Failure::new(Code::ResourceExhausted, "rate limit")
+                .retry_after(Duration::from_millis(1500))
+        };
+        let response = limited().into_http("id");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({
+                "code": 8,
+                "message": "rate limit",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": "1.500s",
+                }],
+            })
+        );
+        let grpc = limited().into_grpc();
+        let status = tonic::Status::from_header_map(grpc.headers()).expect("a status");
+        let retry = tonic_types::StatusExt::get_details_retry_info(&status).expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(Duration::from_millis(1500)));
     }
 
     #[test]

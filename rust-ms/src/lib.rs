@@ -68,8 +68,14 @@
 //! # }
 //! ```
 //!
+//! A handler that fails says why in a way callers can act on with [`errors`]: a reason
+//! and its facts (`ErrorInfo`), the fields at fault (`BadRequest`), when to retry, which
+//! the gateway shows in its `/api` error body.
+//!
 //! Features: `etcd` (default) builds the etcd backend; `memory` exports the in-memory
 //! registry's type for tests. A node can always run on `registry.backend = "memory"`.
+
+pub mod errors;
 
 pub use config::{ConfigError, NoSections, NodeConfig, Validate};
 pub use node::Connected;
