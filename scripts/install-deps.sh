@@ -7,15 +7,17 @@
 #   chromium           the headless browser the dashboard test drives
 #   docker-compose     runs deploy/compose.yml, the cluster the fault test breaks
 # and from PyPI, when python3 lacks them:
-#   grpcio, grpcio-reflection, grpcio-health-checking  a node of another language in the
-#                      tests (tests/python/shelf_node.py), with Python's stock reflection
+#   grpcio, grpcio-reflection, grpcio-health-checking, googleapis-common-protos
+#                      nodes of another language in the tests (tests/python/), with
+#                      Python's stock reflection and the google.api.http annotations
 set -euo pipefail
 
 # Python's gRPC for the foreign-node test: pinned, so every machine runs the same node.
-if ! python3 -c "import grpc, grpc_reflection, grpc_health" >/dev/null 2>&1; then
-  echo "install-deps: installing grpcio, grpcio-reflection, grpcio-health-checking from PyPI"
+if ! python3 -c "import grpc, grpc_reflection, grpc_health, google.api.annotations_pb2" >/dev/null 2>&1; then
+  echo "install-deps: installing Python's grpcio and its reflection, health and googleapis protos from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    grpcio==1.85.3 grpcio-reflection==1.85.1 grpcio-health-checking==1.85.1
+    grpcio==1.85.3 grpcio-reflection==1.85.1 grpcio-health-checking==1.85.1 \
+    googleapis-common-protos==1.76.0
 fi
 
 need=()

@@ -134,16 +134,69 @@ async fn call(
     id: &str,
     observed: &mut Observed,
 ) -> Result<(Value, String), Failure> {
+    let resolved = resolve(gateway, service, method_name, observed).await?;
+    let policy = accepted(&resolved.route, &resolved.method, request.method())?;
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let input = transcode::read_input(
+        request,
+        &resolved.method.input(),
+        gateway.settings.max_body_bytes,
+    )
+    .await?;
+    let (reply, node) = invoke(gateway, &resolved, policy, &input, authorization, id, observed).await?;
+    Ok((transcode::to_json(&reply)?, node))
+}
+
+/// A method of a service as the call will reach it: its nodes, the newest running
+/// description of it, the versions that have it, and the service's route.
+pub(crate) struct Resolved {
+    pub service: String,
+    pub healthy: Vec<Arc<Node>>,
+    pub method: MethodDescriptor,
+    pub versions: BTreeSet<String>,
+    pub route: Arc<Route>,
+}
+
+/// Finds `method_name` of `service` among its healthy nodes' schemas, or why the call
+/// cannot be made; the call is observed under the names found.
+pub(crate) async fn resolve(
+    gateway: &Gateway,
+    service: &str,
+    method_name: &str,
+    observed: &mut Observed,
+) -> Result<Resolved, Failure> {
     let healthy = nodes_to_ask(gateway, service)?;
     observed.service(service);
     let (method, versions) = find_method(gateway, service, method_name, &healthy).await?;
     observed.method(method.name());
-    let route = gateway.routes.route(service);
-    let policy = accepted(&route, &method, request.method())?;
+    Ok(Resolved {
+        service: service.to_owned(),
+        route: gateway.routes.route(service),
+        healthy,
+        method,
+        versions,
+    })
+}
+
+/// The unary call of `resolved` with `input` through the call stack, under the route's
+/// deadline and the method's retry policy: the reply and the node that gave it.
+pub(crate) async fn invoke(
+    gateway: &Gateway,
+    resolved: &Resolved,
+    policy: MethodPolicy,
+    input: &DynamicMessage,
+    authorization: Option<HeaderValue>,
+    id: &str,
+    observed: &mut Observed,
+) -> Result<(DynamicMessage, String), Failure> {
+    let Resolved {
+        service,
+        healthy,
+        method,
+        versions,
+        route,
+    } = resolved;
     let signs = healthy.iter().any(|node| node.channel.signs());
-    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let input =
-        transcode::read_input(request, &method.input(), gateway.settings.max_body_bytes).await?;
     let timeout = route.timeout_of(method.name());
     let info = CallInfo {
         idempotent: policy.idempotent,
@@ -152,19 +205,19 @@ async fn call(
         attempt_timeout: policy.idempotent.then_some(timeout / 3),
         balance: route.balance,
         // In a rolling upgrade only the versions that have the method can serve it.
-        versions: Some(Arc::new(versions)),
+        versions: Some(Arc::new(versions.clone())),
         whole_reply: true,
         trace: Some(observed.trace.attempts()),
-        ..CallInfo::new(service, method.parent_service().full_name(), method.name())
+        ..CallInfo::new(service.as_str(), method.parent_service().full_name(), method.name())
     };
-    let outgoing = grpc_request(&method, &input, id, signs)?;
+    let outgoing = grpc_request(method, input, id, signs)?;
     let mut outgoing = outgoing.map(ReplayBody::whole);
     let extensions = outgoing.extensions_mut();
     extensions.insert(info);
     extensions.insert(GatewayCall {
         // Checked by the admit layer; the node sees only the claims a route forwards.
         authorization,
-        ..GatewayCall::new(route)
+        ..GatewayCall::new(route.clone())
     });
     let (response, node) = gateway
         .send(
@@ -179,7 +232,7 @@ async fn call(
     let message = codec::read_reply(response, method.output())
         .await
         .map_err(|status| Failure::of_status(&status).served_by(node.clone()))?;
-    Ok((transcode::to_json(&message)?, node))
+    Ok((message, node))
 }
 
 /// The healthy nodes of `service` to learn its methods from; why there are none.

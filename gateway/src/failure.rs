@@ -32,7 +32,7 @@ pub struct Failure {
     pub served_by: Option<String>,
     pub retry_after: Option<Duration>,
     /// HTTP methods the resource takes, for a 405.
-    pub allow: Option<&'static str>,
+    pub allow: Option<Box<str>>,
 }
 
 impl Failure {
@@ -131,10 +131,13 @@ impl Failure {
     }
 
     /// 405 naming what the resource takes.
-    pub fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
+    pub fn method_not_allowed(
+        allow: impl Into<Box<str>>,
+        message: impl Into<String>,
+    ) -> Self {
         let mut failure = Self::new(Code::Unimplemented, message);
         failure.status = StatusCode::METHOD_NOT_ALLOWED;
-        failure.allow = Some(allow);
+        failure.allow = Some(allow.into());
         failure
     }
 
@@ -149,8 +152,8 @@ impl Failure {
         if let Some(wait) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
         }
-        if let Some(allow) = self.allow {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(allow) = self.allow.and_then(|allow| HeaderValue::from_str(&allow).ok()) {
+            headers.insert(header::ALLOW, allow);
         }
         if matches!(
             self.status,

@@ -19,7 +19,9 @@ pub fn router(api: Arc<Gateway>) -> Router {
     let mut router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/api/{service}/{method}", any(api::handle));
+        .route("/api/{service}/{method}", any(api::handle))
+        // Every other path: the REST routes services declare with google.api.http.
+        .fallback(crate::rest::serve::handle);
     // What runs where is for the operator: on the admin port, unless asked for here too.
     if api.settings.public_cluster_view {
         router = router
@@ -151,8 +153,30 @@ pub async fn routes_view(api: &Gateway) -> Value {
             break;
         }
     }
+    let rest = api.rest.current();
+    let routes: Vec<Value> = rest
+        .routes()
+        .map(|(verb, template, route)| {
+            json!({
+                "method": verb.as_str(),
+                "path": template.as_str(),
+                "service": route.service,
+                "rpc": route.method.full_name(),
+                "body": match &route.rule.body {
+                    crate::rest::rule::BodyRule::None => Value::Null,
+                    crate::rest::rule::BodyRule::Whole => json!("*"),
+                    crate::rest::rule::BodyRule::Field(field) => json!(field),
+                },
+                "response_body": route.rule.response_body,
+            })
+        })
+        .collect();
     if let Value::Object(fields) = &mut body {
         fields.insert("methods".to_owned(), Value::Object(methods));
+        fields.insert(
+            "rest".to_owned(),
+            json!({ "routes": routes, "refused": rest.refused() }),
+        );
     }
     body
 }

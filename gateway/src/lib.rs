@@ -63,6 +63,7 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         settings.gateway.clone(),
         context.tracing(),
     ));
+    tokio::spawn(keep_rest_routes_fresh(gateway.clone(), context.shutdown()));
     let passthrough = axum::Router::new()
         .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
         .route(
@@ -104,6 +105,24 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
 }
 
 /// The live view of every service's nodes, health-checked as the settings say.
+/// How often the REST table is held against the services' newest running versions: a
+/// service that joins or upgrades has its routes within about this long.
+const REST_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn keep_rest_routes_fresh(
+    gateway: Arc<Gateway>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(REST_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => gateway.refresh_rest().await,
+        }
+    }
+}
+
 fn follow_the_cluster(context: &Context<GatewaySettings>) -> cluster::ClusterView {
     let settings = &context.settings().gateway;
     let ejection = cluster::Ejection {

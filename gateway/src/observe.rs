@@ -30,13 +30,15 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
 }
 
-/// The two front doors.
+/// The front doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Door {
     /// `/api/{service}/{method}`: JSON transcoded to gRPC.
     Api,
     /// The rpc port: native gRPC passed through.
     Rpc,
+    /// The REST routes services declare with `google.api.http`.
+    Rest,
 }
 
 impl Door {
@@ -44,20 +46,22 @@ impl Door {
         match self {
             Door::Api => "api",
             Door::Rpc => "rpc",
+            Door::Rest => "rest",
         }
     }
 }
 
-// `Door as usize` indexes `Meters`' arrays.
-const _: () = assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1);
+/// How many doors there are: `Door as usize` indexes `Meters`' arrays.
+const DOORS: usize = 3;
+const _: () = assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1 && Door::Rest as usize == 2);
 
 /// The metric handles of the calls the gateway has seen, kept so that recording a call
 /// costs a lookup by name, not building and hashing a labelled key per metric.
 #[derive(Default)]
 pub struct Meters {
     /// By door, then service.
-    methods: [RwLock<HashMap<String, MethodsOf>>; 2],
-    in_flight: [OnceLock<Gauge>; 2],
+    methods: [RwLock<HashMap<String, MethodsOf>>; DOORS],
+    in_flight: [OnceLock<Gauge>; DOORS],
 }
 
 /// A service's methods, by name.

@@ -2,7 +2,8 @@
 //! table, the one call stack, the schemas learnt by reflection, and how calls are
 //! observed.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cluster::stack::{CallRequest, CallResponse, Picked};
@@ -14,6 +15,7 @@ use crate::failure::Failure;
 use crate::live_routes::LiveRoutes;
 use crate::observe::Meters;
 use crate::resilience::GuardsByService;
+use crate::rest::table::RestTable;
 use crate::settings::GatewaySection;
 use crate::stack::{self, CallStack};
 
@@ -28,7 +30,23 @@ pub struct Gateway {
     /// Where the gateway's spans go, when traces are exported.
     pub tracer: Option<telemetry::trace::SdkTracer>,
     pub meters: Arc<Meters>,
+    /// The REST routes services declare, rebuilt as services come, go and change.
+    pub rest: RestRoutes,
     schemas: Schemas,
+}
+
+/// The cluster's REST table and the service versions it was built from.
+#[derive(Default)]
+pub struct RestRoutes {
+    table: RwLock<Arc<RestTable>>,
+    built_from: Mutex<BTreeMap<String, String>>,
+}
+
+impl RestRoutes {
+    /// The table in force.
+    pub fn current(&self) -> Arc<RestTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Gateway {
@@ -58,6 +76,7 @@ impl Gateway {
             guards,
             tracer: tracing.map(|t| t.tracer().clone()),
             meters: Arc::default(),
+            rest: RestRoutes::default(),
             schemas: Schemas::default(),
             settings,
         }
@@ -97,5 +116,65 @@ impl Gateway {
     /// Forgets the schemas of `service`'s versions that no node in `live` runs.
     pub fn forget_versions_except(&self, service: &str, live: &std::collections::BTreeSet<String>) {
         self.schemas.forget_versions_except(service, live);
+    }
+
+    /// Rebuilds the REST table when a service's newest running version changed since the
+    /// last build: its schema is read (or found cached) from one of that version's nodes.
+    /// A service whose schema cannot be read now keeps out of the table and is tried again
+    /// on the next refresh.
+    pub async fn refresh_rest(&self) {
+        let mut newest: BTreeMap<String, Arc<Node>> = BTreeMap::new();
+        for node in self.view.snapshot().nodes() {
+            if node.instance.service == "gateway" {
+                continue;
+            }
+            let newer = newest.get(&node.instance.service).is_none_or(|kept| {
+                cluster::meta::version_order(&node.instance.version)
+                    > cluster::meta::version_order(&kept.instance.version)
+            });
+            if newer {
+                newest.insert(node.instance.service.clone(), node.clone());
+            }
+        }
+        let wanted: BTreeMap<String, String> = newest
+            .iter()
+            .map(|(service, node)| (service.clone(), node.instance.version.clone()))
+            .collect();
+        if *self.rest.built_from.lock().unwrap_or_else(|p| p.into_inner()) == wanted {
+            return;
+        }
+        let mut methods = BTreeMap::new();
+        let mut read = BTreeMap::new();
+        for (service, node) in &newest {
+            match self.schema_of(node).await {
+                Ok(schema) => {
+                    let all = schema
+                        .method_names()
+                        .into_iter()
+                        .filter_map(|name| schema.method(name).cloned())
+                        .collect::<Vec<_>>();
+                    methods.insert(service.clone(), all);
+                    read.insert(service.clone(), node.instance.version.clone());
+                }
+                Err(error) => {
+                    tracing::debug!(%service, %error, "REST routes not read yet");
+                }
+            }
+        }
+        let table = RestTable::build(&methods);
+        let before = self.rest.current();
+        for refused in table.refused() {
+            if !before.refused().contains(refused) {
+                tracing::warn!(
+                    service = %refused.service,
+                    method = %refused.method,
+                    route = %refused.route,
+                    reason = %refused.reason,
+                    "REST route left out"
+                );
+            }
+        }
+        *self.rest.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        *self.rest.built_from.lock().unwrap_or_else(|p| p.into_inner()) = read;
     }
 }

@@ -37,16 +37,22 @@ pub async fn read_input(
     let json = if request.method() == Method::GET {
         query_to_json(request.uri().query().unwrap_or(""), input)?
     } else {
-        let body = read_body(request, max_body).await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                Failure::new(Code::InvalidArgument, format!("malformed JSON body: {e}"))
-            })?
-        }
+        read_json_body(request, max_body)
+            .await?
+            .unwrap_or_else(|| Value::Object(Default::default()))
     };
     to_message(json, input)
+}
+
+/// The request's JSON body (at most `max_body` bytes); `None` when it is empty.
+pub async fn read_json_body(request: Request, max_body: usize) -> Result<Option<Value>, Failure> {
+    let body = read_body(request, max_body).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| Failure::new(Code::InvalidArgument, format!("malformed JSON body: {e}")))
 }
 
 /// The whole body, or 413 when it is larger than `max` (declared or sent), or 400 when

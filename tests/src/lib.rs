@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod outside;
 pub mod probe;
 pub mod process;
+pub mod python;
 pub mod user_next;

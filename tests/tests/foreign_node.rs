@@ -3,51 +3,22 @@
 //! grpcio-reflection: the gateway learns its methods through v1alpha and answers its
 //! `/api` calls, and `rust-ms proto pull` reads its protos the same way.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
 use tests::etcd::Etcd;
 use tests::http::HttpClient;
-use tests::outside::{fresh_dir, workspace_root};
+use tests::outside::fresh_dir;
 use tests::process::{Node, run_to_end};
 use tests::require;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The Python node, and the address it listens on.
-async fn start_python_node() -> (tokio::process::Child, String) {
-    let modules = std::process::Command::new("python3")
-        .args(["-c", "import grpc, grpc_reflection, grpc_health"])
-        .status();
-    assert!(
-        modules.is_ok_and(|status| status.success()),
-        "this test needs python3 with grpcio, grpcio-reflection and grpcio-health-checking \
-         (scripts/install-deps.sh installs them)"
-    );
-    let script = workspace_root().join("tests/python/shelf_node.py");
-    let mut child = tokio::process::Command::new("python3")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the Python node");
-    let stdout = child.stdout.take().expect("its stdout");
-    let mut first = String::new();
-    tokio::time::timeout(PATIENCE, BufReader::new(stdout).read_line(&mut first))
-        .await
-        .expect("the Python node says its port")
-        .expect("read its port");
-    let port: u16 = first.trim().parse().expect("a port number");
-    (child, format!("127.0.0.1:{port}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn a_python_node_with_only_v1alpha_reflection_answers_through_the_gateways_api() {
     let etcd = require!(Etcd::start().await);
-    let (_python, address) = start_python_node().await;
+    let (_python, address) = tests::python::start_node("shelf_node.py").await;
     let gateway = Node::on_etcd("gateway", "gateway", &etcd.etcd_addr(), &[]);
     let http = gateway.listening("http").await;
     let mut client = etcd.client().await;

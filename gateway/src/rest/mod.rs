@@ -1,21 +1,16 @@
 //! REST transcoding from `google.api.http` annotations: a method's HTTP rule routes
 //! `GET /v1/shelves/1` to it, its path variables becoming fields of the request.
 
-// Nothing routes through it yet: the gateway's router takes it up next.
-#[allow(dead_code)]
 pub mod binding;
-#[allow(dead_code)]
 pub mod rule;
-#[allow(dead_code)]
+pub mod serve;
 pub mod table;
+// OpenAPI paths, the listing's accessors and a template's raw text serve the OpenAPI
+// document, the next step.
 #[allow(dead_code)]
 pub mod template;
 
 #[cfg(test)]
 mod tests;
 
-#[allow(unused_imports)]
-pub use template::{
-    Bindings, Conflict, PathParameter, RouteTable, Template, TemplateError, TemplateErrorKind,
-    Variable,
-};
+pub use template::Template;

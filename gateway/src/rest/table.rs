@@ -101,6 +101,19 @@ impl RestTable {
                 methods.push(verb.clone());
             }
         }
+        // The usual order of an `Allow` header, custom verbs after, by name.
+        let usual = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ];
+        methods.sort_by_key(|verb| {
+            let rank = usual.iter().position(|known| known == verb);
+            (rank.unwrap_or(usual.len()), verb.as_str().to_owned())
+        });
         methods
     }
 
@@ -112,9 +125,5 @@ impl RestTable {
     /// Routes left out, and why.
     pub fn refused(&self) -> &[Refused] {
         &self.refused
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
     }
 }

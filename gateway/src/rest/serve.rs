@@ -1,0 +1,96 @@
+//! The public port's REST routes: a request that matches a service's `google.api.http`
+//! rule becomes a unary call of its method through the same call stack as `/api`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use tonic::Code;
+use tracing::Instrument;
+
+use super::binding::{request_message, response_json};
+use super::rule::BodyRule;
+use crate::api::{MethodPolicy, invoke, resolve};
+use crate::failure::{Failure, json_reply};
+use crate::observe::{Door, Observed, request_id};
+use crate::state::Gateway;
+use crate::transcode::read_json_body;
+
+/// Any request no other route of the public port took.
+pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let id = request_id(request.headers());
+    let (parts, body) = request.into_parts();
+    let mut observed = Observed::start(
+        Door::Rest,
+        &parts,
+        &id,
+        gateway.tracer.as_ref(),
+        &gateway.meters,
+        gateway.settings.access_log,
+    );
+    let request = Request::from_parts(parts, body);
+    let span = tracing::debug_span!("rest", path = %request.uri().path(), request_id = %id);
+    match call(&gateway, request, &id, &mut observed)
+        .instrument(span.clone())
+        .await
+    {
+        Ok((body, node)) => {
+            observed.finish(StatusCode::OK.as_u16(), Code::Ok, Some(&node));
+            json_reply(StatusCode::OK, &body, &id, &node)
+        }
+        Err(failure) => {
+            tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
+            observed.finish(
+                failure.status.as_u16(),
+                failure.code,
+                failure.served_by.as_deref(),
+            );
+            failure.into_http(&id)
+        }
+    }
+}
+
+async fn call(
+    gateway: &Gateway,
+    request: Request,
+    id: &str,
+    observed: &mut Observed,
+) -> Result<(serde_json::Value, String), Failure> {
+    let table = gateway.rest.current();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let Some((route, bindings)) = table.find(request.method(), &path) else {
+        return Err(no_route(&table, request.method(), &path));
+    };
+    let resolved = resolve(gateway, &route.service, route.method.name(), observed).await?;
+    let policy = MethodPolicy::of(&resolved.route, &resolved.method);
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let body = match route.rule.body {
+        BodyRule::None => None,
+        BodyRule::Whole | BodyRule::Field(_) => {
+            read_json_body(request, gateway.settings.max_body_bytes).await?
+        }
+    };
+    let input = request_message(&resolved.method.input(), &route.rule, bindings, &query, body)?;
+    let (reply, node) =
+        invoke(gateway, &resolved, policy, &input, authorization, id, observed).await?;
+    Ok((response_json(&reply, &route.rule)?, node))
+}
+
+/// 405 when some route takes the path with another method, else 404.
+fn no_route(table: &super::table::RestTable, method: &http::Method, path: &str) -> Failure {
+    let methods = table.methods_at(path);
+    if methods.is_empty() {
+        return Failure::new(
+            Code::NotFound,
+            format!(
+                "no route for {method} {path}: GET / lists the services, /api/{{service}}/{{method}} calls any method"
+            ),
+        );
+    }
+    let allow: Vec<&str> = methods.iter().map(http::Method::as_str).collect();
+    let allow = allow.join(", ");
+    let message = format!("{path} takes {allow}, not {method}");
+    Failure::method_not_allowed(allow, message)
+}
