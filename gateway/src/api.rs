@@ -143,7 +143,16 @@ async fn call(
         gateway.settings.max_body_bytes,
     )
     .await?;
-    let (reply, node) = invoke(gateway, &resolved, policy, &input, authorization, id, observed).await?;
+    let (reply, node) = invoke(
+        gateway,
+        &resolved,
+        policy,
+        &input,
+        authorization,
+        id,
+        observed,
+    )
+    .await?;
     Ok((transcode::to_json(&reply)?, node))
 }
 
@@ -208,7 +217,11 @@ pub(crate) async fn invoke(
         versions: Some(Arc::new(versions.clone())),
         whole_reply: true,
         trace: Some(observed.trace.attempts()),
-        ..CallInfo::new(service.as_str(), method.parent_service().full_name(), method.name())
+        ..CallInfo::new(
+            service.as_str(),
+            method.parent_service().full_name(),
+            method.name(),
+        )
     };
     let outgoing = grpc_request(method, input, id, signs)?;
     let mut outgoing = outgoing.map(ReplayBody::whole);

@@ -131,10 +131,7 @@ impl Failure {
     }
 
     /// 405 naming what the resource takes.
-    pub fn method_not_allowed(
-        allow: impl Into<Box<str>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn method_not_allowed(allow: impl Into<Box<str>>, message: impl Into<String>) -> Self {
         let mut failure = Self::new(Code::Unimplemented, message);
         failure.status = StatusCode::METHOD_NOT_ALLOWED;
         failure.allow = Some(allow.into());
@@ -152,7 +149,10 @@ impl Failure {
         if let Some(wait) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
         }
-        if let Some(allow) = self.allow.and_then(|allow| HeaderValue::from_str(&allow).ok()) {
+        if let Some(allow) = self
+            .allow
+            .and_then(|allow| HeaderValue::from_str(&allow).ok())
+        {
             headers.insert(header::ALLOW, allow);
         }
         if matches!(

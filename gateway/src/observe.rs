@@ -53,7 +53,8 @@ impl Door {
 
 /// How many doors there are: `Door as usize` indexes `Meters`' arrays.
 const DOORS: usize = 3;
-const _: () = assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1 && Door::Rest as usize == 2);
+const _: () =
+    assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1 && Door::Rest as usize == 2);
 
 /// The metric handles of the calls the gateway has seen, kept so that recording a call
 /// costs a lookup by name, not building and hashing a labelled key per metric.

@@ -140,7 +140,13 @@ impl Gateway {
             .iter()
             .map(|(service, node)| (service.clone(), node.instance.version.clone()))
             .collect();
-        if *self.rest.built_from.lock().unwrap_or_else(|p| p.into_inner()) == wanted {
+        if *self
+            .rest
+            .built_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            == wanted
+        {
             return;
         }
         let mut methods = BTreeMap::new();
@@ -175,6 +181,10 @@ impl Gateway {
             }
         }
         *self.rest.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
-        *self.rest.built_from.lock().unwrap_or_else(|p| p.into_inner()) = read;
+        *self
+            .rest
+            .built_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = read;
     }
 }

@@ -31,7 +31,10 @@ async fn a_python_node_with_only_v1alpha_reflection_answers_through_the_gateways
         .await
         .expect("write the bare value");
     gateway
-        .wait_for(&format!("Server [shelf] cluster [{address}] join"), PATIENCE)
+        .wait_for(
+            &format!("Server [shelf] cluster [{address}] join"),
+            PATIENCE,
+        )
         .await;
 
     let http_client = HttpClient::default();
@@ -77,7 +80,10 @@ async fn a_python_node_with_only_v1alpha_reflection_answers_through_the_gateways
     .await;
     assert_eq!(pulled.code, Some(0), "{}", pulled.stderr);
     let proto = std::fs::read_to_string(out.join("shelf/v1/shelf.proto")).expect("written");
-    assert!(proto.contains("rpc Shout(.shelf.v1.Book) returns (.shelf.v1.Book);"), "{proto}");
+    assert!(
+        proto.contains("rpc Shout(.shelf.v1.Book) returns (.shelf.v1.Book);"),
+        "{proto}"
+    );
 
     gateway.sigterm().await;
     let _ = std::fs::remove_dir_all(&out);

@@ -128,7 +128,10 @@ async fn annotated_methods_of_a_python_node_answer_their_rest_paths_through_the_
         .await;
     assert_eq!(moved["name"], "shelves/9/books/2");
 
-    assert_eq!(rest.ok("DELETE", "/v1/shelves/1/books/2", None).await, json!({}));
+    assert_eq!(
+        rest.ok("DELETE", "/v1/shelves/1/books/2", None).await,
+        json!({})
+    );
 
     // The service's status maps as on /api; a verb the path does not take is 405 with
     // what it takes; a path no route has is 404; a bad query parameter is 400 naming it.
@@ -140,7 +143,11 @@ async fn annotated_methods_of_a_python_node_answer_their_rest_paths_through_the_
     assert_eq!(put.header("allow"), Some("GET, PATCH, DELETE"));
     let nowhere = rest.send("GET", "/v2/nothing", None).await;
     assert_eq!(nowhere.status, 404, "{}", nowhere.text);
-    assert!(nowhere.text.contains("no route for GET /v2/nothing"), "{}", nowhere.text);
+    assert!(
+        nowhere.text.contains("no route for GET /v2/nothing"),
+        "{}",
+        nowhere.text
+    );
     let bad = rest.send("GET", "/v1/books?pageSize=many", None).await;
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert!(bad.text.contains("pageSize"), "{}", bad.text);
@@ -155,10 +162,12 @@ async fn annotated_methods_of_a_python_node_answer_their_rest_paths_through_the_
         .cloned()
         .unwrap_or_default();
     assert!(
-        listed.iter().any(|route| route["path"] == "/v1/{name=shelves/*/books/*}"
-            && route["method"] == "GET"
-            && route["service"] == "library"
-            && route["rpc"] == "library.v1.Library.GetBook"),
+        listed
+            .iter()
+            .any(|route| route["path"] == "/v1/{name=shelves/*/books/*}"
+                && route["method"] == "GET"
+                && route["service"] == "library"
+                && route["rpc"] == "library.v1.Library.GetBook"),
         "{}",
         routes.text
     );

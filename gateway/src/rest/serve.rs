@@ -72,9 +72,23 @@ async fn call(
             read_json_body(request, gateway.settings.max_body_bytes).await?
         }
     };
-    let input = request_message(&resolved.method.input(), &route.rule, bindings, &query, body)?;
-    let (reply, node) =
-        invoke(gateway, &resolved, policy, &input, authorization, id, observed).await?;
+    let input = request_message(
+        &resolved.method.input(),
+        &route.rule,
+        bindings,
+        &query,
+        body,
+    )?;
+    let (reply, node) = invoke(
+        gateway,
+        &resolved,
+        policy,
+        &input,
+        authorization,
+        id,
+        observed,
+    )
+    .await?;
     Ok((response_json(&reply, &route.rule)?, node))
 }
 
