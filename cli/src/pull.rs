@@ -140,6 +140,10 @@ async fn read(
         });
     }
     let files = reflection.files_of(&chosen).await.map_err(refused)?;
+    let files = files
+        .into_iter()
+        .map(|(name, file)| (name, file.proto))
+        .collect();
     Ok((chosen, files))
 }
 

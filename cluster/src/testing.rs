@@ -71,8 +71,10 @@ impl FakeNode {
         let calls = Arc::new(AtomicUsize::new(0));
         let last_headers = Arc::default();
         let stop = CancellationToken::new();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_file_descriptor_set(echo_descriptors())
+        let reflection = reflect::server::Builder::new()
+            .register_encoded_file_descriptor_set(
+                prost::Message::encode_to_vec(&echo_descriptors()),
+            )
             .build_v1()
             .map_err(std::io::Error::other)?;
         let echo = EchoServer {

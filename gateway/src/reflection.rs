@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use prost::Message;
-use prost_reflect::prost_types::{FileDescriptorProto, FileDescriptorSet};
+use bytes::Bytes;
+use reflect::ReflectedFile;
 use tower::ServiceExt;
 
 use crate::state::Gateway;
@@ -34,8 +34,9 @@ pub async fn v1alpha(State(api): State<Arc<Gateway>>, request: Request) -> Respo
 }
 
 /// A reflection server over the files of every service version the gateway routes to
-/// now, read by reflection from one of its nodes (and cached, as for `/api`).
-async fn builder(api: &Gateway) -> tonic_reflection::server::Builder<'static> {
+/// now, read by reflection from one of its nodes (and cached, as for `/api`). Each file
+/// is served as its node sent it, custom options (`google.api.http`) included.
+async fn builder(api: &Gateway) -> reflect::server::Builder {
     let mut one_node_per_version = BTreeMap::new();
     let snapshot = api.view.snapshot();
     for node in snapshot.nodes() {
@@ -45,14 +46,14 @@ async fn builder(api: &Gateway) -> tonic_reflection::server::Builder<'static> {
         }
     }
     // Newer versions first (by their text), so a file two versions share is the newer's.
-    let mut files: BTreeMap<String, FileDescriptorProto> = BTreeMap::new();
+    let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
     for ((service, version), node) in one_node_per_version.into_iter().rev() {
         match api.schema_of(node).await {
             Ok(schema) => {
-                for file in schema.files() {
+                for (name, encoded) in schema.encoded_files() {
                     files
-                        .entry(file.name().to_owned())
-                        .or_insert_with(|| file.clone());
+                        .entry(name.to_owned())
+                        .or_insert_with(|| encoded.clone());
                 }
             }
             // One service that cannot be read must not hide the others.
@@ -61,15 +62,18 @@ async fn builder(api: &Gateway) -> tonic_reflection::server::Builder<'static> {
             }
         }
     }
-    let health = FileDescriptorSet::decode(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .map(|set| set.file)
-        .unwrap_or_default();
+    let health = reflect::split_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|encoded| ReflectedFile::decode(encoded).ok());
     for file in health {
-        files.entry(file.name().to_owned()).or_insert(file);
+        files.entry(file.name().to_owned()).or_insert(file.encoded);
     }
-    tonic_reflection::server::Builder::configure().register_file_descriptor_set(FileDescriptorSet {
-        file: files.into_values().collect(),
-    })
+    files
+        .into_values()
+        .fold(reflect::server::Builder::new(), |builder, file| {
+            builder.register_encoded_file(file)
+        })
 }
 
 async fn answer<S>(server: S, request: Request) -> Response
@@ -86,7 +90,7 @@ where
     }
 }
 
-fn unavailable(error: tonic_reflection::server::Error) -> Response {
+fn unavailable(error: reflect::server::BuildError) -> Response {
     tonic::Status::unavailable(format!("cluster reflection: {error}"))
         .into_http::<axum::body::Body>()
         .into_response()

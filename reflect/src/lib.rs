@@ -1,8 +1,15 @@
-//! A client of gRPC server reflection: the services a server offers and the descriptor
-//! files that describe them, imports included. It speaks `grpc.reflection.v1` and falls
-//! back to `v1alpha` for a server that has only the older protocol (the stock reflection
-//! of several languages, Python's `grpcio-reflection` among them), and remembers which
-//! one answered.
+//! gRPC server reflection, both sides.
+//!
+//! [`Reflection`] is a client: the services a server offers and the descriptor files that
+//! describe them, imports included. It speaks `grpc.reflection.v1` and falls back to
+//! `v1alpha` for a server that has only the older protocol (the stock reflection of
+//! several languages, Python's `grpcio-reflection` among them), and remembers which one
+//! answered.
+//!
+//! [`server`] is a server of both protocols. Both sides keep each file's bytes as they
+//! were sent ([`ReflectedFile::encoded`]): prost's generated descriptor types drop
+//! extension options when they decode, and custom method options (`google.api.http`)
+//! are those.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +18,11 @@ use prost::Message;
 use prost_reflect::DescriptorPool;
 use prost_reflect::prost_types::FileDescriptorProto;
 use tonic_reflection::pb::{v1, v1alpha};
+
+mod encoded;
+pub mod server;
+
+pub use encoded::{encode_file_descriptor_set, split_file_descriptor_set};
 
 type StdError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -49,6 +61,31 @@ fn describe(status: &tonic::Status) -> String {
         format!("{:?}", status.code())
     } else {
         status.message().to_owned()
+    }
+}
+
+/// A descriptor file read from a server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReflectedFile {
+    /// The file decoded, without its extension options (prost's types drop them).
+    pub proto: FileDescriptorProto,
+    /// The file as the server sent it, extension options included: what
+    /// `prost_reflect::DescriptorPool::decode_file_descriptor_proto` should read.
+    pub encoded: Bytes,
+}
+
+impl ReflectedFile {
+    /// Decodes one encoded `FileDescriptorProto`, keeping its bytes.
+    pub fn decode(encoded: impl Into<Bytes>) -> Result<Self, ReflectError> {
+        let encoded = encoded.into();
+        let proto = FileDescriptorProto::decode(encoded.clone())
+            .map_err(|error| ReflectError::BadDescriptor(error.to_string()))?;
+        Ok(Self { proto, encoded })
+    }
+
+    /// Its name, which is its import path (`user/v1/user.proto`).
+    pub fn name(&self) -> &str {
+        self.proto.name()
     }
 }
 
@@ -148,16 +185,13 @@ where
     pub async fn file_containing(
         &mut self,
         symbol: &str,
-    ) -> Result<Vec<FileDescriptorProto>, ReflectError> {
+    ) -> Result<Vec<ReflectedFile>, ReflectError> {
         let answer = self.ask(Ask::Containing(symbol)).await?;
         decode_files(answer)
     }
 
     /// The file of that name (`user/v1/user.proto`), and those the server sends with it.
-    pub async fn file_by_name(
-        &mut self,
-        name: &str,
-    ) -> Result<Vec<FileDescriptorProto>, ReflectError> {
+    pub async fn file_by_name(&mut self, name: &str) -> Result<Vec<ReflectedFile>, ReflectError> {
         let answer = self.ask(Ask::ByName(name)).await?;
         decode_files(answer)
     }
@@ -165,11 +199,13 @@ where
     /// Every file `services` need, by name: the files declaring them and everything those
     /// import. A server may send a file without its imports: each missing one is asked
     /// for by name, and the well-known types (`google/protobuf/*.proto`), which some
-    /// servers leave out, come from prost-reflect's own copy.
+    /// servers leave out, come from prost-reflect's own copy. Each file comes with the
+    /// bytes the server sent (the well-known types with prost-reflect's encoding, which
+    /// keeps options too).
     pub async fn files_of(
         &mut self,
         services: &[String],
-    ) -> Result<BTreeMap<String, FileDescriptorProto>, ReflectError> {
+    ) -> Result<BTreeMap<String, ReflectedFile>, ReflectError> {
         let mut files = BTreeMap::new();
         for service in services {
             for file in self.file_containing(service).await? {
@@ -180,7 +216,7 @@ where
         loop {
             let missing: BTreeSet<String> = files
                 .values()
-                .flat_map(|file| file.dependency.iter())
+                .flat_map(|file| file.proto.dependency.iter())
                 .filter(|name| !files.contains_key(*name))
                 .cloned()
                 .collect();
@@ -189,7 +225,11 @@ where
             }
             for name in missing {
                 if let Some(file) = known.get_file_by_name(&name) {
-                    files.insert(name, file.file_descriptor_proto().clone());
+                    let reflected = ReflectedFile {
+                        proto: file.file_descriptor_proto().clone(),
+                        encoded: file.encode_to_vec().into(),
+                    };
+                    files.insert(name, reflected);
                     continue;
                 }
                 for file in self.file_by_name(&name).await? {
@@ -252,15 +292,9 @@ fn unexpected(what: &str) -> ReflectError {
     ReflectError::Unexpected(what.to_owned())
 }
 
-fn decode_files(answer: Answer) -> Result<Vec<FileDescriptorProto>, ReflectError> {
+fn decode_files(answer: Answer) -> Result<Vec<ReflectedFile>, ReflectError> {
     let Answer::Files(encoded) = answer else {
         return Err(unexpected("a list of services in answer to a file request"));
     };
-    encoded
-        .iter()
-        .map(|bytes| {
-            FileDescriptorProto::decode(bytes.as_slice())
-                .map_err(|error| ReflectError::BadDescriptor(error.to_string()))
-        })
-        .collect()
+    encoded.into_iter().map(ReflectedFile::decode).collect()
 }

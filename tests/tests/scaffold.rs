@@ -114,6 +114,22 @@ async fn a_scaffolded_service_builds_registers_on_etcd_and_answers_through_the_g
     assert_eq!(reply.body["message"], "Hello, Ada!");
     assert_eq!(reply.header("x-served-by"), Some(greeter_address.as_str()));
 
+    // The REST route its proto declares, from the proto alone (the gateway takes a new
+    // service's routes up within seconds).
+    let deadline = tokio::time::Instant::now() + STARTUP;
+    let rest = loop {
+        let rest = client
+            .get(&format!("http://{http}/v1/greeter/hello/Grace"))
+            .await
+            .expect("a reply");
+        if rest.status == 200 || tokio::time::Instant::now() > deadline {
+            break rest;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rest.status, 200, "{}", rest.text);
+    assert_eq!(rest.body["message"], "Hello, Grace!");
+
     // The service's own validation reaches the caller as a 400 with its message.
     let refused = client
         .post(

@@ -31,6 +31,7 @@ chapters! {
     testing = "testing.md",
     streams_and_state = "streams-and-state.md",
     gateway = "gateway.md",
+    rest = "rest.md",
     status_codes = "status-codes.md",
     canonical_json = "canonical-json.md",
     operating = "operating.md",

@@ -182,21 +182,20 @@ fn with_health_and_reflection(
     let Some(descriptor_sets) = reflected else {
         return Ok(routes);
     };
-    // Reflection in both protocol versions: many tools still speak only v1alpha.
-    let reflection = || {
-        descriptor_sets.iter().fold(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |builder, set| builder.register_encoded_file_descriptor_set(set),
-        )
-    };
-    let reflection_failed = |e: tonic_reflection::server::Error| NodeError::Serve {
+    // The files' bytes as compiled, so that their custom options reach the reader.
+    let reflection = descriptor_sets.iter().fold(
+        reflect::server::Builder::new()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, set| builder.register_encoded_file_descriptor_set(*set),
+    );
+    let reflection_failed = |e: reflect::server::BuildError| NodeError::Serve {
         what: "building gRPC reflection",
         cause: e.to_string(),
     };
+    // Reflection in both protocol versions: many tools still speak only v1alpha.
     Ok(routes
-        .add_service(reflection().build_v1().map_err(reflection_failed)?)
-        .add_service(reflection().build_v1alpha().map_err(reflection_failed)?))
+        .add_service(reflection.clone().build_v1().map_err(reflection_failed)?)
+        .add_service(reflection.build_v1alpha().map_err(reflection_failed)?))
 }
 
 /// The gRPC server on `listener`, serving until `drain`, and whether it accepts calls
