@@ -30,10 +30,37 @@ pub async fn handle(
     Path((service, method)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    // At debug: a span per call costs more than the call's own work on the hot path.
+    let span = |id: &str| tracing::debug_span!("api", %service, %method, request_id = %id);
+    answer(
+        &gateway,
+        Door::Api,
+        request,
+        span,
+        async |gateway, request, id, observed| {
+            call(gateway, &service, &method, request, id, observed).await
+        },
+    )
+    .await
+}
+
+/// One call on an HTTP door, observed from its start to its reply (metrics, access log,
+/// trace): `call` makes the reply's JSON and names the node that gave it, or fails with
+/// what the caller is told.
+pub(crate) async fn answer<F>(
+    gateway: &Gateway,
+    door: Door,
+    request: Request,
+    span: impl FnOnce(&str) -> tracing::Span,
+    call: F,
+) -> Response
+where
+    F: AsyncFnOnce(&Gateway, Request, &str, &mut Observed) -> Result<(Value, String), Failure>,
+{
     let id = request_id(request.headers());
     let (parts, body) = request.into_parts();
     let mut observed = Observed::start(
-        Door::Api,
+        door,
         &parts,
         &id,
         gateway.tracer.as_ref(),
@@ -41,9 +68,8 @@ pub async fn handle(
         gateway.settings.access_log,
     );
     let request = Request::from_parts(parts, body);
-    // At debug: a span per call costs more than the call's own work on the hot path.
-    let span = tracing::debug_span!("api", %service, %method, request_id = %id);
-    match call(&gateway, &service, &method, request, &id, &mut observed)
+    let span = span(&id);
+    match call(gateway, request, &id, &mut observed)
         .instrument(span.clone())
         .await
     {

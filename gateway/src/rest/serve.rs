@@ -4,51 +4,23 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::Response;
 use tonic::Code;
-use tracing::Instrument;
 
 use super::binding::{request_message, response_json};
 use super::rule::BodyRule;
-use crate::api::{MethodPolicy, invoke, resolve};
-use crate::failure::{Failure, json_reply};
-use crate::observe::{Door, Observed, request_id};
+use crate::api::{MethodPolicy, answer, invoke, resolve};
+use crate::failure::Failure;
+use crate::observe::{Door, Observed};
 use crate::state::Gateway;
 use crate::transcode::read_json_body;
 
 /// Any request no other route of the public port took.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let id = request_id(request.headers());
-    let (parts, body) = request.into_parts();
-    let mut observed = Observed::start(
-        Door::Rest,
-        &parts,
-        &id,
-        gateway.tracer.as_ref(),
-        &gateway.meters,
-        gateway.settings.access_log,
-    );
-    let request = Request::from_parts(parts, body);
-    let span = tracing::debug_span!("rest", path = %request.uri().path(), request_id = %id);
-    match call(&gateway, request, &id, &mut observed)
-        .instrument(span.clone())
-        .await
-    {
-        Ok((body, node)) => {
-            observed.finish(StatusCode::OK.as_u16(), Code::Ok, Some(&node));
-            json_reply(StatusCode::OK, &body, &id, &node)
-        }
-        Err(failure) => {
-            tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
-            observed.finish(
-                failure.status.as_u16(),
-                failure.code,
-                failure.served_by.as_deref(),
-            );
-            failure.into_http(&id)
-        }
-    }
+    let path = request.uri().path().to_owned();
+    let span = |id: &str| tracing::debug_span!("rest", %path, request_id = %id);
+    answer(&gateway, Door::Rest, request, span, call).await
 }
 
 async fn call(
