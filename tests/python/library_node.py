@@ -7,14 +7,12 @@ googleapis-common-protos.
 Prints its port on the first line of stdout, then serves until killed.
 """
 
-from concurrent import futures
-
 import grpc
 from google.api import annotations_pb2  # puts google/api/*.proto in the pool
 from google.protobuf import empty_pb2, field_mask_pb2  # noqa: F401 (the same for these)
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+
+import serving
 
 FIELD = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = FIELD.LABEL_OPTIONAL, FIELD.LABEL_REPEATED
@@ -124,24 +122,9 @@ def main():
         "MoveBook": (move_book, "library.v1.MoveBookRequest"),
         "DeleteBook": (delete_book, "library.v1.GetBookRequest"),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("library.v1.Library", {
-        name: grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=types[request].FromString,
-            response_serializer=lambda reply: reply.SerializeToString())
-        for name, (handle, request) in handlers.items()
-    }),))
-    checks = health.HealthServicer()
-    checks.set("library.v1.Library", health_pb2.HealthCheckResponse.SERVING)
-    checks.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    names = ("library.v1.Library", health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=pool)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    server.wait_for_termination()
-
+    serving.serve("library.v1.Library", {
+        name: (handle, types[request]) for name, (handle, request) in handlers.items()
+    }, pool)
 
 if __name__ == "__main__":
     main()

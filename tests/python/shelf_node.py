@@ -5,12 +5,10 @@ the stock reflection of grpcio-reflection, which speaks only grpc.reflection.v1a
 Prints its port on the first line of stdout, then serves until killed.
 """
 
-from concurrent import futures
-
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+
+import serving
 
 FIELD = descriptor_pb2.FieldDescriptorProto
 
@@ -39,24 +37,7 @@ def main():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a book needs a title")
         return book(title=request.title.upper(), pages=request.pages)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    handler = grpc.method_handlers_generic_handler("shelf.v1.Shelf", {
-        "Shout": grpc.unary_unary_rpc_method_handler(
-            shout, request_deserializer=book.FromString,
-            response_serializer=book.SerializeToString),
-    })
-    server.add_generic_rpc_handlers((handler,))
-    checks = health.HealthServicer()
-    checks.set("shelf.v1.Shelf", health_pb2.HealthCheckResponse.SERVING)
-    checks.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    names = ("shelf.v1.Shelf", health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=pool)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    server.wait_for_termination()
-
+    serving.serve("shelf.v1.Shelf", {"Shout": (shout, book)}, pool)
 
 if __name__ == "__main__":
     main()
