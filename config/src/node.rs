@@ -176,6 +176,9 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// The largest request head (request line and headers) read; past it, 431.
     pub max_header_bytes: usize,
+    /// `[http.tls]`: the port speaks TLS (HTTP/2 and HTTP/1.1 by ALPN) with this
+    /// certificate; unset, cleartext (HTTP/1.1, and HTTP/2 with prior knowledge).
+    pub tls: HttpTls,
 }
 
 impl Default for HttpLimits {
@@ -186,6 +189,32 @@ impl Default for HttpLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,
+            tls: HttpTls::default(),
+        }
+    }
+}
+
+/// `[http.tls]`: the HTTP port's certificate. Both files are re-read when either
+/// changes, so a renewed certificate is served to new connections without a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTls {
+    /// PEM: the certificate, then the chain up to (not including) the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl HttpTls {
+    /// `(cert, key)` when TLS is on; `None` when off; why not when only one is set.
+    pub fn files(&self) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("has a cert and no key: TLS takes both".to_owned()),
+            (None, Some(_)) => Err("has a key and no cert: TLS takes both".to_owned()),
         }
     }
 }
@@ -377,6 +406,9 @@ impl crate::Validate for NodeConfig {
                 "http.max_header_bytes",
                 format!("{} is under the minimum of 8192", http.max_header_bytes),
             );
+        }
+        if let Err(reason) = http.tls.files() {
+            return bad("http.tls", reason);
         }
         let registry = &self.registry;
         if registry.ttl < Duration::from_secs(1) {

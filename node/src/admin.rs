@@ -366,10 +366,12 @@ pub async fn start(
     // Only the first opening counts: a process has one admin port.
     let _ = process().bound.set(bound);
     let router = router(config.admin.token.clone());
+    // The operator's port stays cleartext: `http.tls` is for the public port.
     tokio::spawn(crate::http_server::serve(
         listener,
         router,
         config.http.clone(),
+        None,
         CancellationToken::new(),
     ));
     // The address last on the line, as for the other ports: tools read it there.

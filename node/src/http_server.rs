@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use config::HttpLimits;
+
+use crate::http_tls::PublicTls;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -18,14 +20,18 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `router` on `listener` until `drain` is cancelled, then lets every connection
-/// finish its requests in flight and returns.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `drain` is
+/// cancelled, then lets every connection finish its requests in flight and returns.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: HttpLimits,
+    tls: Option<PublicTls>,
     drain: CancellationToken,
 ) {
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().reload_on_change(drain.clone()));
+    }
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_read_timeout,
     ));
@@ -55,9 +61,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let (drain, limits) = (drain.clone(), limits.clone());
+        let acceptor = tls.as_ref().map(PublicTls::acceptor);
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, service, &limits, drain).await;
+            let Some(acceptor) = acceptor else {
+                serve_connection(stream, service, &limits, drain).await;
+                return;
+            };
+            // The handshake is held to the same patience as a request's headers.
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, service, &limits, drain).await,
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake did not finish in time"),
+            }
         });
         // Reap finished connections as we go, so the set stays the size of what is open.
         while connections.try_join_next().is_some() {}
@@ -65,8 +81,8 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_connection<S>(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<S, IO>(
+    stream: IO,
     service: S,
     limits: &HttpLimits,
     drain: CancellationToken,
@@ -79,6 +95,7 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(LastActivity::now());
     let io = TokioIo::new(Watched {

@@ -8,6 +8,7 @@ mod backend;
 mod cli;
 mod error;
 mod http_server;
+mod http_tls;
 mod local;
 mod logging;
 mod membership;

@@ -53,6 +53,8 @@ pub(super) struct Servers {
     /// The gRPC server, serving until the node's `drain`.
     pub(super) grpc: BoxFuture<'static, Result<(), NodeError>>,
     pub(super) http: Option<HttpServer>,
+    /// The HTTP port's TLS, read before the node registers: a bad file stops start-up.
+    pub(super) http_tls: Option<crate::http_tls::PublicTls>,
 }
 
 /// How the gRPC server treats calls: who may call, and what is recorded of each call.
@@ -97,6 +99,23 @@ impl BuiltNode {
             require_call_credential,
             tracing: tracing.as_ref(),
         };
+        // Before anything is served or logged: a certificate that cannot be used is the
+        // one line a failed start says.
+        let http_tls = match (&http, config.http.tls.files()) {
+            (Some(_), Ok(Some((cert, key)))) => Some(
+                crate::http_tls::PublicTls::load(cert, key).map_err(|error| NodeError::Serve {
+                    what: "the HTTP port",
+                    cause: error.to_string(),
+                })?,
+            ),
+            (Some(_), Err(reason)) => {
+                return Err(NodeError::Serve {
+                    what: "the HTTP port",
+                    cause: format!("http.tls {reason}"),
+                });
+            }
+            _ => None,
+        };
         let (grpc, unauthenticated) = grpc_server(
             policy,
             config,
@@ -122,6 +141,9 @@ impl BuiltNode {
                 .metadata
                 .insert(cluster::meta::HTTP.to_owned(), http_address.clone());
             tracing::info!("Server [{service}] http listening on {http_bound} as {http_address}");
+            if let Ok(Some((cert, _))) = config.http.tls.files() {
+                tracing::info!("Server [{service}] http speaks TLS with {}", cert.display());
+            }
         }
         let node = Node {
             service,
@@ -138,7 +160,11 @@ impl BuiltNode {
         };
         Ok(Self {
             node,
-            servers: Servers { grpc, http },
+            servers: Servers {
+                grpc,
+                http,
+                http_tls,
+            },
         })
     }
 }

@@ -76,9 +76,10 @@ impl Servers {
         running.spawn(self.grpc);
         if let Some(http) = self.http {
             let limits = config.http.clone();
+            let tls = self.http_tls;
             running.spawn(
                 async move {
-                    crate::http_server::serve(http.listener, http.router, limits, drain).await;
+                    crate::http_server::serve(http.listener, http.router, limits, tls, drain).await;
                     Ok(())
                 }
                 .in_current_span(),
