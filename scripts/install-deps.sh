@@ -10,6 +10,8 @@
 #   grpcio, grpcio-reflection, grpcio-health-checking, googleapis-common-protos
 #                      nodes of another language in the tests (tests/python/), with
 #                      Python's stock reflection and the google.api.http annotations
+#   openapi-spec-validator
+#                      checks the gateway's OpenAPI document in the tests
 set -euo pipefail
 
 # Python's gRPC for the foreign-node test: pinned, so every machine runs the same node.
@@ -18,6 +20,13 @@ if ! python3 -c "import grpc, grpc_reflection, grpc_health, google.api.annotatio
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     grpcio==1.85.3 grpcio-reflection==1.85.1 grpcio-health-checking==1.85.1 \
     googleapis-common-protos==1.76.0
+fi
+
+# An independent check of the gateway's OpenAPI 3.1 document (tests/tests/openapi.rs).
+if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
+  echo "install-deps: installing openapi-spec-validator from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    openapi-spec-validator==0.9.0
 fi
 
 need=()

@@ -12,6 +12,6 @@ mod node;
 pub use error::{AdminListenError, ConfigError};
 pub use load::{Flags, Loaded, NoSections, REDACTED, Validate, is_secret, load, redact};
 pub use node::{
-    AdminConfig, Backend, CalledService, ClientConfig, DEFAULT_ADMIN_LISTEN, HttpLimits, HttpTls, LogConfig,
-    LogFormat, NodeConfig, RegistryConfig, SecurityConfig, TelemetryConfig, TlsConfig,
+    AdminConfig, Backend, CalledService, ClientConfig, DEFAULT_ADMIN_LISTEN, HttpLimits, HttpTls,
+    LogConfig, LogFormat, NodeConfig, RegistryConfig, SecurityConfig, TelemetryConfig, TlsConfig,
 };

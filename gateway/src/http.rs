@@ -22,6 +22,11 @@ pub fn router(api: Arc<Gateway>) -> Router {
         .route("/api/{service}/{method}", any(api::handle))
         // Every other path: the REST routes services declare with google.api.http.
         .fallback(crate::rest::serve::handle);
+    if api.settings.openapi {
+        router = router
+            .route("/openapi.json", get(crate::openapi::whole))
+            .route("/openapi/{file}", get(crate::openapi::one));
+    }
     // What runs where is for the operator: on the admin port, unless asked for here too.
     if api.settings.public_cluster_view {
         router = router

@@ -15,6 +15,7 @@ mod http;
 pub mod listing;
 mod live_routes;
 mod observe;
+mod openapi;
 mod proxy;
 mod reflection;
 mod resilience;

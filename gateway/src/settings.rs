@@ -39,6 +39,9 @@ pub struct GatewaySection {
     /// Also serve `/cluster` and `/routes` on the public HTTP port. Off: they are on the
     /// admin port only (`/admin/cluster`, `/admin/routes`), out of callers' sight.
     pub public_cluster_view: bool,
+    /// Serve the OpenAPI document of the cluster's REST routes and `/api` methods at
+    /// `/openapi.json` (and `/openapi/{service}.json`) on the public port.
+    pub openapi: bool,
 }
 
 impl Default for GatewaySection {
@@ -53,6 +56,7 @@ impl Default for GatewaySection {
             cors_allow_origins: Vec::new(),
             access_log: true,
             public_cluster_view: false,
+            openapi: true,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cluster::stack::{CallRequest, CallResponse, Picked};
 use cluster::{ClusterView, Node, Schemas};
+use futures::StreamExt;
 use tower::ServiceExt;
 
 use crate::auth::JwtVerifier;
@@ -35,11 +36,20 @@ pub struct Gateway {
     schemas: Schemas,
 }
 
+/// How long a service version whose schema could not be read waits before the REST
+/// table tries it again.
+const REST_RETRY: Duration = Duration::from_secs(10);
+
+/// How many services' schemas one refresh reads at once.
+const REST_READS_AT_ONCE: usize = 8;
+
 /// The cluster's REST table and the service versions it was built from.
 #[derive(Default)]
 pub struct RestRoutes {
     table: RwLock<Arc<RestTable>>,
     built_from: Mutex<BTreeMap<String, String>>,
+    /// Service versions whose schema could not be read, and when to try again.
+    failed: Mutex<std::collections::HashMap<(String, String), tokio::time::Instant>>,
 }
 
 impl RestRoutes {
@@ -119,13 +129,14 @@ impl Gateway {
     }
 
     /// Rebuilds the REST table when a service's newest running version changed since the
-    /// last build: its schema is read (or found cached) from one of that version's nodes.
-    /// A service whose schema cannot be read now keeps out of the table and is tried again
-    /// on the next refresh.
+    /// last build: its schema is read (or found cached) from a healthy node of that
+    /// version, a few services at a time. A service whose schema cannot be read now
+    /// keeps out of the table and is tried again after [`REST_RETRY`], so that a cluster
+    /// of unreachable nodes costs no stream of reflection calls.
     pub async fn refresh_rest(&self) {
         let mut newest: BTreeMap<String, Arc<Node>> = BTreeMap::new();
         for node in self.view.snapshot().nodes() {
-            if node.instance.service == "gateway" {
+            if node.instance.service == "gateway" || !node.is_healthy() {
                 continue;
             }
             let newer = newest.get(&node.instance.service).is_none_or(|kept| {
@@ -149,10 +160,30 @@ impl Gateway {
         {
             return;
         }
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, Arc<Node>)> = {
+            let mut failed = self.rest.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.retain(|_, retry_at| *retry_at > now);
+            newest
+                .into_iter()
+                .filter(|(service, node)| {
+                    !failed.contains_key(&(service.clone(), node.instance.version.clone()))
+                })
+                .collect()
+        };
+        let reads: Vec<_> = futures::stream::iter(due)
+            .map(|(service, node)| async move {
+                let schema = self.schema_of(&node).await;
+                (service, node, schema)
+            })
+            .buffer_unordered(REST_READS_AT_ONCE)
+            .collect()
+            .await;
         let mut methods = BTreeMap::new();
         let mut read = BTreeMap::new();
-        for (service, node) in &newest {
-            match self.schema_of(node).await {
+        for (service, node, schema) in reads {
+            let version = node.instance.version.clone();
+            match schema {
                 Ok(schema) => {
                     let all = schema
                         .method_names()
@@ -160,12 +191,29 @@ impl Gateway {
                         .filter_map(|name| schema.method(name).cloned())
                         .collect::<Vec<_>>();
                     methods.insert(service.clone(), all);
-                    read.insert(service.clone(), node.instance.version.clone());
+                    read.insert(service, version);
                 }
                 Err(error) => {
-                    tracing::debug!(%service, %error, "REST routes not read yet");
+                    tracing::debug!(%service, %error, "REST routes not read; tried again later");
+                    let mut failed = self.rest.failed.lock().unwrap_or_else(|p| p.into_inner());
+                    failed.insert((service, version), now + REST_RETRY);
                 }
             }
+        }
+        // Only what was read is known: a service that failed keeps the table's key apart
+        // from `wanted`, so the next refresh after its retry time tries it again.
+        let mut key = read.clone();
+        if key.len() < wanted.len() {
+            key.insert(String::new(), "incomplete".to_owned());
+        }
+        if *self
+            .rest
+            .built_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            == key
+        {
+            return;
         }
         let table = RestTable::build(&methods);
         let before = self.rest.current();
@@ -185,6 +233,6 @@ impl Gateway {
             .rest
             .built_from
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = read;
+            .unwrap_or_else(|p| p.into_inner()) = key;
     }
 }

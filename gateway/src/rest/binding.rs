@@ -13,7 +13,7 @@ use crate::transcode::{percent_decode, to_json, to_message};
 
 /// Well-known messages whose canonical JSON is a string, so that a path or query value
 /// can fill them (`update_mask=title,author`, `at=2026-01-02T03:04:05Z`).
-const STRING_SHAPED: &[&str] = &[
+pub(crate) const STRING_SHAPED: &[&str] = &[
     "google.protobuf.FieldMask",
     "google.protobuf.Timestamp",
     "google.protobuf.Duration",
