@@ -44,6 +44,18 @@ pub async fn handle(
     .await
 }
 
+/// What a call on an HTTP door answers with.
+pub(crate) enum Reply {
+    /// A unary reply as JSON.
+    Json(Value),
+    /// A server stream's messages, as they come (boxed: a stream's decoder state is
+    /// large beside a JSON value).
+    Stream(
+        Box<tonic::codec::Streaming<DynamicMessage>>,
+        crate::stream_http::Format,
+    ),
+}
+
 /// One call on an HTTP door, observed from its start to its reply (metrics, access log,
 /// trace): `call` makes the reply's JSON and names the node that gave it, or fails with
 /// what the caller is told.
@@ -55,7 +67,7 @@ pub(crate) async fn answer<F>(
     call: F,
 ) -> Response
 where
-    F: AsyncFnOnce(&Gateway, Request, &str, &mut Observed) -> Result<(Value, String), Failure>,
+    F: AsyncFnOnce(&Gateway, Request, &str, &mut Observed) -> Result<(Reply, String), Failure>,
 {
     let id = request_id(request.headers());
     let (parts, body) = request.into_parts();
@@ -73,9 +85,15 @@ where
         .instrument(span.clone())
         .await
     {
-        Ok((body, node)) => {
+        Ok((reply, node)) => {
+            // A stream is recorded when its reply starts: its end is the caller's to see.
             observed.finish(StatusCode::OK.as_u16(), Code::Ok, Some(&node));
-            json_reply(StatusCode::OK, &body, &id, &node)
+            match reply {
+                Reply::Json(body) => json_reply(StatusCode::OK, &body, &id, &node),
+                Reply::Stream(messages, format) => {
+                    crate::stream_http::reply(*messages, format, &id, &node)
+                }
+            }
         }
         Err(failure) => {
             tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
@@ -159,16 +177,22 @@ async fn call(
     request: Request,
     id: &str,
     observed: &mut Observed,
-) -> Result<(Value, String), Failure> {
+) -> Result<(Reply, String), Failure> {
     let resolved = resolve(gateway, service, method_name, observed).await?;
     let policy = accepted(&resolved.route, &resolved.method, request.method())?;
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let format = crate::stream_http::Format::asked_by(request.headers());
     let input = transcode::read_input(
         request,
         &resolved.method.input(),
         gateway.settings.max_body_bytes,
     )
     .await?;
+    if resolved.method.is_server_streaming() {
+        let (messages, node) =
+            invoke_stream(gateway, &resolved, &input, authorization, id, observed).await?;
+        return Ok((Reply::Stream(Box::new(messages), format), node));
+    }
     let (reply, node) = invoke(
         gateway,
         &resolved,
@@ -179,7 +203,7 @@ async fn call(
         observed,
     )
     .await?;
-    Ok((transcode::to_json(&reply)?, node))
+    Ok((Reply::Json(transcode::to_json(&reply)?), node))
 }
 
 /// A method of a service as the call will reach it: its nodes, the newest running
@@ -224,6 +248,64 @@ pub(crate) async fn invoke(
     id: &str,
     observed: &mut Observed,
 ) -> Result<(DynamicMessage, String), Failure> {
+    let call = Outgoing {
+        policy,
+        input,
+        authorization,
+        id,
+        stream: false,
+    };
+    let (response, node) = send(gateway, resolved, call, observed).await?;
+    let message = codec::read_reply(response, resolved.method.output())
+        .await
+        .map_err(|status| Failure::of_status(&status).served_by(node.clone()))?;
+    Ok((message, node))
+}
+
+/// A server-streaming call of `resolved` with `input`: its messages as they come, and the
+/// node sending them. A stream has no deadline of the route's: it lasts until the
+/// service ends it or the caller goes away (dropping the stream cancels the call).
+pub(crate) async fn invoke_stream(
+    gateway: &Gateway,
+    resolved: &Resolved,
+    input: &DynamicMessage,
+    authorization: Option<HeaderValue>,
+    id: &str,
+    observed: &mut Observed,
+) -> Result<(tonic::codec::Streaming<DynamicMessage>, String), Failure> {
+    let call = Outgoing {
+        // Never repeated once sent: its messages may already be on their way.
+        policy: MethodPolicy {
+            idempotent: false,
+            ..MethodPolicy::of(&resolved.route, &resolved.method)
+        },
+        input,
+        authorization,
+        id,
+        stream: true,
+    };
+    let (response, node) = send(gateway, resolved, call, observed).await?;
+    let messages = codec::read_stream(response, resolved.method.output())
+        .map_err(|status| Failure::of_status(&status).served_by(node.clone()))?;
+    Ok((messages, node))
+}
+
+/// What one call sends.
+struct Outgoing<'a> {
+    policy: MethodPolicy,
+    input: &'a DynamicMessage,
+    authorization: Option<HeaderValue>,
+    id: &'a str,
+    /// A server stream: handed on as it comes, with no deadline of the route's.
+    stream: bool,
+}
+
+async fn send(
+    gateway: &Gateway,
+    resolved: &Resolved,
+    call: Outgoing<'_>,
+    observed: &mut Observed,
+) -> Result<(cluster::stack::CallResponse, String), Failure> {
     let Resolved {
         service,
         healthy,
@@ -231,17 +313,24 @@ pub(crate) async fn invoke(
         versions,
         route,
     } = resolved;
+    let Outgoing {
+        policy,
+        input,
+        authorization,
+        id,
+        stream,
+    } = call;
     let signs = healthy.iter().any(|node| node.channel.signs());
-    let timeout = route.timeout_of(method.name());
+    let timeout = (!stream).then(|| route.timeout_of(method.name()));
     let info = CallInfo {
         idempotent: policy.idempotent,
-        deadline: Some(Instant::now() + timeout),
+        deadline: timeout.map(|timeout| Instant::now() + timeout),
         // An idempotent call's attempt on a node that hangs leaves time to try two others.
-        attempt_timeout: policy.idempotent.then_some(timeout / 3),
+        attempt_timeout: timeout.filter(|_| policy.idempotent).map(|t| t / 3),
         balance: route.balance,
         // In a rolling upgrade only the versions that have the method can serve it.
         versions: Some(Arc::new(versions.clone())),
-        whole_reply: true,
+        whole_reply: !stream,
         trace: Some(observed.trace.attempts()),
         ..CallInfo::new(
             service.as_str(),
@@ -259,19 +348,12 @@ pub(crate) async fn invoke(
         ..GatewayCall::new(route.clone())
     });
     let (response, node) = gateway
-        .send(
-            outgoing,
-            || format!("{service}/{}", method.name()),
-            Some(timeout),
-        )
+        .send(outgoing, || format!("{service}/{}", method.name()), timeout)
         .await?;
     let node = node
         .map(|node| node.instance.address.clone())
         .unwrap_or_default();
-    let message = codec::read_reply(response, method.output())
-        .await
-        .map_err(|status| Failure::of_status(&status).served_by(node.clone()))?;
-    Ok((message, node))
+    Ok((response, node))
 }
 
 /// The healthy nodes of `service` to learn its methods from; why there are none.
@@ -314,11 +396,13 @@ fn accepted(
     method: &MethodDescriptor,
     http_method: &Method,
 ) -> Result<MethodPolicy, Failure> {
-    if method.is_client_streaming() || method.is_server_streaming() {
+    // A server stream is answered as events or JSON lines; a stream of requests needs
+    // gRPC.
+    if method.is_client_streaming() {
         return Err(Failure::new(
             Code::Unimplemented,
             format!(
-                "{} streams; call it over gRPC on the gateway's rpc port",
+                "{} takes a stream of requests; call it over gRPC on the gateway's rpc port",
                 method.name()
             ),
         ));

@@ -60,3 +60,24 @@ pub async fn read_reply(
     reply.trailers().await?;
     Ok(message)
 }
+
+/// The messages of a server stream as they come, or the status the node refused it with
+/// before sending any (trailers-only); a status at its end comes as the stream's error.
+pub fn read_stream(
+    response: http::Response<tonic::body::Body>,
+    output: MessageDescriptor,
+) -> Result<tonic::codec::Streaming<DynamicMessage>, Status> {
+    if let Some(status) = Status::from_header_map(response.headers())
+        && status.code() != tonic::Code::Ok
+    {
+        return Err(status);
+    }
+    let (parts, body) = response.into_parts();
+    Ok(tonic::codec::Streaming::new_response(
+        DynamicDecoder(output),
+        body,
+        parts.status,
+        None,
+        None,
+    ))
+}

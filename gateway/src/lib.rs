@@ -24,6 +24,7 @@ pub mod settings;
 mod stack;
 mod state;
 mod status;
+mod stream_http;
 mod transcode;
 #[cfg(test)]
 mod transcode_props;

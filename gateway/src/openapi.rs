@@ -279,7 +279,7 @@ impl Builder {
                 method.full_name()
             ),
             "parameters": params,
-            "responses": responses(response),
+            "responses": responses_of(method, response),
         });
         if let Some(schema) = request_body {
             operation["requestBody"] = json_body(schema);
@@ -297,7 +297,9 @@ impl Builder {
     fn api_operations(&mut self, service: &str, method: &MethodDescriptor, route: &Route) {
         let path = format!("/api/{service}/{}", method.name());
         let input = method.input();
-        let streams = method.is_client_streaming() || method.is_server_streaming();
+        // A stream of requests needs gRPC; a server stream is answered as JSON lines or
+        // events.
+        let streams = method.is_client_streaming();
         let mut operations = Map::new();
         if streams {
             let id = self.operation_id(&format!("api.{service}.{}", method.name()));
@@ -315,7 +317,7 @@ impl Builder {
                     "operationId": id,
                     "tags": [service],
                     "summary": method.full_name(),
-                    "description": "A streaming method: not available over /api (it answers 501, UNIMPLEMENTED); call it over gRPC on the gateway's rpc port.",
+                    "description": "A method that takes a stream of requests: not available over /api (it answers 501, UNIMPLEMENTED); call it over gRPC on the gateway's rpc port.",
                     "responses": answers,
                 }),
             );
@@ -331,7 +333,7 @@ impl Builder {
                     "summary": method.full_name(),
                     "description": "The method's input as the JSON body (canonical protobuf JSON), its output as the reply.",
                     "requestBody": json_body(body),
-                    "responses": responses(output.clone()),
+                    "responses": responses_of(method, output.clone()),
                 }),
             );
             if MethodPolicy::of(route, method).get {
@@ -359,7 +361,7 @@ impl Builder {
                         "summary": method.full_name(),
                         "description": "Safe to repeat, so also taken by GET: the input's scalar fields as query parameters.",
                         "parameters": params,
-                        "responses": responses(output),
+                        "responses": responses_of(method, output),
                     }),
                 );
             }
@@ -684,6 +686,24 @@ fn with_description(mut schema: Value, note: String) -> Value {
 
 fn json_body(schema: Value) -> Value {
     json!({ "content": { "application/json": { "schema": schema } } })
+}
+
+/// The replies of `method`: its message as JSON, or for a server stream each message as
+/// a line of JSON (or an SSE event, for a client that accepts `text/event-stream`).
+fn responses_of(method: &MethodDescriptor, ok: Value) -> Value {
+    if !method.is_server_streaming() {
+        return responses(ok);
+    }
+    json!({
+        "200": {
+            "description": "A server stream: each message as it comes, as a line of canonical protobuf JSON (application/x-ndjson), or as `data:` events for a client that accepts text/event-stream; a failure ends it with {\"error\": {code, message, details}} (an `event: error`).",
+            "content": {
+                "application/x-ndjson": { "schema": ok },
+                "text/event-stream": { "schema": { "type": "string" } },
+            },
+        },
+        "default": { "$ref": "#/components/responses/Error" },
+    })
 }
 
 fn responses(ok: Value) -> Value {
@@ -1028,7 +1048,7 @@ message UpdateItemRequest { Item item = 1; google.protobuf.FieldMask update_mask
     }
 
     #[test]
-    fn openapi_api_methods_post_get_and_streams() {
+    fn openapi_api_methods_post_get_and_server_streams() {
         let doc = shop_document(Some("shop"));
         let paths = &doc["paths"];
         let get_item = &paths["/api/shop/GetItem"];
@@ -1036,14 +1056,14 @@ message UpdateItemRequest { Item item = 1; google.protobuf.FieldMask update_mask
         // NO_SIDE_EFFECTS: GET too, the scalars as query parameters.
         assert_eq!(get_item["get"]["parameters"][0]["name"], "name");
         assert!(paths["/api/shop/UpdateItem"]["get"].is_null());
+        // A server stream: its messages as JSON lines or events.
         let watch = &paths["/api/shop/Watch"]["post"];
-        assert!(
-            watch["description"]
-                .as_str()
-                .unwrap()
-                .contains("not available")
+        let streamed = &watch["responses"]["200"]["content"];
+        assert_eq!(
+            streamed["application/x-ndjson"]["schema"]["$ref"],
+            "#/components/schemas/shop.v1.Item"
         );
-        assert!(watch["responses"]["200"].is_null());
+        assert!(streamed["text/event-stream"].is_object());
         assert_eq!(
             paths["/api/shop/Clear"]["post"]["responses"]["200"]["content"]["application/json"]["schema"],
             json!({"type": "object"})

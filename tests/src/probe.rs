@@ -65,7 +65,50 @@ impl ProbeService for Probe {
     async fn shout(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
         Err(Status::not_found(request.into_inner().text))
     }
+
+    type TickStream = tokio_stream::wrappers::ReceiverStream<Result<Note, Status>>;
+
+    async fn tick(&self, request: Request<Note>) -> Result<Response<Self::TickStream>, Status> {
+        let text = request.into_inner().text;
+        let (count, fails) = match text.as_str() {
+            "fail" => (1, true),
+            number => (
+                number
+                    .parse::<u64>()
+                    .map_err(|_| Status::invalid_argument("a count, or fail"))?,
+                false,
+            ),
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while count == 0 || sent < count {
+                sent += 1;
+                if sender
+                    .send(Ok(Note {
+                        text: sent.to_string(),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    // The caller went away: the gateway dropped its side of the call.
+                    TICKS_CANCELLED.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if fails {
+                let _ = sender.send(Err(Status::aborted("tick failed"))).await;
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
 }
+
+/// How many `Tick` streams ended because their caller went away, in this process.
+pub static TICKS_CANCELLED: AtomicUsize = AtomicUsize::new(0);
 
 /// One probe node; `readiness`, when given, drives what its health checks answer.
 pub async fn start(

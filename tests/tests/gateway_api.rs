@@ -150,14 +150,6 @@ async fn bad_requests_get_grpc_gateway_statuses_and_a_json_error_body() {
         ),
         (
             "POST",
-            format!("{base}/user/List"),
-            Bytes::from("{}"),
-            501,
-            12,
-            "rpc port",
-        ),
-        (
-            "POST",
             format!("{base}/user/Login"),
             Bytes::from("{\"username\":\"x\",\"password\":\"y\"}"),
             401,

@@ -151,12 +151,11 @@ async fn the_gateway_serves_a_live_valid_openapi_document_of_rest_routes_and_api
         account["properties"]["createdAtMs"],
         json!({ "type": "string", "format": "int64" })
     );
-    // A stream is not callable over /api, and says so.
-    let listing = &document["paths"]["/api/user/List"]["post"];
+    // A server stream is answered over /api as JSON lines or events, and says so.
+    let listing = &document["paths"]["/api/user/List"]["post"]["responses"]["200"]["content"];
     assert!(
-        listing["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("not available")),
+        listing["application/x-ndjson"]["schema"]["$ref"].is_string()
+            && listing["text/event-stream"].is_object(),
         "{listing:#}"
     );
     // One service's document has that service only, and validates too.

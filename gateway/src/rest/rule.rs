@@ -63,7 +63,7 @@ pub enum RuleError {
         path: String,
         message: String,
     },
-    #[error("{method}: a streaming method has no REST route yet")]
+    #[error("{method}: a method that takes a stream of requests has no REST route")]
     Streaming { method: String },
 }
 
@@ -83,7 +83,7 @@ pub fn rules_of(method: &MethodDescriptor) -> Vec<Result<HttpRule, RuleError>> {
         return Vec::new();
     };
     let name = method.full_name().to_owned();
-    if method.is_client_streaming() || method.is_server_streaming() {
+    if method.is_client_streaming() {
         return vec![Err(RuleError::Streaming { method: name })];
     }
     let mut rules = vec![one_rule(method, &rule)];

@@ -10,7 +10,7 @@ use tonic::Code;
 
 use super::binding::{request_message, response_json};
 use super::rule::BodyRule;
-use crate::api::{MethodPolicy, answer, invoke, resolve};
+use crate::api::{MethodPolicy, Reply, answer, invoke, invoke_stream, resolve};
 use crate::failure::Failure;
 use crate::observe::{Door, Observed};
 use crate::state::Gateway;
@@ -28,7 +28,7 @@ async fn call(
     request: Request,
     id: &str,
     observed: &mut Observed,
-) -> Result<(serde_json::Value, String), Failure> {
+) -> Result<(Reply, String), Failure> {
     let table = gateway.rest.current();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
@@ -38,6 +38,7 @@ async fn call(
     let resolved = resolve(gateway, &route.service, route.method.name(), observed).await?;
     let policy = MethodPolicy::of(&resolved.route, &resolved.method);
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let format = crate::stream_http::Format::asked_by(request.headers());
     let body = match route.rule.body {
         BodyRule::None => None,
         BodyRule::Whole | BodyRule::Field(_) => {
@@ -51,6 +52,11 @@ async fn call(
         &query,
         body,
     )?;
+    if resolved.method.is_server_streaming() {
+        let (messages, node) =
+            invoke_stream(gateway, &resolved, &input, authorization, id, observed).await?;
+        return Ok((Reply::Stream(Box::new(messages), format), node));
+    }
     let (reply, node) = invoke(
         gateway,
         &resolved,
@@ -61,7 +67,7 @@ async fn call(
         observed,
     )
     .await?;
-    Ok((response_json(&reply, &route.rule)?, node))
+    Ok((Reply::Json(response_json(&reply, &route.rule)?), node))
 }
 
 /// 405 when some route takes the path with another method, else 404.
