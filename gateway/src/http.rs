@@ -59,15 +59,31 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
+            // REST routes take every verb a `google.api.http` rule can name.
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
+                header::ACCEPT,
                 HeaderName::from_static(failure::REQUEST_ID),
+                // What gRPC-Web clients send.
+                HeaderName::from_static("x-grpc-web"),
+                HeaderName::from_static("x-user-agent"),
+                HeaderName::from_static("grpc-timeout"),
             ])
             .expose_headers([
                 HeaderName::from_static(failure::REQUEST_ID),
                 HeaderName::from_static(failure::SERVED_BY),
+                // A gRPC-Web reply's status when it comes as headers (trailers-only).
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
             ]),
     )
 }

@@ -11,6 +11,7 @@ mod codec;
 #[cfg(test)]
 mod door_tests;
 mod failure;
+mod grpc_web;
 mod http;
 pub mod listing;
 mod live_routes;

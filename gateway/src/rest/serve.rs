@@ -16,8 +16,11 @@ use crate::observe::{Door, Observed};
 use crate::state::Gateway;
 use crate::transcode::read_json_body;
 
-/// Any request no other route of the public port took.
+/// Any request no other route of the public port took: gRPC-Web, or a REST route.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    if crate::grpc_web::is_grpc_web(request.headers()) {
+        return crate::grpc_web::forward(gateway, request).await;
+    }
     let path = request.uri().path().to_owned();
     let span = |id: &str| tracing::debug_span!("rest", %path, request_id = %id);
     answer(&gateway, Door::Rest, request, span, call).await
