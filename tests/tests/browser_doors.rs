@@ -1,6 +1,7 @@
-//! gRPC-Web on the gateway's public port, called by a page in Chromium with `fetch` and
-//! hand-made frames, as a browser library would send them: a unary call, a server stream
-//! (one data frame per message), and a failing status, each ending with its trailer frame.
+//! The browser's doors of the gateway's public port, used by a page in Chromium: gRPC-Web
+//! with `fetch` and hand-made frames, as a browser library would send them (a unary call,
+//! a server stream, a failing status), and a server stream read with `EventSource` as
+//! Server-Sent Events.
 
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ fn trailer(trailers: &Value, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 #[cfg_attr(no_chromium, ignore = "needs chromium (apt-get install chromium)")]
-async fn a_page_in_chromium_calls_services_over_grpc_web() {
+async fn a_page_in_chromium_calls_services_over_grpc_web_and_reads_a_stream_with_event_source() {
     let etcd = require!(Etcd::start().await);
     let user = Node::on_etcd("user", "user", &etcd.etcd_addr(), &[]);
     let gateway = Node::on_etcd("gateway", "gateway", &etcd.etcd_addr(), &[]);
@@ -137,6 +138,26 @@ async fn a_page_in_chromium_calls_services_over_grpc_web() {
         trailer(&refused["trailers"], "grpc-message")
             .is_some_and(|message| message.contains("wrong username or password")),
         "{refused}"
+    );
+
+    // The same stream as Server-Sent Events, read by the browser's own EventSource: it
+    // asks for text/event-stream; the end of the stream closes the connection.
+    let events = browser
+        .eval(
+            r#"new Promise((resolve) => {
+  const events = [];
+  const source = new EventSource("/api/user/List?prefix=a");
+  source.onmessage = (event) => events.push(JSON.parse(event.data));
+  source.onerror = () => { source.close(); resolve(events); };
+})"#,
+        )
+        .await
+        .expect("EventSource reads the stream");
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(events[0]["username"], "ada", "{events}");
+    assert!(
+        events[0]["createdAtMs"].is_string(),
+        "int64 as a string: {events}"
     );
 
     drop(browser);
