@@ -188,22 +188,40 @@ async fn call(
         gateway.settings.max_body_bytes,
     )
     .await?;
-    if resolved.method.is_server_streaming() {
-        let (messages, node) =
-            invoke_stream(gateway, &resolved, &input, authorization, id, observed).await?;
-        return Ok((Reply::Stream(Box::new(messages), format), node));
-    }
-    let (reply, node) = invoke(
-        gateway,
-        &resolved,
+    let call = Outgoing {
         policy,
-        &input,
+        input: &input,
         authorization,
         id,
+        stream: resolved.method.is_server_streaming(),
+    };
+    invoke_reply(
+        gateway,
+        &resolved,
+        call,
+        format,
         observed,
+        transcode::to_json,
     )
-    .await?;
-    Ok((Reply::Json(transcode::to_json(&reply)?), node))
+    .await
+}
+
+/// The call of `resolved`: a unary one's reply rendered by `render`, or a server stream's
+/// messages as they come (in `format`); and the node that answered.
+pub(crate) async fn invoke_reply(
+    gateway: &Gateway,
+    resolved: &Resolved,
+    call: Outgoing<'_>,
+    format: crate::stream_http::Format,
+    observed: &mut Observed,
+    render: impl FnOnce(&DynamicMessage) -> Result<Value, Failure>,
+) -> Result<(Reply, String), Failure> {
+    if call.stream {
+        let (messages, node) = invoke_stream(gateway, resolved, call, observed).await?;
+        return Ok((Reply::Stream(Box::new(messages), format), node));
+    }
+    let (reply, node) = invoke(gateway, resolved, call, observed).await?;
+    Ok((Reply::Json(render(&reply)?), node))
 }
 
 /// A method of a service as the call will reach it: its nodes, the newest running
@@ -237,24 +255,14 @@ pub(crate) async fn resolve(
     })
 }
 
-/// The unary call of `resolved` with `input` through the call stack, under the route's
-/// deadline and the method's retry policy: the reply and the node that gave it.
-pub(crate) async fn invoke(
+/// The unary call of `resolved` through the call stack, under the route's deadline and
+/// the method's retry policy: the reply and the node that gave it.
+async fn invoke(
     gateway: &Gateway,
     resolved: &Resolved,
-    policy: MethodPolicy,
-    input: &DynamicMessage,
-    authorization: Option<HeaderValue>,
-    id: &str,
+    call: Outgoing<'_>,
     observed: &mut Observed,
 ) -> Result<(DynamicMessage, String), Failure> {
-    let call = Outgoing {
-        policy,
-        input,
-        authorization,
-        id,
-        stream: false,
-    };
     let (response, node) = send(gateway, resolved, call, observed).await?;
     let message = codec::read_reply(response, resolved.method.output())
         .await
@@ -262,27 +270,23 @@ pub(crate) async fn invoke(
     Ok((message, node))
 }
 
-/// A server-streaming call of `resolved` with `input`: its messages as they come, and the
-/// node sending them. A stream has no deadline of the route's: it lasts until the
-/// service ends it or the caller goes away (dropping the stream cancels the call).
-pub(crate) async fn invoke_stream(
+/// A server-streaming call of `resolved`: its messages as they come, and the node
+/// sending them. A stream has no deadline of the route's and is never repeated once
+/// sent: it lasts until the service ends it or the caller goes away (dropping the stream
+/// cancels the call).
+async fn invoke_stream(
     gateway: &Gateway,
     resolved: &Resolved,
-    input: &DynamicMessage,
-    authorization: Option<HeaderValue>,
-    id: &str,
+    call: Outgoing<'_>,
     observed: &mut Observed,
 ) -> Result<(tonic::codec::Streaming<DynamicMessage>, String), Failure> {
     let call = Outgoing {
-        // Never repeated once sent: its messages may already be on their way.
         policy: MethodPolicy {
             idempotent: false,
-            ..MethodPolicy::of(&resolved.route, &resolved.method)
+            ..call.policy
         },
-        input,
-        authorization,
-        id,
         stream: true,
+        ..call
     };
     let (response, node) = send(gateway, resolved, call, observed).await?;
     let messages = codec::read_stream(response, resolved.method.output())
@@ -291,13 +295,13 @@ pub(crate) async fn invoke_stream(
 }
 
 /// What one call sends.
-struct Outgoing<'a> {
-    policy: MethodPolicy,
-    input: &'a DynamicMessage,
-    authorization: Option<HeaderValue>,
-    id: &'a str,
+pub(crate) struct Outgoing<'a> {
+    pub policy: MethodPolicy,
+    pub input: &'a DynamicMessage,
+    pub authorization: Option<HeaderValue>,
+    pub id: &'a str,
     /// A server stream: handed on as it comes, with no deadline of the route's.
-    stream: bool,
+    pub stream: bool,
 }
 
 async fn send(

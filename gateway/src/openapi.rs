@@ -78,21 +78,8 @@ fn not_found(message: String) -> Response {
 /// Every service's newest running version's methods, as the REST table is built from;
 /// a service whose schema cannot be read now is left out (and logged at debug).
 async fn services(gateway: &Gateway) -> BTreeMap<String, ServiceApi> {
-    let mut newest: BTreeMap<String, Arc<cluster::Node>> = BTreeMap::new();
-    for node in gateway.view.snapshot().nodes() {
-        if node.instance.service == "gateway" {
-            continue;
-        }
-        let newer = newest.get(&node.instance.service).is_none_or(|kept| {
-            cluster::meta::version_order(&node.instance.version)
-                > cluster::meta::version_order(&kept.instance.version)
-        });
-        if newer {
-            newest.insert(node.instance.service.clone(), node.clone());
-        }
-    }
     let mut services = BTreeMap::new();
-    for (service, node) in newest {
+    for (service, node) in gateway.newest_nodes(false) {
         let schema = match tokio::time::timeout(SCHEMA_PATIENCE, gateway.schema_of(&node)).await {
             Ok(Ok(schema)) => schema,
             Ok(Err(error)) => {

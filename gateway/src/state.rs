@@ -128,15 +128,13 @@ impl Gateway {
         self.schemas.forget_versions_except(service, live);
     }
 
-    /// Rebuilds the REST table when a service's newest running version changed since the
-    /// last build: its schema is read (or found cached) from a healthy node of that
-    /// version, a few services at a time. A service whose schema cannot be read now
-    /// keeps out of the table and is tried again after [`REST_RETRY`], so that a cluster
-    /// of unreachable nodes costs no stream of reflection calls.
-    pub async fn refresh_rest(&self) {
+    /// For each service behind the gateway, one node of its newest running version (only
+    /// among the nodes passing their health checks, when `healthy_only`): where the
+    /// service's current schema is read from.
+    pub fn newest_nodes(&self, healthy_only: bool) -> BTreeMap<String, Arc<Node>> {
         let mut newest: BTreeMap<String, Arc<Node>> = BTreeMap::new();
         for node in self.view.snapshot().nodes() {
-            if node.instance.service == "gateway" || !node.is_healthy() {
+            if node.instance.service == "gateway" || (healthy_only && !node.is_healthy()) {
                 continue;
             }
             let newer = newest.get(&node.instance.service).is_none_or(|kept| {
@@ -147,6 +145,16 @@ impl Gateway {
                 newest.insert(node.instance.service.clone(), node.clone());
             }
         }
+        newest
+    }
+
+    /// Rebuilds the REST table when a service's newest running version changed since the
+    /// last build: its schema is read (or found cached) from a healthy node of that
+    /// version, a few services at a time. A service whose schema cannot be read now
+    /// keeps out of the table and is tried again after [`REST_RETRY`], so that a cluster
+    /// of unreachable nodes costs no stream of reflection calls.
+    pub async fn refresh_rest(&self) {
+        let newest = self.newest_nodes(true);
         let wanted: BTreeMap<String, String> = newest
             .iter()
             .map(|(service, node)| (service.clone(), node.instance.version.clone()))

@@ -263,6 +263,17 @@ impl Etcd {
             .await
             .expect("etcd client")
     }
+
+    /// Registers a node as a program of another language does, with nothing but a key
+    /// and a JSON value holding its address (no lease: it stays until the test ends).
+    pub async fn register_bare(&self, service: &str, id: &str, address: &str) {
+        let value = serde_json::json!({ "address": address }).to_string();
+        self.client()
+            .await
+            .put(format!("go-ms/services/{service}/{id}"), value, None)
+            .await
+            .expect("write the bare value");
+    }
 }
 
 /// Waits until a read succeeds on at least one endpoint.

@@ -21,15 +21,7 @@ async fn a_python_node_with_only_v1alpha_reflection_answers_through_the_gateways
     let (_python, address) = tests::python::start_node("shelf_node.py").await;
     let gateway = Node::on_etcd("gateway", "gateway", &etcd.etcd_addr(), &[]);
     let http = gateway.listening("http").await;
-    let mut client = etcd.client().await;
-    client
-        .put(
-            "go-ms/services/shelf/python-1",
-            json!({ "address": address }).to_string(),
-            None,
-        )
-        .await
-        .expect("write the bare value");
+    etcd.register_bare("shelf", "python-1", &address).await;
     gateway
         .wait_for(
             &format!("Server [shelf] cluster [{address}] join"),

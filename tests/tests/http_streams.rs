@@ -24,15 +24,7 @@ async fn a_server_stream_reaches_http_callers_as_json_lines_or_events_and_a_leav
     let http = gateway.listening("http").await;
     let private = std::sync::Arc::new(registry_memory::MemoryRegistry::new());
     let probe = tests::probe::start(private, None).await;
-    etcd.client()
-        .await
-        .put(
-            "go-ms/services/probe/by-hand",
-            json!({ "address": probe.address }).to_string(),
-            None,
-        )
-        .await
-        .expect("register the probe");
+    etcd.register_bare("probe", "by-hand", &probe.address).await;
     gateway
         .wait_for(
             &format!("Server [probe] cluster [{}] join", probe.address),

@@ -85,15 +85,7 @@ async fn the_gateway_serves_a_live_valid_openapi_document_of_rest_routes_and_api
     let (_python, address) = tests::python::start_node("library_node.py").await;
     let gateway = Node::on_etcd("gateway", "gateway", &etcd.etcd_addr(), &[]);
     let http = gateway.listening("http").await;
-    let mut client = etcd.client().await;
-    client
-        .put(
-            "go-ms/services/library/python-1",
-            json!({ "address": address }).to_string(),
-            None,
-        )
-        .await
-        .expect("write the bare value");
+    etcd.register_bare("library", "python-1", &address).await;
     let whole = format!("http://{http}/openapi.json");
 
     // The library's routes show within seconds of it joining.

@@ -43,15 +43,7 @@ async fn annotated_methods_of_a_python_node_answer_their_rest_paths_through_the_
     let gateway = Node::on_etcd("gateway", "gateway", &etcd.etcd_addr(), &[]);
     let http = gateway.listening("http").await;
     let admin = gateway.listening("admin").await;
-    let mut client = etcd.client().await;
-    client
-        .put(
-            "go-ms/services/library/python-1",
-            json!({ "address": address }).to_string(),
-            None,
-        )
-        .await
-        .expect("write the bare value");
+    etcd.register_bare("library", "python-1", &address).await;
     let rest = Rest {
         client: HttpClient::default(),
         base: format!("http://{http}"),

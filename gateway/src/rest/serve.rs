@@ -10,7 +10,7 @@ use tonic::Code;
 
 use super::binding::{request_message, response_json};
 use super::rule::BodyRule;
-use crate::api::{MethodPolicy, Reply, answer, invoke, invoke_stream, resolve};
+use crate::api::{MethodPolicy, Outgoing, Reply, answer, invoke_reply, resolve};
 use crate::failure::Failure;
 use crate::observe::{Door, Observed};
 use crate::state::Gateway;
@@ -55,22 +55,15 @@ async fn call(
         &query,
         body,
     )?;
-    if resolved.method.is_server_streaming() {
-        let (messages, node) =
-            invoke_stream(gateway, &resolved, &input, authorization, id, observed).await?;
-        return Ok((Reply::Stream(Box::new(messages), format), node));
-    }
-    let (reply, node) = invoke(
-        gateway,
-        &resolved,
+    let call = Outgoing {
         policy,
-        &input,
+        input: &input,
         authorization,
         id,
-        observed,
-    )
-    .await?;
-    Ok((Reply::Json(response_json(&reply, &route.rule)?), node))
+        stream: resolved.method.is_server_streaming(),
+    };
+    let render = |reply: &prost_reflect::DynamicMessage| response_json(reply, &route.rule);
+    invoke_reply(gateway, &resolved, call, format, observed, render).await
 }
 
 /// 405 when some route takes the path with another method, else 404.
