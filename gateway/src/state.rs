@@ -208,18 +208,15 @@ impl Gateway {
                 }
             }
         }
-        // Only what was read is known: a service that failed keeps the table's key apart
-        // from `wanted`, so the next refresh after its retry time tries it again.
-        let mut key = read.clone();
-        if key.len() < wanted.len() {
-            key.insert(String::new(), "incomplete".to_owned());
-        }
+        // The table is keyed by what was read: a service that failed keeps it apart from
+        // `wanted`, so later refreshes look again, and read it once its retry time is up.
+
         if *self
             .rest
             .built_from
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            == key
+            == read
         {
             return;
         }
@@ -241,6 +238,6 @@ impl Gateway {
             .rest
             .built_from
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = key;
+            .unwrap_or_else(|p| p.into_inner()) = read;
     }
 }
