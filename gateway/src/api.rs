@@ -30,6 +30,9 @@ pub async fn handle(
     Path((service, method)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    if crate::websocket::is_upgrade(request.headers()) {
+        return crate::websocket::handle(gateway, service, method, request).await;
+    }
     // At debug: a span per call costs more than the call's own work on the hot path.
     let span = |id: &str| tracing::debug_span!("api", %service, %method, request_id = %id);
     answer(
@@ -310,21 +313,65 @@ async fn send(
     call: Outgoing<'_>,
     observed: &mut Observed,
 ) -> Result<(cluster::stack::CallResponse, String), Failure> {
+    let signs = resolved.healthy.iter().any(|node| node.channel.signs());
+    let body = codec::framed(call.input)
+        .map_err(|status| Failure::new(status.code(), status.message()))?;
+    let mut request = grpc_request(&resolved.method, body, call.id)?;
+    if signs {
+        // Binds a signed call to its body.
+        let digest = node::credentials::body_digest(&request.body()[5..]);
+        if let Ok(mut value) = HeaderValue::from_str(&digest) {
+            value.set_sensitive(true);
+            request
+                .headers_mut()
+                .insert(node::credentials::BODY_HEADER, value);
+        }
+    }
+    let sending = Sending {
+        policy: call.policy,
+        authorization: call.authorization,
+        stream: call.stream,
+    };
+    dispatch(
+        gateway,
+        resolved,
+        request.map(ReplayBody::whole),
+        sending,
+        observed,
+    )
+    .await
+}
+
+/// How a prepared gRPC request goes out.
+pub(crate) struct Sending {
+    pub policy: MethodPolicy,
+    pub authorization: Option<HeaderValue>,
+    /// A stream: no deadline of the route's, its reply read as it comes.
+    pub stream: bool,
+}
+
+/// `request` (a gRPC request of `resolved`'s method) through the call stack: the route's
+/// deadline unless it streams, retries as the policy allows, the route's admission
+/// checks; the reply and the node that gave it.
+pub(crate) async fn dispatch(
+    gateway: &Gateway,
+    resolved: &Resolved,
+    mut request: http::Request<ReplayBody>,
+    sending: Sending,
+    observed: &mut Observed,
+) -> Result<(cluster::stack::CallResponse, String), Failure> {
     let Resolved {
         service,
-        healthy,
         method,
         versions,
         route,
+        ..
     } = resolved;
-    let Outgoing {
+    let Sending {
         policy,
-        input,
         authorization,
-        id,
         stream,
-    } = call;
-    let signs = healthy.iter().any(|node| node.channel.signs());
+    } = sending;
     let timeout = (!stream).then(|| route.timeout_of(method.name()));
     let info = CallInfo {
         idempotent: policy.idempotent,
@@ -342,9 +389,7 @@ async fn send(
             method.name(),
         )
     };
-    let outgoing = grpc_request(method, input, id, signs)?;
-    let mut outgoing = outgoing.map(ReplayBody::whole);
-    let extensions = outgoing.extensions_mut();
+    let extensions = request.extensions_mut();
     extensions.insert(info);
     extensions.insert(GatewayCall {
         // Checked by the admit layer; the node sees only the claims a route forwards.
@@ -352,7 +397,7 @@ async fn send(
         ..GatewayCall::new(route.clone())
     });
     let (response, node) = gateway
-        .send(outgoing, || format!("{service}/{}", method.name()), timeout)
+        .send(request, || format!("{service}/{}", method.name()), timeout)
         .await?;
     let node = node
         .map(|node| node.instance.address.clone())
@@ -401,12 +446,12 @@ fn accepted(
     http_method: &Method,
 ) -> Result<MethodPolicy, Failure> {
     // A server stream is answered as events or JSON lines; a stream of requests needs
-    // gRPC.
+    // a WebSocket (see `websocket`) or gRPC.
     if method.is_client_streaming() {
         return Err(Failure::new(
             Code::Unimplemented,
             format!(
-                "{} takes a stream of requests; call it over gRPC on the gateway's rpc port",
+                "{} takes a stream of requests: open a WebSocket on this path (JSON text frames), or call it over gRPC on the gateway's rpc port",
                 method.name()
             ),
         ));
@@ -429,16 +474,13 @@ fn accepted(
     }
 }
 
-/// The unary gRPC request for `input`: its path, the request id, and the digest that
-/// binds a signed call to its body.
-fn grpc_request(
+/// The gRPC request of `method` carrying `body` (its framed messages), with the request
+/// id.
+pub(crate) fn grpc_request<B>(
     method: &MethodDescriptor,
-    input: &DynamicMessage,
+    body: B,
     id: &str,
-    signs: bool,
-) -> Result<http::Request<bytes::Bytes>, Failure> {
-    let body =
-        codec::framed(input).map_err(|status| Failure::new(status.code(), status.message()))?;
+) -> Result<http::Request<B>, Failure> {
     let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
     let mut request = http::Request::new(body);
     *request.method_mut() = Method::POST;
@@ -456,15 +498,6 @@ fn grpc_request(
     if let Ok(mut value) = HeaderValue::from_str(id) {
         value.set_sensitive(true);
         headers.insert(REQUEST_ID, value);
-    }
-    if signs {
-        let digest = node::credentials::body_digest(&request.body()[5..]);
-        if let Ok(mut value) = HeaderValue::from_str(&digest) {
-            value.set_sensitive(true);
-            request
-                .headers_mut()
-                .insert(node::credentials::BODY_HEADER, value);
-        }
     }
     Ok(request)
 }

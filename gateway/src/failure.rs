@@ -142,8 +142,7 @@ impl Failure {
     /// the mapped HTTP status.
     pub fn into_http(self, request_id: &str) -> Response {
         let served_by = self.served_by.as_deref().unwrap_or("gateway");
-        let details = details_json(&self.details_bin(&self.message));
-        let body = error_body(self.code, &self.message, details);
+        let body = self.body();
         let mut response = json_reply(self.status, &body, request_id, served_by);
         let headers = response.headers_mut();
         if let Some(wait) = self.retry_after {
@@ -184,6 +183,13 @@ impl Failure {
             response.headers_mut().insert(SERVED_BY, address);
         }
         response
+    }
+
+    /// What the caller is told, as JSON: `{"code", "message"}`, and `"details"` when
+    /// there are any.
+    pub fn body(&self) -> serde_json::Value {
+        let details = details_json(&self.details_bin(&self.message));
+        error_body(self.code, &self.message, details)
     }
 
     /// The details the failure is told with: the service's own, else, when the gateway

@@ -29,6 +29,7 @@ mod stream_http;
 mod transcode;
 #[cfg(test)]
 mod transcode_props;
+mod websocket;
 
 #[cfg(feature = "etcd")]
 pub use live_routes::etcd::key as route_table_key;

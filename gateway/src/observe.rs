@@ -39,6 +39,8 @@ pub enum Door {
     Rpc,
     /// The REST routes services declare with `google.api.http`.
     Rest,
+    /// A WebSocket on an `/api` path: streams of requests as JSON text frames.
+    WebSocket,
 }
 
 impl Door {
@@ -47,14 +49,19 @@ impl Door {
             Door::Api => "api",
             Door::Rpc => "rpc",
             Door::Rest => "rest",
+            Door::WebSocket => "websocket",
         }
     }
 }
 
 /// How many doors there are: `Door as usize` indexes `Meters`' arrays.
-const DOORS: usize = 3;
-const _: () =
-    assert!(Door::Api as usize == 0 && Door::Rpc as usize == 1 && Door::Rest as usize == 2);
+const DOORS: usize = 4;
+const _: () = assert!(
+    Door::Api as usize == 0
+        && Door::Rpc as usize == 1
+        && Door::Rest as usize == 2
+        && Door::WebSocket as usize == 3
+);
 
 /// The metric handles of the calls the gateway has seen, kept so that recording a call
 /// costs a lookup by name, not building and hashing a labelled key per metric.

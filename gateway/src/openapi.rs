@@ -284,8 +284,8 @@ impl Builder {
     fn api_operations(&mut self, service: &str, method: &MethodDescriptor, route: &Route) {
         let path = format!("/api/{service}/{}", method.name());
         let input = method.input();
-        // A stream of requests needs gRPC; a server stream is answered as JSON lines or
-        // events.
+        // A stream of requests needs a WebSocket or gRPC; a server stream is answered as
+        // JSON lines or events.
         let streams = method.is_client_streaming();
         let mut operations = Map::new();
         if streams {
@@ -304,7 +304,7 @@ impl Builder {
                     "operationId": id,
                     "tags": [service],
                     "summary": method.full_name(),
-                    "description": "A method that takes a stream of requests: not available over /api (it answers 501, UNIMPLEMENTED); call it over gRPC on the gateway's rpc port.",
+                    "description": "A method that takes a stream of requests: a POST answers 501 (UNIMPLEMENTED). Open a WebSocket on this path instead (GET with Upgrade: websocket): each request message a JSON text frame, an empty text frame to end the requests, each reply message a JSON text frame; or call it over gRPC on the gateway's rpc port.",
                     "responses": answers,
                 }),
             );
