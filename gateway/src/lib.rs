@@ -6,6 +6,7 @@
 //! keeps the live nodes from the registry, one HTTP/2 channel each.
 
 mod api;
+mod api_docs;
 mod auth;
 mod codec;
 #[cfg(test)]
@@ -103,6 +104,11 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
                 }
             }
         })
+        .admin_page(
+            api_docs::NAME,
+            api_docs::PAGE,
+            api_docs::routes(gateway.clone(), http::router(gateway.clone())),
+        )
         .http(http, http::router(gateway))
         // Callers of the gateway come from outside; the gateway signs what it sends on.
         .open_to_callers_outside_the_cluster())

@@ -7,9 +7,12 @@
 //!   its work, and is not shutting down (503 with the reason otherwise);
 //! - `/admin/cluster`, `/admin/routes`, …: views the nodes publish (the gateway's view of
 //!   every node, its route table; a service's view of the registry);
-//! - `/`: the live dashboard, a page compiled into the binary.
+//! - `/`: the live dashboard, a page compiled into the binary;
+//! - `/{page}`: pages the nodes add (the gateway's `/api-docs`), compiled in too, with
+//!   their routes under `/admin/{page}/…`.
 //!
-//! With `[admin] token` set, `/metrics` and `/admin/*` want `Authorization: Bearer …`.
+//! With `[admin] token` set, `/metrics` and `/admin/*` want `Authorization: Bearer …`;
+//! the pages themselves hold no data and are open, as the dashboard is.
 //!
 //! Left at its default, `admin.listen` gives way to a free port on the same host when
 //! another process has it (several nodes on one host, as in GO-MS); every node publishes
@@ -22,10 +25,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use config::NodeConfig;
 use serde_json::{Map, Value, json};
@@ -62,6 +65,15 @@ impl Listen {
 
 /// What a node publishes under `/admin/{name}`: a JSON document made when asked.
 pub type View = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
+
+/// A page a node adds to the admin port: `html` (compiled in, holding no data) at
+/// `/{name}`, and `routes` for what the page reads and does, which answer paths under
+/// `/admin/{name}/` and sit behind `admin.token` as the views do.
+#[derive(Clone)]
+pub struct AdminPage {
+    pub html: &'static str,
+    pub routes: Router,
+}
 
 /// Where a node is on its way to serving, as `/readyz` tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +132,7 @@ struct NodeEntry {
     version: String,
     state: Arc<NodeState>,
     views: BTreeMap<String, (u8, View)>,
+    pages: BTreeMap<String, AdminPage>,
 }
 
 /// The process's admin state: its nodes' readiness and the views they publish.
@@ -180,6 +193,15 @@ impl NodeAdmin {
             entry.views.insert(name.to_owned(), (rank, view));
         }
     }
+
+    /// Adds `page` as `/{name}`, its routes under `/admin/{name}/`. When several nodes of
+    /// the process add the same name, the first one's is served.
+    pub fn add_page(&self, name: &str, page: AdminPage) {
+        let mut nodes = lock(&self.admin.nodes);
+        if let Some(entry) = nodes.get_mut(&self.id) {
+            entry.pages.insert(name.to_owned(), page);
+        }
+    }
 }
 
 impl Drop for NodeAdmin {
@@ -204,6 +226,7 @@ impl Admin {
                 version: version.to_owned(),
                 state: state.clone(),
                 views: BTreeMap::new(),
+                pages: BTreeMap::new(),
             },
         );
         NodeAdmin {
@@ -248,6 +271,25 @@ impl Admin {
             .filter_map(|node| node.views.get(name))
             .max_by_key(|(rank, _)| *rank)
             .map(|(_, view)| view.clone())
+    }
+
+    fn page(&self, name: &str) -> Option<AdminPage> {
+        let nodes = lock(&self.nodes);
+        nodes
+            .values()
+            .find_map(|node| node.pages.get(name))
+            .cloned()
+    }
+
+    fn page_names(&self) -> Vec<String> {
+        let nodes = lock(&self.nodes);
+        let mut names: Vec<String> = nodes
+            .values()
+            .flat_map(|node| node.pages.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     fn view_names(&self) -> Vec<String> {
@@ -394,6 +436,8 @@ pub(crate) fn router(token: String) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin", get(index))
         .route("/admin/{view}", get(view))
+        .route("/admin/{view}/{*rest}", any(page_route))
+        .route("/{page}", get(page))
         .with_state(token)
 }
 
@@ -468,7 +512,68 @@ async fn index(State(token): Token, headers: HeaderMap) -> Response {
         .into_iter()
         .map(|name| format!("/admin/{name}"))
         .collect();
-    Json(json!({ "node": admin.headline(), "views": views })).into_response()
+    let pages: Vec<String> = admin
+        .page_names()
+        .into_iter()
+        .map(|name| format!("/{name}"))
+        .collect();
+    Json(json!({ "node": admin.headline(), "views": views, "pages": pages })).into_response()
+}
+
+/// A page a node added, or 404 naming those there are.
+async fn page(Path(name): Path<String>) -> Response {
+    let admin = process();
+    match admin.page(&name) {
+        Some(page) => Html(page.html).into_response(),
+        None => {
+            let mut known = vec!["/ (the dashboard)".to_owned()];
+            known.extend(
+                admin
+                    .page_names()
+                    .into_iter()
+                    .map(|name| format!("/{name}")),
+            );
+            (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no page /{name} on this admin port; there are: {}\n",
+                    known.join(", ")
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What a page reads and does: the request goes whole to the routes of the page named
+/// by its first segment under `/admin/`.
+async fn page_route(
+    State(token): Token,
+    Path((name, _rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    if !allowed(&token, request.headers()) {
+        return unauthorized();
+    }
+    let Some(page) = process().page(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no page {name:?} here to answer {}", request.uri().path()) })),
+        )
+            .into_response();
+    };
+    // A fresh request: the page's routes match its path on their own, without the
+    // parameters this router took from it.
+    let (parts, body) = request.into_parts();
+    let mut fresh = Request::new(body);
+    *fresh.method_mut() = parts.method;
+    *fresh.uri_mut() = parts.uri;
+    *fresh.version_mut() = parts.version;
+    *fresh.headers_mut() = parts.headers;
+    match tower::ServiceExt::oneshot(page.routes, fresh).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 async fn view(State(token): Token, Path(name): Path<String>, headers: HeaderMap) -> Response {

@@ -52,6 +52,9 @@ pub struct NodeSpec {
     /// Views the node publishes on the admin port (`/admin/{name}`), beside the view of
     /// the registry every node publishes as `cluster`.
     pub admin_views: Vec<(String, crate::admin::View)>,
+    /// Pages the node adds to the admin port (`/{name}`, their routes under
+    /// `/admin/{name}/`).
+    pub admin_pages: Vec<(String, crate::admin::AdminPage)>,
     /// What a join line waits for (see [`membership::JoinGate`]); none: it is logged as
     /// the registry tells of the join.
     pub join_gate: Option<membership::JoinGate>,
@@ -77,6 +80,7 @@ impl NodeSpec {
             readiness: None,
             tracing: None,
             admin_views: Vec::new(),
+            admin_pages: Vec::new(),
             join_gate: None,
         }
     }

@@ -458,6 +458,7 @@ pub struct Serve {
     open_to_outside: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
     admin_views: Vec<(String, crate::admin::View)>,
+    admin_pages: Vec<(String, crate::admin::AdminPage)>,
     join_gate: Option<crate::membership::JoinGate>,
     /// Services added more than once, reported when the node starts.
     duplicates: Vec<String>,
@@ -543,6 +544,15 @@ impl Serve {
         self
     }
 
+    /// A page of the node's own on the admin port, as `/{name}` (the gateway adds
+    /// `api-docs`): `html` compiled in, open like the dashboard, and `routes` answering
+    /// what it reads and does under `/admin/{name}/`, behind `admin.token`.
+    pub fn admin_page(mut self, name: &str, html: &'static str, routes: axum::Router) -> Self {
+        self.admin_pages
+            .push((name.to_owned(), crate::admin::AdminPage { html, routes }));
+        self
+    }
+
     /// Logs another node's `join` line only once `gate` has run for it: the gateway waits
     /// until the node is in its routing view, so that the line means "callable now".
     pub fn announce_joins_when<F, Fut>(mut self, gate: F) -> Self
@@ -572,6 +582,7 @@ impl Serve {
             open_to_outside,
             readiness,
             admin_views,
+            admin_pages,
             join_gate,
             duplicates,
         } = other;
@@ -596,6 +607,7 @@ impl Serve {
         self.open_to_outside |= open_to_outside;
         self.readiness = readiness.or(self.readiness);
         self.admin_views.extend(admin_views);
+        self.admin_pages.extend(admin_pages);
         self.join_gate = join_gate.or(self.join_gate);
         self
     }
@@ -616,6 +628,7 @@ impl Serve {
         spec.require_call_credential = !self.open_to_outside;
         spec.readiness = self.readiness;
         spec.admin_views = self.admin_views;
+        spec.admin_pages = self.admin_pages;
         spec.join_gate = self.join_gate;
         Ok(spec)
     }

@@ -79,9 +79,13 @@ impl BuiltNode {
             readiness,
             tracing,
             admin_views,
+            admin_pages,
             join_gate,
         } = spec;
         let (admin, own_cluster_view) = open_admin(&service, &version, admin_views);
+        for (name, page) in admin_pages {
+            admin.add_page(&name, page);
+        }
         let host = resolve_host(&config.advertise_host);
         let rpc_listener = bind(&config.listen_host, config.rpc_port).await?;
         let rpc_bound = bound_address(&rpc_listener)?;
