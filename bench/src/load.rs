@@ -192,6 +192,46 @@ async fn one_grpc_call(
     }
 }
 
+/// One HTTP/1.1 call of the JSON loads: what is sent, and what a good answer holds.
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    pub method: http::Method,
+    /// Path and query.
+    pub path: String,
+    pub accept: Option<&'static str>,
+    pub body: Bytes,
+}
+
+impl HttpCall {
+    /// `POST path` with a JSON `body`: a call on `/api`.
+    pub fn post(path: &str, body: Bytes) -> Self {
+        Self {
+            method: http::Method::POST,
+            path: path.to_owned(),
+            accept: None,
+            body,
+        }
+    }
+
+    /// `GET path` (its fields in the query): a REST read.
+    pub fn get(path: String) -> Self {
+        Self {
+            method: http::Method::GET,
+            path,
+            accept: None,
+            body: Bytes::new(),
+        }
+    }
+
+    /// The same call, asking for Server-Sent Events.
+    pub fn as_events(self) -> Self {
+        Self {
+            accept: Some("text/event-stream"),
+            ..self
+        }
+    }
+}
+
 /// JSON POSTs of `body` to `http://address{path}` over HTTP/1.1 keep-alive connections,
 /// `load.connections × load.streams` of them, one call at a time each.
 pub async fn json(
@@ -200,6 +240,13 @@ pub async fn json(
     body: Bytes,
     load: Load,
 ) -> Result<Outcome, String> {
+    http(address, HttpCall::post(path, body), load).await
+}
+
+/// `call` over HTTP/1.1 keep-alive connections, `load.connections × load.streams` of
+/// them, one call at a time each; a call succeeds on 200 with a body that holds no
+/// error event.
+pub async fn http(address: SocketAddr, call: HttpCall, load: Load) -> Result<Outcome, String> {
     let left = Arc::new(AtomicI64::new(load.calls as i64));
     let deadline = Instant::now() + load.max_time;
     let mut workers = Vec::new();
@@ -216,12 +263,12 @@ pub async fn json(
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let (path, body, left) = (path.to_owned(), body.clone(), left.clone());
+        let (call, left) = (call.clone(), left.clone());
         workers.push(tokio::spawn(async move {
             let mut worker = Worker::default();
             while left.fetch_sub(1, Ordering::Relaxed) > 0 && Instant::now() < deadline {
                 let began = Instant::now();
-                let result = one_json_call(&mut sender, &path, body.clone()).await;
+                let result = one_http_call(&mut sender, &call).await;
                 worker.record(began, result);
             }
             worker
@@ -230,16 +277,23 @@ pub async fn json(
     Ok(gather(workers, started).await)
 }
 
-async fn one_json_call(
+async fn one_http_call(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    path: &str,
-    body: Bytes,
+    call: &HttpCall,
 ) -> Result<(), String> {
     sender.ready().await.map_err(|e| e.to_string())?;
-    let request = http::Request::post(path)
-        .header("host", "bench")
-        .header("content-type", "application/json")
-        .body(Full::new(body))
+    let mut request = http::Request::builder()
+        .method(call.method.clone())
+        .uri(call.path.as_str())
+        .header("host", "bench");
+    if !call.body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    if let Some(accept) = call.accept {
+        request = request.header("accept", accept);
+    }
+    let request = request
+        .body(Full::new(call.body.clone()))
         .map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
@@ -252,7 +306,9 @@ async fn one_json_call(
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    if status == http::StatusCode::OK {
+    // A stream that failed after its head is still a 200: its last event says so.
+    let failed_stream = body.windows(12).any(|w| w == b"event: error");
+    if status == http::StatusCode::OK && !body.is_empty() && !failed_stream {
         Ok(())
     } else {
         Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use clap::Parser;
 use prost::Message;
 use rust_ms_bench::echo::pb::{Payload, StreamRequest};
-use rust_ms_bench::load::{self, Load, Outcome};
+use rust_ms_bench::load::{self, HttpCall, Load, Outcome};
 use rust_ms_bench::procs::{Proc, free_port};
 use rust_ms_bench::results::{
-    BaselineCost, ClientCost, Failover, Propagation, Results, Row, Scale, TelemetryCost,
+    BaselineCost, ClientCost, Failover, Propagation, RestCost, Results, Row, Scale, TelemetryCost,
 };
 
 const PROXY_CORE: usize = 0;
@@ -142,6 +142,7 @@ struct Cluster {
     /// The same gateway with metrics and traces off, to measure what they cost.
     plain: Proc,
     plain_rpc: String,
+    plain_http: String,
     collector: telemetry::collector::Collector,
 }
 
@@ -268,6 +269,7 @@ impl Cluster {
         wait_joined(&mut gateway, &addresses).await?;
         let mut plain = start_gateway(&etcd_addr, "gateway-plain", &UNOBSERVED).await?;
         let plain_rpc = plain.listening("rpc").await?;
+        let plain_http = plain.listening("http").await?;
         wait_joined(&mut plain, &addresses).await?;
         Ok(Cluster {
             tmp,
@@ -279,6 +281,7 @@ impl Cluster {
             gateway_http,
             plain,
             plain_rpc,
+            plain_http,
             collector,
         })
     }
@@ -461,6 +464,76 @@ async fn in_turns(
     Ok((per_call(used[0]), per_call(used[1])))
 }
 
+/// One side of an HTTP measurement in turns: where the call goes, the process whose CPU
+/// is counted, and the call.
+type HttpSide<'a> = (SocketAddr, &'a Proc, &'a HttpCall);
+
+/// The CPU per call and calls/s of two HTTP sides, measured in turns (ABBA, `rounds`
+/// times); a failed call is an error, since it would make the other side look cheaper.
+async fn http_in_turns(
+    a: HttpSide<'_>,
+    b: HttpSide<'_>,
+    load: Load,
+    rounds: usize,
+) -> Result<[(f64, f64); 2], String> {
+    // (cpu, calls, seconds) of a, then of b.
+    let mut used = [(Duration::ZERO, 0u64, 0f64); 2];
+    for round in 0..rounds * 2 {
+        let turn = usize::from(round % 4 == 1 || round % 4 == 2);
+        let (address, proc, call) = [a, b][turn];
+        let before = proc.cpu();
+        let outcome = load::http(address, call.clone(), load).await?;
+        if outcome.failed > 0 {
+            return Err(format!(
+                "{} failed {} calls: {:?}",
+                call.path, outcome.failed, outcome.first_error
+            ));
+        }
+        used[turn].0 += proc.cpu().saturating_sub(before);
+        used[turn].1 += outcome.calls;
+        used[turn].2 += outcome.elapsed.as_secs_f64();
+    }
+    Ok(used.map(|(cpu, calls, seconds)| {
+        (
+            cpu.as_secs_f64() * 1e6 / calls.max(1) as f64,
+            calls as f64 / seconds.max(1e-9),
+        )
+    }))
+}
+
+/// What a REST route costs beside `/api` for the same method: the gateway's CPU per call
+/// for each, in turns, under `load` and one call at a time.
+async fn rest_cost(
+    cluster: &Cluster,
+    address: SocketAddr,
+    api: &HttpCall,
+    rest: &HttpCall,
+    load: Load,
+    rounds: usize,
+) -> Result<Vec<RestCost>, String> {
+    let mut costs = Vec::new();
+    for (name, load) in compared_loads(load) {
+        let [(api_us, api_per_s), (rest_us, rest_per_s)] = http_in_turns(
+            (address, &cluster.gateway, api),
+            (address, &cluster.gateway, rest),
+            load,
+            rounds,
+        )
+        .await?;
+        let cost = RestCost {
+            load: name.replace("unary", "JSON"),
+            rounds,
+            api_us_per_call: api_us,
+            rest_us_per_call: rest_us,
+            api_calls_per_s: api_per_s,
+            rest_calls_per_s: rest_per_s,
+        };
+        eprintln!("REST against /api: {cost:?}");
+        costs.push(cost);
+    }
+    Ok(costs)
+}
+
 /// What metrics and 1% traces cost per call: the gateway with them and without, in turns,
 /// on unary 100 B and on one call at a time.
 async fn telemetry_cost(
@@ -494,6 +567,7 @@ async fn baseline_cost(
     program: &Path,
     path: &str,
     frame: &Bytes,
+    api: &HttpCall,
     load: Load,
     rounds: usize,
 ) -> Result<Vec<BaselineCost>, String> {
@@ -504,19 +578,42 @@ async fn baseline_cost(
     wait_answers(addr(&baseline_rpc)?, path, frame).await?;
     let this = (addr(&cluster.plain_rpc)?, &cluster.plain);
     let other = (addr(&baseline_rpc)?, &baseline);
-    let mut costs = Vec::new();
+    // (load, this, baseline): the rpc port, then the same echo as JSON on /api.
+    let mut measured = Vec::new();
     for (name, load) in compared_loads(load) {
         let (this_us, baseline_us) = in_turns(this, other, path, frame, load, rounds).await?;
-        let cost = BaselineCost {
-            load: name.to_owned(),
-            rounds,
-            baseline: program.display().to_string(),
-            this_us_per_call: this_us,
-            baseline_us_per_call: baseline_us,
-        };
-        eprintln!("against the baseline: {cost:?}");
-        costs.push(cost);
+        measured.push((name.to_owned(), this_us, baseline_us));
     }
+    let baseline_http = addr(&baseline.listening("http").await?)?;
+    let this_http = addr(&cluster.plain_http)?;
+    for (name, load) in compared_loads(load) {
+        let [(this_us, _), (baseline_us, _)] = http_in_turns(
+            (this_http, &cluster.plain, api),
+            (baseline_http, &baseline, api),
+            load,
+            rounds,
+        )
+        .await?;
+        measured.push((
+            format!("{} on /api", name.replace("unary", "JSON")),
+            this_us,
+            baseline_us,
+        ));
+    }
+    let costs = measured
+        .into_iter()
+        .map(|(load, this_us, baseline_us)| {
+            let cost = BaselineCost {
+                load,
+                rounds,
+                baseline: program.display().to_string(),
+                this_us_per_call: this_us,
+                baseline_us_per_call: baseline_us,
+            };
+            eprintln!("against the baseline: {cost:?}");
+            cost
+        })
+        .collect();
     baseline.stop(Duration::from_secs(10)).await;
     Ok(costs)
 }
@@ -773,22 +870,58 @@ async fn run(cli: Cli) -> Result<(), String> {
     )
     .await?;
 
-    // The same echo as JSON over HTTP/1.1 on /api, beside the rpc port's row above.
+    // The same echo as JSON over HTTP/1.1, on /api and on its REST route, and the stream
+    // as Server-Sent Events, beside the rpc port's rows above.
     let json_body = Bytes::from(format!("{{\"data\":\"{}\"}}", "eHh4".repeat(100 / 3 + 1)));
     let api = addr(&cluster.gateway_http)?;
-    let warm = Load {
-        calls: 2_000,
-        ..load
-    };
-    load::json(api, "/api/echo/Echo", json_body.clone(), warm).await?;
-    let before = cluster.gateway.cpu();
-    let outcome = load::json(api, "/api/echo/Echo", json_body.clone(), load).await?;
-    results.rows.push(row(
-        "JSON 100 B (HTTP/1.1)",
-        "rust-ms /api",
-        &outcome,
-        Some((&cluster.gateway, before)),
-    ));
+    let api_call = HttpCall::post("/api/echo/Echo", json_body.clone());
+    let rest_call = HttpCall::get(format!("/v1/echo?data={}", "eHh4".repeat(100 / 3 + 1)));
+    let events_call = HttpCall::get(format!(
+        "/v1/echo/stream?data={}&count=10",
+        "eHh4".repeat(100 / 3 + 1)
+    ))
+    .as_events();
+    let http_rows = [
+        ("JSON 100 B (HTTP/1.1)", "rust-ms /api", &api_call, load),
+        (
+            "JSON 100 B (HTTP/1.1)",
+            "rust-ms REST GET",
+            &rest_call,
+            load,
+        ),
+        (
+            "server stream 10 × 100 B as SSE (HTTP/1.1)",
+            "rust-ms REST GET",
+            &events_call,
+            stream_load,
+        ),
+    ];
+    for (load_name, target, call, load) in http_rows {
+        let warm = Load {
+            calls: 2_000,
+            ..load
+        };
+        load::http(api, call.clone(), warm).await?;
+        let before = cluster.gateway.cpu();
+        let outcome = load::http(api, call.clone(), load).await?;
+        results.rows.push(row(
+            load_name,
+            target,
+            &outcome,
+            Some((&cluster.gateway, before)),
+        ));
+    }
+    if cli.only.is_empty() {
+        results.rest = rest_cost(
+            &cluster,
+            api,
+            &api_call,
+            &rest_call,
+            load,
+            cli.telemetry_rounds,
+        )
+        .await?;
+    }
     nginx.stop(Duration::from_secs(5)).await;
     haproxy.stop(Duration::from_secs(5)).await;
     if cli.only.is_empty() {
@@ -801,6 +934,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             program,
             echo_path,
             &small,
+            &api_call,
             load,
             cli.telemetry_rounds,
         )

@@ -71,6 +71,9 @@ pub struct Results {
     /// The service client against a bare tonic channel to one node, in turns.
     #[serde(default)]
     pub client: Vec<ClientCost>,
+    /// A REST route against `/api` for the same method, in turns.
+    #[serde(default)]
+    pub rest: Vec<RestCost>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +102,17 @@ pub struct ClientCost {
 /// How much more `this` is than `base`, in percent.
 fn percent_more(this: f64, base: f64) -> f64 {
     (this / base.max(f64::MIN_POSITIVE) - 1.0) * 100.0
+}
+
+/// A REST route and `/api` for the same method, in turns on one gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestCost {
+    pub load: String,
+    pub rounds: usize,
+    pub api_us_per_call: f64,
+    pub rest_us_per_call: f64,
+    pub api_calls_per_s: f64,
+    pub rest_calls_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,8 +170,23 @@ impl Results {
                 ));
             }
         }
+        if !self.rest.is_empty() {
+            out.push_str("\n## REST routes against /api\n\nThe same echo method through the gateway's HTTP port, `POST /api/echo/Echo` with a JSON body and `GET /v1/echo?data=…` (its `google.api.http` route, the field in the query), the gateway's CPU per call measured in turns (ABBA):\n\n| load | rounds | /api µs/call | REST µs/call | REST cost | /api calls/s | REST calls/s |\n|---|---:|---:|---:|---:|---:|---:|\n");
+            for r in &self.rest {
+                out.push_str(&format!(
+                    "| {} | {} | {:.1} | {:.1} | {:+.1}% | {:.0} | {:.0} |\n",
+                    r.load,
+                    r.rounds,
+                    r.api_us_per_call,
+                    r.rest_us_per_call,
+                    percent_more(r.rest_us_per_call, r.api_us_per_call),
+                    r.api_calls_per_s,
+                    r.rest_calls_per_s
+                ));
+            }
+        }
         if !self.baseline.is_empty() {
-            out.push_str("\n## This gateway against a baseline build\n\nThe rpc port of this tree's gateway and of a baseline build, both with metrics and traces off, measured in turns (ABBA) on the same echo nodes:\n\n| load | rounds | baseline | this µs/call | baseline µs/call | change |\n|---|---:|---|---:|---:|---:|\n");
+            out.push_str("\n## This gateway against a baseline build\n\nThe rpc port and `/api` (JSON over HTTP/1.1) of this tree's gateway and of a baseline build, both with metrics and traces off, measured in turns (ABBA) on the same echo nodes:\n\n| load | rounds | baseline | this µs/call | baseline µs/call | change |\n|---|---:|---|---:|---:|---:|\n");
             for b in &self.baseline {
                 out.push_str(&format!(
                     "| {} | {} | {} | {:.1} | {:.1} | {:+.1}% |\n",

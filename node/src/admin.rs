@@ -282,22 +282,17 @@ impl Admin {
     }
 
     fn page_names(&self) -> Vec<String> {
-        let nodes = lock(&self.nodes);
-        let mut names: Vec<String> = nodes
-            .values()
-            .flat_map(|node| node.pages.keys().cloned())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        self.names(|node| node.pages.keys().cloned().collect())
     }
 
     fn view_names(&self) -> Vec<String> {
+        self.names(|node| node.views.keys().cloned().collect())
+    }
+
+    /// The names `of` gives for each node, sorted, each once.
+    fn names(&self, of: impl Fn(&NodeEntry) -> Vec<String>) -> Vec<String> {
         let nodes = lock(&self.nodes);
-        let mut names: Vec<String> = nodes
-            .values()
-            .flat_map(|node| node.views.keys().cloned())
-            .collect();
+        let mut names: Vec<String> = nodes.values().flat_map(of).collect();
         names.sort();
         names.dedup();
         names

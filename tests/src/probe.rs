@@ -110,6 +110,19 @@ impl ProbeService for Probe {
 /// How many `Tick` streams ended because their caller went away, in this process.
 pub static TICKS_CANCELLED: AtomicUsize = AtomicUsize::new(0);
 
+/// Waits until a `Tick` stream ended because its caller left, `before` being
+/// [`TICKS_CANCELLED`] when the stream was opened; fails the test after `patience`.
+pub async fn wait_for_a_tick_cancelled_after(before: usize, patience: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while TICKS_CANCELLED.load(Ordering::SeqCst) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node's stream went on after its caller left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// One probe node; `readiness`, when given, drives what its health checks answer.
 pub async fn start(
     registry: Arc<dyn Registry>,

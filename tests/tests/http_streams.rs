@@ -123,14 +123,7 @@ async fn a_server_stream_reaches_http_callers_as_json_lines_or_events_and_a_leav
         seen.extend_from_slice(&buffer[..read]);
     }
     drop(socket);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tests::probe::TICKS_CANCELLED.load(Ordering::SeqCst) == before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node's stream went on after its caller left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tests::probe::wait_for_a_tick_cancelled_after(before, PATIENCE).await;
 
     gateway.sigterm().await;
     probe.stop().await;

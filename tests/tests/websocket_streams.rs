@@ -10,7 +10,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tests::browser::Browser;
 use tests::etcd::Etcd;
-use tests::gateway::{Gateway, gateway_config_with, start_gateway, start_user, wait_for_nodes};
+use tests::gateway::{
+    Gateway, gateway_config_with, probe_behind_a_gateway, start_user, wait_for_nodes,
+};
 use tests::http::HttpClient;
 use tests::require;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -24,7 +26,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A gateway whose probe route needs the token `user`'s Login issues, the user node that
-/// issues it, and the in-process probe registered by hand; the token.
+/// issues it, and the in-process probe; the token.
 async fn probe_behind_a_guarded_gateway(
     etcd: &Etcd,
     tag: &str,
@@ -40,26 +42,12 @@ async fn probe_behind_a_guarded_gateway(
          [routes.probe]\njwt = true\n",
     );
     let (user, user_address) = start_user(etcd, 1).await;
-    let gateway = start_gateway(etcd, 1, &config).await;
-    let probe = tests::probe::start(
-        std::sync::Arc::new(registry_memory::MemoryRegistry::new()),
-        None,
-    )
-    .await;
-    etcd.register_bare("probe", "by-hand", &probe.address).await;
-    let client = HttpClient::default();
+    let (probe, gateway, client) = probe_behind_a_gateway(etcd, &config, None).await;
     wait_for_nodes(
         &client,
         &gateway,
         "user",
         std::slice::from_ref(&user_address),
-    )
-    .await;
-    wait_for_nodes(
-        &client,
-        &gateway,
-        "probe",
-        std::slice::from_ref(&probe.address),
     )
     .await;
     let account = json!({ "username": "wanda", "password": "socket-pass" });
@@ -256,14 +244,7 @@ async fn client_and_bidi_streams_cross_a_websocket_with_the_status_in_its_close_
         assert_eq!(reply(&mut tick).await, json!({ "text": n.to_string() }));
     }
     drop(tick);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tests::probe::TICKS_CANCELLED.load(Ordering::SeqCst) == before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node's stream went on after its caller left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tests::probe::wait_for_a_tick_cancelled_after(before, PATIENCE).await;
 
     // The calls are in the gateway's metrics under their own door.
     let metrics = HttpClient::default()
