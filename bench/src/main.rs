@@ -59,8 +59,8 @@ struct Cli {
     /// for profiling one of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// A gateway binary of another build (say, the last commit's) whose rpc port is
-    /// measured in turns against this tree's, both with telemetry off.
+    /// A gateway binary of another build (say, the last commit's) whose rpc port and
+    /// `/api` are measured in turns against this tree's, both with telemetry off.
     #[arg(long, value_name = "PATH")]
     baseline_gateway: Option<PathBuf>,
     /// ABBA rounds of the service client against a bare tonic channel; 0 skips it.
