@@ -33,20 +33,24 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use prost::Message;
-
 /// How long `docker info` may take before Docker counts as absent.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     for name in ["user_next", "probe"] {
-        let set = protox::compile([format!("{name}.proto")], ["proto"])?;
+        // google/api/annotations.proto, for the probe's REST route, from rust-ms-build.
+        let mut compiler = protox::Compiler::new(["proto", "../rust-ms-build/proto"])?;
+        compiler
+            .include_imports(true)
+            .open_file(format!("{name}.proto"))?;
+        // Encoded by the compiler, not through prost's types: those drop custom options
+        // such as google.api.http, which the gateway reads from the served descriptors.
         std::fs::write(
             out.join(format!("{name}_descriptor.bin")),
-            set.encode_to_vec(),
+            compiler.encode_file_descriptor_set(),
         )?;
-        tonic_prost_build::configure().compile_fds(set)?;
+        tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
     }
     println!("cargo::rerun-if-changed=proto");
     detect_etcd();

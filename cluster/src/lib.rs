@@ -22,6 +22,7 @@ pub mod stack;
 mod stats;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod traffic;
 mod view;
 
 pub use balance::{Balance, candidates, pick};

@@ -90,6 +90,9 @@ impl Failure {
                     format!("no healthy node of {service:?} left to try ({tried} tried)"),
                 );
             }
+            error @ CallError::NoneInSubset { .. } => {
+                return Self::new(Code::Unavailable, error.to_string());
+            }
             CallError::Denied {
                 code,
                 reason,

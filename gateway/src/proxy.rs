@@ -93,6 +93,7 @@ async fn forward_to_a_node(
     let info = CallInfo {
         deadline: timeout.map(|timeout| Instant::now() + timeout),
         balance: route.balance,
+        steer: route.steer(&parts.headers, None),
         // Streams cannot be replayed: only a call none of whose bytes left goes elsewhere.
         idempotent: false,
         trace: Some(observed.trace.attempts()),

@@ -87,6 +87,10 @@ pub struct Route {
     pub forward_claims: Vec<String>,
     /// Per-method overrides.
     pub methods: BTreeMap<String, MethodRoute>,
+    /// Which of the service's nodes take which calls (by version or labels, matched on
+    /// a header, cookie or query value, or split by weight), first rule first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<cluster::traffic::Rule>,
 }
 
 impl Default for Route {
@@ -100,6 +104,7 @@ impl Default for Route {
             jwt: false,
             forward_claims: Vec::new(),
             methods: BTreeMap::new(),
+            traffic: Vec::new(),
         }
     }
 }
@@ -122,6 +127,19 @@ impl Route {
             .get(method)
             .and_then(|m| m.timeout)
             .unwrap_or(self.timeout)
+    }
+
+    /// The subset of the service's nodes the traffic rules choose for a call carrying
+    /// `headers` (and `query`, on HTTP); `None`: any node.
+    pub fn steer(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Option<cluster::traffic::Steer> {
+        if self.traffic.is_empty() {
+            return None;
+        }
+        cluster::traffic::steer(&self.traffic, &cluster::traffic::Facts { headers, query })
     }
 
     pub fn requires_jwt(&self, method: &str) -> bool {
@@ -185,6 +203,8 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
                 "error_rate must be in (0, 1], min_calls, window and open_for more than 0".into(),
             ));
         }
+        cluster::traffic::validate(&route.traffic)
+            .map_err(|(at, reason)| (format!("routes.{service}.traffic{at}"), reason))?;
         for (method, overrides) in &route.methods {
             if overrides.timeout.is_some_and(|t| t.is_zero()) {
                 return Err((

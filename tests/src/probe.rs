@@ -131,6 +131,23 @@ pub async fn start(
     start_counting(registry, readiness).await.0
 }
 
+/// A probe node of `version` with `labels` in its registry metadata.
+pub async fn start_labelled(
+    registry: Arc<dyn Registry>,
+    version: &str,
+    labels: &[(&str, &str)],
+) -> InProcessNode {
+    let routes = tonic::service::Routes::new(ProbeServiceServer::new(Probe::default()));
+    let mut spec = node::NodeSpec::new("probe", version, routes);
+    spec.grpc_services = vec!["probe.v1.ProbeService".to_owned()];
+    spec.descriptor_sets = vec![DESCRIPTOR_SET];
+    spec.metadata = labels
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    InProcessNode::start(spec, registry).await
+}
+
 /// [`start`], and the number of Echo calls the node has served.
 pub async fn start_counting(
     registry: Arc<dyn Registry>,

@@ -1,7 +1,8 @@
 //! The balance layer: picks the node for each attempt, the call's way (p2c, round robin,
 //! weighted), among the service's nodes in the view now (joins and leaves count between
-//! attempts) that serve its gRPC service at one of its versions, leaving out those the
-//! call already tried.
+//! attempts) that serve its gRPC service at one of its versions, within the subset a
+//! traffic rule chose for it while the subset has a node that can take it, leaving out
+//! those the call already tried.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -75,6 +76,30 @@ impl BalanceLayer {
                 && node.meta.weight > 0
                 && node.is_healthy()
                 && !self.view.is_ejected(node)
+        };
+        // A traffic rule's subset, while one of its nodes can take the call; past that
+        // the rest of the service, unless the rule says not to.
+        let serving = match &info.steer {
+            None => serving,
+            Some(steer) => {
+                let subset: Vec<Arc<Node>> = serving
+                    .iter()
+                    .filter(|node| steer.subset.holds(&node.instance))
+                    .cloned()
+                    .collect();
+                if subset.iter().any(rested) {
+                    Cow::Owned(subset)
+                } else if steer.fallback {
+                    serving
+                } else if subset.is_empty() {
+                    return Err(CallError::NoneInSubset {
+                        service: info.service.clone(),
+                        subset: steer.subset.to_string(),
+                    });
+                } else {
+                    Cow::Owned(subset)
+                }
+            }
         };
         let open: Cow<'_, [Arc<Node>]> = if serving.iter().all(rested) {
             serving

@@ -87,6 +87,9 @@ pub struct CallInfo {
     /// Only nodes running one of these versions may take the call (in a rolling upgrade,
     /// those that have the method); `None`: any version.
     pub versions: Option<Arc<BTreeSet<String>>>,
+    /// The subset of nodes a traffic rule chose for the call (a version, labels), and
+    /// whether the rest may take it when none of the subset can; `None`: any node.
+    pub steer: Option<crate::traffic::Steer>,
     /// Whether the attempt reads the reply to its end before it counts as answered: a
     /// unary reply then fails over like its request (a connection lost mid-reply is a
     /// lost attempt), and its status is seen inside the stack. A stream is handed on as
@@ -115,6 +118,7 @@ impl CallInfo {
             attempt_timeout: None,
             balance: Balance::P2c,
             versions: None,
+            steer: None,
             whole_reply: false,
             trace: None,
         }

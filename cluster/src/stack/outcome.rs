@@ -20,6 +20,12 @@ pub enum CallError {
     /// tried already).
     #[error("no node of {service:?} left to try ({tried} tried)")]
     NoneLeft { service: Arc<str>, tried: usize },
+    /// A traffic rule sent the call to a subset with no node that can take it, and
+    /// said not to fall back to the rest of the service.
+    #[error(
+        "no node of {service:?} with {subset} can take the call (its traffic rule has fallback = false)"
+    )]
+    NoneInSubset { service: Arc<str>, subset: String },
     /// An attempt on one node brought no reply.
     #[error("node {address} failed: {source}", address = node.instance.address)]
     Attempt {
@@ -67,7 +73,9 @@ impl CallError {
     /// The gRPC code a caller is told.
     pub fn code(&self) -> Code {
         match self {
-            CallError::NoNode { .. } | CallError::NoneLeft { .. } => Code::Unavailable,
+            CallError::NoNode { .. }
+            | CallError::NoneLeft { .. }
+            | CallError::NoneInSubset { .. } => Code::Unavailable,
             CallError::Attempt { attempt, .. } => match attempt {
                 Attempt::TimedOut => Code::DeadlineExceeded,
                 Attempt::Refused => Code::Internal,

@@ -316,3 +316,75 @@ async fn record_counts_an_attempt_in_flight_until_its_reply_and_sets_a_failing_n
     }
     assert!(view.is_ejected(&node));
 }
+
+/// A view of `user` nodes, each `(id, version)`.
+fn view_of_versions(nodes: &[(&str, &str)]) -> ClusterView {
+    let view = ClusterView::for_tests(ViewOptions::for_tests());
+    for (id, version) in nodes {
+        let mut instance = Instance::new("user", "127.0.0.1:9").with_id(*id);
+        instance.version = (*version).to_owned();
+        instance
+            .metadata
+            .insert(GRPC_SERVICES.into(), "user.v1.UserService".into());
+        view.apply_for_tests(Change::Joined(instance));
+    }
+    view
+}
+
+fn steered_to(version: &str, fallback: bool) -> CallInfo {
+    CallInfo {
+        steer: Some(crate::traffic::Steer {
+            subset: Arc::new(crate::traffic::Subset {
+                version: Some(version.to_owned()),
+                ..Default::default()
+            }),
+            fallback,
+        }),
+        ..info(true)
+    }
+}
+
+#[tokio::test]
+async fn a_steered_call_goes_only_to_its_subset_and_retries_within_it_before_the_rest() {
+    let view = view_of_versions(&[("old-1", "1.2.0"), ("old-2", "1.2.0"), ("new-1", "1.3.0")]);
+    // Every attempt fails in transit: the retries show the order of the nodes tried.
+    let (stack, attempts) = retried_stack(&view, Attempt::NotSent);
+    let _ = stack.oneshot(request(steered_to("1.3.0", true))).await;
+    let tried = attempts.lock().unwrap().clone();
+    assert_eq!(
+        tried.first().map(String::as_str),
+        Some("new-1"),
+        "{tried:?}"
+    );
+    assert_eq!(
+        tried.len(),
+        3,
+        "then the rest, as the rule falls back: {tried:?}"
+    );
+
+    // Without fallback the subset is all the call may have.
+    let (stack, attempts) = retried_stack(&view, Attempt::NotSent);
+    let error = stack
+        .oneshot(request(steered_to("1.3.0", false)))
+        .await
+        .unwrap_err();
+    assert_eq!(*attempts.lock().unwrap(), ["new-1"]);
+    assert!(matches!(error, CallError::NoneLeft { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn a_subset_with_no_node_falls_back_to_the_rest_or_says_so() {
+    let view = view_of_versions(&[("old-1", "1.2.0")]);
+    let (stack, attempts) = retried_stack(&view, Attempt::NotSent);
+    let _ = stack.oneshot(request(steered_to("9.9.9", true))).await;
+    assert_eq!(*attempts.lock().unwrap(), ["old-1"]);
+
+    let (stack, attempts) = retried_stack(&view, Attempt::NotSent);
+    let error = stack
+        .oneshot(request(steered_to("9.9.9", false)))
+        .await
+        .unwrap_err();
+    assert!(attempts.lock().unwrap().is_empty());
+    assert_eq!(error.code(), tonic::Code::Unavailable);
+    assert!(error.to_string().contains("version 9.9.9"), "{error}");
+}
