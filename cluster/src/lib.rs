@@ -7,6 +7,7 @@
 //! the node. The gateway's doors and the service client ([`ServiceChannel`], what
 //! `context.client("user")` returns) run it; they differ in what they put around it.
 
+pub mod affinity;
 mod balance;
 mod classify;
 mod client;

@@ -184,9 +184,9 @@ async fn call(
     let resolved = resolve(gateway, service, method_name, observed).await?;
     let policy = accepted(&resolved.route, &resolved.method, request.method())?;
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let steer = resolved
+    let placement = resolved
         .route
-        .steer(request.headers(), request.uri().query());
+        .place(request.headers(), request.uri().query());
     let format = crate::stream_http::Format::asked_by(request.headers());
     let input = transcode::read_input(
         request,
@@ -198,7 +198,7 @@ async fn call(
         policy,
         input: &input,
         authorization,
-        steer,
+        placement,
         id,
         stream: resolved.method.is_server_streaming(),
     };
@@ -306,8 +306,8 @@ pub(crate) struct Outgoing<'a> {
     pub policy: MethodPolicy,
     pub input: &'a DynamicMessage,
     pub authorization: Option<HeaderValue>,
-    /// The subset of nodes the route's traffic rules chose.
-    pub steer: Option<cluster::traffic::Steer>,
+    /// Where the route's traffic rules and sticky key send the call.
+    pub placement: crate::settings::Placement,
     pub id: &'a str,
     /// A server stream: handed on as it comes, with no deadline of the route's.
     pub stream: bool,
@@ -336,7 +336,7 @@ async fn send(
     let sending = Sending {
         policy: call.policy,
         authorization: call.authorization,
-        steer: call.steer,
+        placement: call.placement,
         stream: call.stream,
     };
     dispatch(
@@ -353,7 +353,7 @@ async fn send(
 pub(crate) struct Sending {
     pub policy: MethodPolicy,
     pub authorization: Option<HeaderValue>,
-    pub steer: Option<cluster::traffic::Steer>,
+    pub placement: crate::settings::Placement,
     /// A stream: no deadline of the route's, its reply read as it comes.
     pub stream: bool,
 }
@@ -378,7 +378,7 @@ pub(crate) async fn dispatch(
     let Sending {
         policy,
         authorization,
-        steer,
+        placement,
         stream,
     } = sending;
     let timeout = (!stream).then(|| route.timeout_of(method.name()));
@@ -390,7 +390,8 @@ pub(crate) async fn dispatch(
         balance: route.balance,
         // In a rolling upgrade only the versions that have the method can serve it.
         versions: Some(Arc::new(versions.clone())),
-        steer,
+        steer: placement.steer,
+        affinity: placement.affinity,
         whole_reply: !stream,
         trace: Some(observed.trace.attempts()),
         ..CallInfo::new(

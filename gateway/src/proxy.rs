@@ -90,10 +90,12 @@ async fn forward_to_a_node(
     let route = gateway.routes.route(&service);
     // The caller's own `grpc-timeout` is the call's deadline; the gateway sets none.
     let timeout = cluster::deadline::timeout_of(&parts.headers);
+    let placement = route.place(&parts.headers, None);
     let info = CallInfo {
         deadline: timeout.map(|timeout| Instant::now() + timeout),
         balance: route.balance,
-        steer: route.steer(&parts.headers, None),
+        steer: placement.steer,
+        affinity: placement.affinity,
         // Streams cannot be replayed: only a call none of whose bytes left goes elsewhere.
         idempotent: false,
         trace: Some(observed.trace.attempts()),

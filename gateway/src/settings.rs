@@ -91,6 +91,17 @@ pub struct Route {
     /// a header, cookie or query value, or split by weight), first rule first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<cluster::traffic::Rule>,
+    /// Calls with the same key (a header, a cookie, a verified claim) reach the same node
+    /// while it lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<cluster::affinity::Sticky>,
+}
+
+/// Where a call may go, as a route's traffic rules and sticky key say.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub steer: Option<cluster::traffic::Steer>,
+    pub affinity: Option<u64>,
 }
 
 impl Default for Route {
@@ -105,6 +116,7 @@ impl Default for Route {
             forward_claims: Vec::new(),
             methods: BTreeMap::new(),
             traffic: Vec::new(),
+            sticky: None,
         }
     }
 }
@@ -129,17 +141,18 @@ impl Route {
             .unwrap_or(self.timeout)
     }
 
-    /// The subset of the service's nodes the traffic rules choose for a call carrying
-    /// `headers` (and `query`, on HTTP); `None`: any node.
-    pub fn steer(
-        &self,
-        headers: &http::HeaderMap,
-        query: Option<&str>,
-    ) -> Option<cluster::traffic::Steer> {
-        if self.traffic.is_empty() {
-            return None;
+    /// Where a call carrying `headers` (and `query`, on HTTP) may go: the subset the
+    /// traffic rules choose, and its sticky key from a header or cookie (a claim's is set
+    /// once the token is verified).
+    pub fn place(&self, headers: &http::HeaderMap, query: Option<&str>) -> Placement {
+        if self.traffic.is_empty() && self.sticky.is_none() {
+            return Placement::default();
         }
-        cluster::traffic::steer(&self.traffic, &cluster::traffic::Facts { headers, query })
+        let facts = cluster::traffic::Facts { headers, query };
+        Placement {
+            steer: cluster::traffic::steer(&self.traffic, &facts),
+            affinity: self.sticky.as_ref().and_then(|sticky| sticky.key(&facts)),
+        }
     }
 
     pub fn requires_jwt(&self, method: &str) -> bool {
@@ -205,6 +218,17 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
         }
         cluster::traffic::validate(&route.traffic)
             .map_err(|(at, reason)| (format!("routes.{service}.traffic{at}"), reason))?;
+        if let Some(sticky) = &route.sticky {
+            let key = format!("routes.{service}.sticky");
+            sticky.validate().map_err(|reason| (key.clone(), reason))?;
+            if sticky.claim.is_some() && !route.jwt {
+                return Err((
+                    key,
+                    "a claim can key sticky calls only on a route that verifies tokens (jwt = true)"
+                        .into(),
+                ));
+            }
+        }
         for (method, overrides) in &route.methods {
             if overrides.timeout.is_some_and(|t| t.is_zero()) {
                 return Err((
@@ -410,6 +434,18 @@ mod tests {
             ("[routes.user]\ntimeoutt = \"1s\"\n", "timeoutt"),
             ("[routes.\"a/b\"]\n", "routes.a/b"),
             ("[routes.user]\nbalance = \"random\"\n", "random"),
+            (
+                "[routes.user]\nsticky = { claim = \"sub\" }\n",
+                "routes.user.sticky: a claim can key sticky calls only on a route that verifies tokens",
+            ),
+            (
+                "[routes.user]\nsticky = { header = \"x-a\", cookie = \"b\" }\n",
+                "routes.user.sticky: name exactly one",
+            ),
+            (
+                "[[routes.user.traffic]]\nsplit = [{ version = \"2\", weight = 0 }]\n",
+                "routes.user.traffic[0].split",
+            ),
         ] {
             let message = parse_route_table(text).unwrap_err().to_string();
             assert!(message.contains(key), "{text:?}: {message}");

@@ -102,7 +102,7 @@ pub async fn handle(
         }
     };
     let authorization = authorization(&parts.headers);
-    let steer = resolved.route.steer(&parts.headers, parts.uri.query());
+    let placement = resolved.route.place(&parts.headers, parts.uri.query());
     // A message may be as large as an /api body; past a few times that the socket drops
     // unread, bounding what one frame can make the gateway hold.
     let max_message = gateway.settings.max_body_bytes;
@@ -115,7 +115,7 @@ pub async fn handle(
                 gateway: &gateway,
                 resolved: &resolved,
                 authorization,
-                steer,
+                placement,
                 id: &id,
                 max_message,
             };
@@ -170,7 +170,7 @@ struct Call<'a> {
     gateway: &'a Gateway,
     resolved: &'a Resolved,
     authorization: Option<HeaderValue>,
-    steer: Option<cluster::traffic::Steer>,
+    placement: crate::settings::Placement,
     id: &'a str,
     max_message: usize,
 }
@@ -220,7 +220,7 @@ impl Call<'_> {
                 from: PolicyOrigin::Default,
             },
             authorization: self.authorization.clone(),
-            steer: self.steer.clone(),
+            placement: self.placement.clone(),
             stream: true,
         };
         let mut node = None;

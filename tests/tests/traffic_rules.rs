@@ -204,3 +204,66 @@ async fn a_route_table_with_a_rule_that_cannot_work_is_refused_naming_it() {
         .await;
     assert!(line.contains("lower case"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn a_sticky_header_keeps_each_caller_on_one_node_and_a_leaving_node_moves_only_its_own() {
+    let etcd = require!(Etcd::start().await);
+    let registry: std::sync::Arc<dyn registry::Registry> =
+        std::sync::Arc::new(etcd.registry("go-ms").await);
+    let mut probes = Vec::new();
+    for _ in 0..3 {
+        probes.push(tests::probe::start_labelled(registry.clone(), "1.0.0", &[]).await);
+    }
+    let config = gateway_config_with(
+        "sticky",
+        "[routes.probe]\nsticky = { header = \"x-user\" }\n",
+    );
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    let client = HttpClient::default();
+    let addresses: Vec<String> = probes.iter().map(|p| p.address.clone()).collect();
+    wait_for_nodes(&client, &gateway, "probe", &addresses).await;
+    let echo = format!("http://{}/api/probe/Echo", gateway.http);
+    let note = Bytes::from(json!({ "text": "hi" }).to_string());
+    let owners = async |users: usize| {
+        let mut owners = Vec::new();
+        for user in 0..users {
+            let name = format!("user-{user}");
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..5 {
+                let reply = client
+                    .send("POST", &echo, &[("x-user", &name)], note.clone())
+                    .await
+                    .expect("a reply");
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                seen.insert(reply.header("x-served-by").unwrap_or_default().to_owned());
+            }
+            assert_eq!(seen.len(), 1, "{name} reached {seen:?}");
+            owners.extend(seen);
+        }
+        owners
+    };
+
+    let before = owners(60).await;
+    let used: std::collections::BTreeSet<_> = before.iter().collect();
+    assert_eq!(used.len(), 3, "60 callers all on {used:?}");
+
+    // One node leaves: its callers move, every other caller stays where it was.
+    let leaving = probes.remove(0);
+    let gone = leaving.address.clone();
+    leaving.stop().await;
+    let left: Vec<String> = probes.iter().map(|p| p.address.clone()).collect();
+    wait_for_nodes(&client, &gateway, "probe", &left).await;
+    let after = owners(60).await;
+    for (was, is) in before.iter().zip(&after) {
+        if *was != gone {
+            assert_eq!(was, is, "a caller of a node that stayed moved");
+        }
+        assert_ne!(*is, gone);
+    }
+
+    gateway.node.sigterm().await;
+    for probe in probes {
+        probe.stop().await;
+    }
+}

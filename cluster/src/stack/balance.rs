@@ -106,11 +106,13 @@ impl BalanceLayer {
         } else {
             Cow::Owned(candidates(&self.view, &serving, tried))
         };
-        pick(&open, info.balance, &self.round_robin, &info.method).ok_or_else(|| {
-            CallError::NoneLeft {
-                service: info.service.clone(),
-                tried: tried.len(),
-            }
+        let picked = match info.affinity {
+            Some(key) => crate::affinity::pick(&open, key),
+            None => pick(&open, info.balance, &self.round_robin, &info.method),
+        };
+        picked.ok_or_else(|| CallError::NoneLeft {
+            service: info.service.clone(),
+            tried: tried.len(),
         })
     }
 }

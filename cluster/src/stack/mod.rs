@@ -90,6 +90,9 @@ pub struct CallInfo {
     /// The subset of nodes a traffic rule chose for the call (a version, labels), and
     /// whether the rest may take it when none of the subset can; `None`: any node.
     pub steer: Option<crate::traffic::Steer>,
+    /// The call's sticky key: calls with the same key go to the same node (see
+    /// [`crate::affinity`]); `None`: balanced as the route says.
+    pub affinity: Option<u64>,
     /// Whether the attempt reads the reply to its end before it counts as answered: a
     /// unary reply then fails over like its request (a connection lost mid-reply is a
     /// lost attempt), and its status is seen inside the stack. A stream is handed on as
@@ -119,6 +122,7 @@ impl CallInfo {
             balance: Balance::P2c,
             versions: None,
             steer: None,
+            affinity: None,
             whole_reply: false,
             trace: None,
         }

@@ -41,9 +41,9 @@ async fn call(
     let resolved = resolve(gateway, &route.service, route.method.name(), observed).await?;
     let policy = MethodPolicy::of(&resolved.route, &resolved.method);
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let steer = resolved
+    let placement = resolved
         .route
-        .steer(request.headers(), request.uri().query());
+        .place(request.headers(), request.uri().query());
     let format = crate::stream_http::Format::asked_by(request.headers());
     let body = match route.rule.body {
         BodyRule::None => None,
@@ -62,7 +62,7 @@ async fn call(
         policy,
         input: &input,
         authorization,
-        steer,
+        placement,
         id,
         stream: resolved.method.is_server_streaming(),
     };

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cluster::stack::{Around, Below, CallError, CallRequest, Step, info_of};
+use cluster::stack::{Around, Below, CallError, CallInfo, CallRequest, Step, info_of};
 use serde_json::Value;
 use telemetry::prometheus::names;
 use tonic::Code;
@@ -45,10 +45,10 @@ impl AdmitLayer {
         let info = info_of(request)?;
         let call = gateway_call_of(request)?;
         let route = &call.route;
-        let claims = if route.requires_jwt(&info.method) {
+        let (claims, affinity) = if route.requires_jwt(&info.method) {
             self.forwarded_claims(request, call)?
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let guards = self
             .guards
@@ -57,18 +57,24 @@ impl AdmitLayer {
         for (name, value) in claims {
             request.headers_mut().insert(name, value);
         }
+        if let Some(key) = affinity
+            && let Some(info) = request.extensions_mut().get_mut::<CallInfo>()
+        {
+            info.affinity = Some(key);
+        }
         if let Some(call) = request.extensions_mut().get_mut::<GatewayCall>() {
             call.guards = Some(guards);
         }
         Ok(())
     }
 
-    /// The verified token's claims the route forwards, as headers.
+    /// The verified token's claims the route forwards, as headers, and the sticky key of
+    /// the route's claim, when it keys sticky calls by one.
     fn forwarded_claims(
         &self,
         request: &CallRequest,
         call: &GatewayCall,
-    ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, CallError> {
+    ) -> Result<ClaimsOut, CallError> {
         let authorization = call
             .authorization
             .as_ref()
@@ -82,6 +88,16 @@ impl AdmitLayer {
                 reason: refused.to_string(),
                 retry_after: None,
             })?;
+        let affinity = call
+            .route
+            .sticky
+            .as_ref()
+            .and_then(|sticky| sticky.claim.as_ref())
+            .and_then(|claim| claims.get(claim))
+            .map(|value| match value {
+                Value::String(text) => cluster::affinity::key_of(text.as_bytes()),
+                other => cluster::affinity::key_of(other.to_string().as_bytes()),
+            });
         let mut headers = Vec::new();
         for claim in &call.route.forward_claims {
             let value = match claims.get(claim) {
@@ -98,9 +114,12 @@ impl AdmitLayer {
                 headers.push((name, value));
             }
         }
-        Ok(headers)
+        Ok((headers, affinity))
     }
 }
+
+/// The claims a route forwards, as headers, and its sticky key from a claim.
+type ClaimsOut = (Vec<(http::HeaderName, http::HeaderValue)>, Option<u64>);
 
 /// The service's rate limit, if its route has one.
 fn take_a_token(guards: &Guards, service: &str) -> Result<(), CallError> {

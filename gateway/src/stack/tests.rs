@@ -220,3 +220,42 @@ async fn the_breaker_does_not_count_a_callers_mistake_against_the_service() {
     }
     assert_eq!(below.calls(), 5);
 }
+
+#[tokio::test]
+async fn a_route_sticky_by_claim_keys_the_call_by_the_verified_tokens_claim() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let below = {
+        let seen = seen.clone();
+        tower::service_fn(move |request: CallRequest| {
+            *seen.lock().unwrap() = request
+                .extensions()
+                .get::<CallInfo>()
+                .map(|info| info.affinity);
+            std::future::ready(Ok::<_, CallError>(
+                tonic::Status::new(Code::Ok, "below").into_http::<tonic::body::Body>(),
+            ))
+        })
+    };
+    let mut admit = AdmitLayer::new(verifier("s3cret"), Arc::default()).layer(below);
+    let route = Route {
+        jwt: true,
+        sticky: Some(cluster::affinity::Sticky {
+            claim: Some("sub".into()),
+            ..Default::default()
+        }),
+        ..Route::default()
+    };
+    let good = format!("Bearer {}", token("s3cret"));
+    let admitted = admit
+        .ready()
+        .await
+        .unwrap()
+        .call(request(route, Some(&good)))
+        .await;
+    assert!(admitted.is_ok());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(Some(cluster::affinity::key_of(b"bob"))),
+        "the key of the token's sub"
+    );
+}
