@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Node;
-use crate::traffic::{Facts, cookie};
+use crate::traffic::{Facts, check_source, cookie};
 
 /// Where a route's sticky key comes from: one of a header, a cookie or a claim.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -43,20 +43,11 @@ impl Sticky {
 
     /// Checks the source; `Err(reason)` when it names none or more than one.
     pub fn validate(&self) -> Result<(), String> {
-        let sources = [&self.header, &self.cookie, &self.claim]
-            .iter()
-            .filter(|source| source.is_some())
-            .count();
-        if sources != 1 {
-            return Err("name exactly one of header, cookie or claim".into());
-        }
-        if let Some(name) = &self.header
-            && (http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || name.bytes().any(|b| b.is_ascii_uppercase()))
-        {
-            return Err(format!("{name:?} is not a header name in lower case"));
-        }
-        Ok(())
+        check_source(
+            [&self.header, &self.cookie, &self.claim],
+            "header, cookie or claim",
+            self.header.as_deref(),
+        )
     }
 }
 

@@ -111,21 +111,31 @@ impl Match {
     }
 
     fn check(&self) -> Result<(), String> {
-        let sources = [&self.header, &self.cookie, &self.query]
-            .iter()
-            .filter(|source| source.is_some())
-            .count();
-        if sources != 1 {
-            return Err("name exactly one of header, cookie or query".into());
-        }
-        if let Some(name) = &self.header
-            && (http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || name.bytes().any(|b| b.is_ascii_uppercase()))
-        {
-            return Err(format!("{name:?} is not a header name in lower case"));
-        }
-        Ok(())
+        check_source(
+            [&self.header, &self.cookie, &self.query],
+            "header, cookie or query",
+            self.header.as_deref(),
+        )
     }
+}
+
+/// Checks that exactly one of `sources` (called `names`) is given, and that `header`, if
+/// it is the one, is a header name in lower case (as HTTP/2 sends them).
+pub(crate) fn check_source(
+    sources: [&Option<String>; 3],
+    names: &str,
+    header: Option<&str>,
+) -> Result<(), String> {
+    if sources.iter().filter(|source| source.is_some()).count() != 1 {
+        return Err(format!("name exactly one of {names}"));
+    }
+    if let Some(name) = header
+        && (http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || name.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        return Err(format!("{name:?} is not a header name in lower case"));
+    }
+    Ok(())
 }
 
 /// A cookie's value from the call's `Cookie` headers.
