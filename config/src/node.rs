@@ -31,7 +31,14 @@ pub struct NodeConfig {
     pub telemetry: TelemetryConfig,
     /// Calls this node makes to other services (`context.client("user")`).
     pub client: ClientConfig,
+    /// Metadata the node registers beside what the runtime publishes (`color = "blue"`):
+    /// what the gateway's traffic rules choose nodes by; `weight` is the node's share
+    /// under the weighted balancer.
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Metadata keys the runtime writes itself, which labels may not set.
+pub const RUNTIME_METADATA: [&str; 3] = ["grpc.services", "http", "admin"];
 
 /// `[client]`: how a node calls other services: deadlines, retries, health checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +268,7 @@ impl Default for NodeConfig {
             admin: AdminConfig::default(),
             telemetry: TelemetryConfig::default(),
             client: ClientConfig::default(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -387,6 +395,21 @@ impl crate::Validate for NodeConfig {
                     self.listen_host
                 ),
             );
+        }
+        for (name, value) in &self.labels {
+            let key = format!("labels.{name}");
+            if RUNTIME_METADATA.contains(&name.as_str()) {
+                return bad(
+                    &key,
+                    format!(
+                        "{name:?} is written by the runtime ({}); choose another name",
+                        RUNTIME_METADATA.join(", ")
+                    ),
+                );
+            }
+            if name.is_empty() || value.is_empty() {
+                return bad(&key, "a label needs a name and a value".to_owned());
+            }
         }
         let http = &self.http;
         for (key, value) in [

@@ -351,3 +351,27 @@ fn client_deadlines_per_called_service_are_read_and_bad_ones_name_their_key() {
         Ok(())
     });
 }
+
+#[test]
+fn labels_are_read_from_files_and_variables_and_the_runtimes_keys_are_refused() {
+    Jail::expect_with(|jail| {
+        jail.create_file("a.toml", "[labels]\ncolor = \"blue\"\n")?;
+        jail.set_env("MS_LABELS__ZONE", "eu-1");
+        let loaded = load::<UserLike>(Some("a.toml".as_ref()), &Flags::new()).expect("loads");
+        let labels: Vec<(&str, &str)> = loaded
+            .node
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("color", "blue"), ("zone", "eu-1")]);
+
+        jail.create_file("b.toml", "[labels]\n\"grpc.services\" = \"x.v1.X\"\n")?;
+        let message = err(load::<UserLike>(Some("b.toml".as_ref()), &Flags::new()));
+        assert!(
+            message.contains("labels.grpc.services") && message.contains("written by the runtime"),
+            "{message}"
+        );
+        Ok(())
+    });
+}

@@ -267,3 +267,72 @@ async fn a_sticky_header_keeps_each_caller_on_one_node_and_a_leaving_node_moves_
         probe.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn labels_a_node_is_configured_with_are_in_its_registration_and_rules_choose_by_them() {
+    let etcd = require!(Etcd::start().await);
+    let start = |n: usize, labels: &[(&str, &str)]| {
+        let mut env = vec![("MS_USER__TOKEN_SECRET", "gateway-test-secret")];
+        env.extend_from_slice(labels);
+        tests::process::Node::start(
+            "user",
+            &format!("user-{n}"),
+            &[
+                "--rpc-port",
+                "0",
+                "--etcd-addr",
+                &etcd.etcd_addr(),
+                "--advertise-host",
+                "127.0.0.1",
+            ],
+            &env,
+        )
+    };
+    let plain = start(1, &[]);
+    let blue = start(2, &[("MS_LABELS__COLOR", "blue")]);
+    let (plain_address, blue_address) = (plain.listening("rpc").await, blue.listening("rpc").await);
+    let config = gateway_config_with(
+        "labels",
+        "[[routes.user.traffic]]\nwhen = { header = \"x-color\", equals = \"blue\" }\n\
+         to = { labels = { color = \"blue\" } }\n",
+    );
+    let gateway = start_gateway(&etcd, 1, &config).await;
+    let client = HttpClient::default();
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "user",
+        &[plain_address.clone(), blue_address.clone()],
+    )
+    .await;
+
+    let cluster = client
+        .get(&format!("http://{}/admin/cluster", gateway.admin))
+        .await
+        .expect("the cluster view");
+    let nodes = cluster.body["services"]["user"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let blue_node = nodes
+        .iter()
+        .find(|node| node["address"] == blue_address.as_str())
+        .expect("the blue node");
+    assert_eq!(blue_node["metadata"]["color"], "blue", "{blue_node}");
+
+    let exists = format!("http://{}/api/user/Exists", gateway.http);
+    let body = Bytes::from(json!({ "username": "nobody" }).to_string());
+    for _ in 0..20 {
+        let reply = client
+            .send("POST", &exists, &[("x-color", "blue")], body.clone())
+            .await
+            .expect("a reply");
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.header("x-served-by"), Some(blue_address.as_str()));
+    }
+
+    gateway.node.sigterm().await;
+    plain.sigterm().await;
+    blue.sigterm().await;
+}

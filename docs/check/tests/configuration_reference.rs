@@ -156,7 +156,7 @@ fn every_line_names_the_variable_and_flag_that_set_its_key() {
                     line.key
                 ));
             }
-        } else if variable.replace("<SERVICE>", "*") != expected {
+        } else if variable.replace("<SERVICE>", "*").replace("<NAME>", "*") != expected {
             wrong.push(format!(
                 "{}: variable {variable}, expected {expected}",
                 line.key
@@ -304,14 +304,15 @@ fn duration(text: &str) -> Option<Duration> {
     humantime_serde::re::humantime::parse_duration(text).ok()
 }
 
-/// The defaults of `T`'s keys as `--print-config` writes them, an entry of every map
-/// (keyed `*`) included so that the defaults of map entries show.
+/// The defaults of `T`'s keys as `--print-config` writes them, an entry of every map of
+/// tables (keyed `*`) included so that the defaults of map entries show.
 fn defaults_of<T: DeserializeOwned + Serialize>(keys: &Keys) -> BTreeMap<String, toml::Value> {
     let mut sample = toml::Table::new();
     for key in keys.keys() {
         let parts: Vec<&str> = key.split('.').collect();
         for (at, part) in parts.iter().enumerate() {
-            if *part == "*" {
+            // A map of tables gets an entry; a map of values (`labels.*`) has no default.
+            if *part == "*" && at + 1 < parts.len() {
                 insert_table(&mut sample, &parts[..=at]);
             }
         }

@@ -137,7 +137,7 @@ impl BuiltNode {
         }
 
         let mut instance = Instance::new(&service, &rpc_address).with_version(&version);
-        instance.metadata = node_metadata(metadata, &grpc_services, &host);
+        instance.metadata = node_metadata(metadata, &config.labels, &grpc_services, &host);
         if let Some(http) = &http {
             let http_bound = bound_address(&http.listener)?;
             let http_address = join_host_port(&host, http_bound.port());
@@ -315,13 +315,15 @@ impl<B> tower_http::trace::MakeSpan<B> for CallSpan {
     }
 }
 
-/// The spec's metadata plus what the runtime publishes: the gRPC services served and the
-/// admin port's address.
+/// The spec's metadata, the configured labels over it, and what the runtime publishes:
+/// the gRPC services served and the admin port's address.
 fn node_metadata(
     mut metadata: BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
     grpc_services: &[String],
     host: &str,
 ) -> BTreeMap<String, String> {
+    metadata.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     if !grpc_services.is_empty() {
         metadata.insert(
             cluster::meta::GRPC_SERVICES.to_owned(),
