@@ -52,6 +52,9 @@ pub struct ClientOptions {
     /// The called services as the calling crate compiled them in: a method found here is
     /// known at once, without asking the service by reflection.
     pub described: Option<Arc<prost_reflect::DescriptorPool>>,
+    /// The traffic rules in force (from the stored route table): which of the service's
+    /// nodes take a call, by what it carries.
+    pub traffic: Option<crate::traffic::LiveTraffic>,
 }
 
 impl ClientOptions {
@@ -77,6 +80,7 @@ impl ClientOptions {
             ),
             tracer: None,
             described: None,
+            traffic: None,
         }
     }
 
@@ -90,6 +94,12 @@ impl ClientOptions {
     /// reflection; others are still learnt from the called service.
     pub fn described_by(mut self, pool: Option<Arc<prost_reflect::DescriptorPool>>) -> Self {
         self.described = pool;
+        self
+    }
+
+    /// Calls follow the traffic rules of `traffic`.
+    pub fn steered_by(mut self, traffic: Option<crate::traffic::LiveTraffic>) -> Self {
+        self.traffic = traffic;
         self
     }
 }
@@ -109,6 +119,7 @@ struct Shared {
     tracer: Option<telemetry::trace::SdkTracer>,
     stack: BoxCloneSyncService<CallRequest, CallResponse, CallError>,
     described: Option<Arc<prost_reflect::DescriptorPool>>,
+    traffic: Option<crate::traffic::LiveTraffic>,
     schemas: Schemas,
     methods: Mutex<HashMap<(String, String), Learnt>>,
     /// Ends the view's registry watch when the last clone is dropped.
@@ -183,6 +194,7 @@ impl ServiceChannel {
                 tracer: options.tracer.clone(),
                 stack: BoxCloneSyncService::new(stack),
                 described: options.described.clone(),
+                traffic: options.traffic.clone(),
                 schemas: Schemas::default(),
                 methods: Mutex::default(),
                 stop,
@@ -222,9 +234,21 @@ impl tower::Service<http::Request<tonic::body::Body>> for ServiceChannel {
 impl Shared {
     async fn call(
         &self,
-        request: http::Request<tonic::body::Body>,
+        mut request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, tonic::Status> {
         let started = Instant::now();
+        // What the call being served carries for the rules goes on with this one, and
+        // this service's rules choose its nodes by it.
+        crate::traffic::carry_into(request.headers_mut());
+        let steer = self.traffic.as_ref().and_then(|live| {
+            let table = live.current();
+            let rules = table.rules_of(&self.service)?;
+            let facts = crate::traffic::Facts {
+                headers: request.headers(),
+                query: None,
+            };
+            crate::traffic::steer(rules, &facts)
+        });
         let (grpc_service, method) = grpc_names(request.uri().path());
         let end = CallEnd {
             service: self.service.clone(),
@@ -256,6 +280,7 @@ impl Shared {
             attempt_timeout: facts
                 .idempotent
                 .then(|| deadline.saturating_duration_since(started) / 3),
+            steer,
             // Attempts are children of what the node is doing (the call it serves).
             trace: Some(AttemptTrace::new(
                 telemetry::trace::TraceContext::current(),

@@ -33,6 +33,7 @@ fn options(timeout: Duration, budget_percent: f32) -> ClientOptions {
         view: ViewOptions::for_tests(),
         tracer: None,
         described: None,
+        traffic: None,
     }
 }
 

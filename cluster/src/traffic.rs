@@ -314,6 +314,133 @@ pub fn validate(rules: &[Rule]) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// Every service's rules, as a route table holds them, and the headers any rule reads:
+/// those a node carries on from the call it serves to the calls it makes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrafficTable {
+    rules: std::collections::HashMap<String, Arc<[Rule]>>,
+    carried: Vec<http::HeaderName>,
+}
+
+impl TrafficTable {
+    /// The table of `rules` (service → its rules).
+    pub fn new(rules: impl IntoIterator<Item = (String, Vec<Rule>)>) -> Self {
+        let rules: std::collections::HashMap<String, Arc<[Rule]>> = rules
+            .into_iter()
+            .filter(|(_, rules)| !rules.is_empty())
+            .map(|(service, rules)| (service, Arc::from(rules)))
+            .collect();
+        let mut carried: Vec<http::HeaderName> = rules
+            .values()
+            .flat_map(|rules| rules.iter())
+            .filter_map(|rule| rule.when.as_ref()?.header_name())
+            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        carried.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        carried.dedup();
+        Self { rules, carried }
+    }
+
+    /// The rules of a stored route table (`gateway routes push`), read for their
+    /// `routes.<service>.traffic` alone; `Err` names what cannot be read or cannot work.
+    pub fn from_route_table(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Stored {
+            #[serde(default)]
+            routes: BTreeMap<String, Traffic>,
+        }
+        #[derive(Deserialize)]
+        struct Traffic {
+            #[serde(default)]
+            traffic: Vec<Rule>,
+        }
+        let stored: Stored = toml_table(text)?;
+        for (service, route) in &stored.routes {
+            validate(&route.traffic)
+                .map_err(|(at, reason)| format!("routes.{service}.traffic{at}: {reason}"))?;
+        }
+        Ok(Self::new(
+            stored
+                .routes
+                .into_iter()
+                .map(|(service, route)| (service, route.traffic)),
+        ))
+    }
+
+    /// `service`'s rules, if it has any.
+    pub fn rules_of(&self, service: &str) -> Option<&Arc<[Rule]>> {
+        self.rules.get(service)
+    }
+
+    /// The headers some rule reads.
+    pub fn carried(&self) -> &[http::HeaderName] {
+        &self.carried
+    }
+
+    /// The headers of `headers` that some rule reads, to go on with the calls made for
+    /// the call that brought them; `None` when there are none.
+    pub fn carried_from(&self, headers: &HeaderMap) -> Option<HeaderMap> {
+        let mut carried = HeaderMap::new();
+        for name in &self.carried {
+            for value in headers.get_all(name) {
+                carried.append(name.clone(), value.clone());
+            }
+        }
+        (!carried.is_empty()).then_some(carried)
+    }
+}
+
+/// A route table's text as `T`.
+fn toml_table<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|error| error.to_string())
+}
+
+/// The traffic table in force, shared by a node's service clients and its server, and
+/// replaced whole when the stored route table changes.
+#[derive(Debug, Clone, Default)]
+pub struct LiveTraffic(Arc<arc_swap::ArcSwap<TrafficTable>>);
+
+impl LiveTraffic {
+    pub fn current(&self) -> Arc<TrafficTable> {
+        self.0.load_full()
+    }
+
+    pub fn set(&self, table: TrafficTable) {
+        self.0.store(Arc::new(table));
+    }
+
+    /// See [`TrafficTable::carried_from`].
+    pub fn carried_from(&self, headers: &HeaderMap) -> Option<HeaderMap> {
+        self.0.load().carried_from(headers)
+    }
+}
+
+tokio::task_local! {
+    static CARRIED: HeaderMap;
+}
+
+/// Runs `serve` (a handler's work) carrying `headers` on to the calls it makes.
+pub fn carrying<F: std::future::Future>(
+    headers: HeaderMap,
+    serve: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CARRIED.scope(headers, serve)
+}
+
+/// Adds the headers of the call being served here (those some rule reads) to `headers`,
+/// where it does not set them itself.
+pub fn carry_into(headers: &mut HeaderMap) {
+    let _ = CARRIED.try_with(|carried| {
+        for name in carried.keys() {
+            if !headers.contains_key(name) {
+                for value in carried.get_all(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,5 +615,51 @@ mod tests {
         })
         .expect("TOML");
         assert_eq!(rules(&text), table);
+    }
+
+    #[tokio::test]
+    async fn a_stored_route_table_gives_each_service_its_rules_and_the_headers_to_carry() {
+        let table = TrafficTable::from_route_table(
+            r#"
+            [routes.user]
+            timeout = "2s"
+            [[routes.user.traffic]]
+            when = { header = "x-canary", equals = "1" }
+            to = { version = "1.3.0" }
+            [[routes.order.traffic]]
+            when = { cookie = "tester" }
+            to = { version = "2.0.0" }
+            "#,
+        )
+        .expect("a table");
+        assert_eq!(table.rules_of("user").map(|rules| rules.len()), Some(1));
+        assert!(table.rules_of("greeter").is_none());
+        assert_eq!(table.carried(), ["x-canary"]);
+        let refused = TrafficTable::from_route_table(
+            "[[routes.user.traffic]]\nto = { version = \"1\" }\nsplit = [{ version = \"2\", weight = 1 }]\n",
+        )
+        .expect_err("refused");
+        assert!(refused.starts_with("routes.user.traffic[0]"), "{refused}");
+
+        // What a node serving a call carries goes on with the calls it makes, unless
+        // the call sets the header itself.
+        let served = headers(&[("x-canary", "1"), ("x-other", "no")]);
+        let carried = table.carried_from(&served).expect("carried");
+        let mut outgoing = headers(&[]);
+        carrying(carried.clone(), async { carry_into(&mut outgoing) }).await;
+        assert_eq!(
+            outgoing.get("x-canary").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert!(outgoing.get("x-other").is_none());
+        let mut own = headers(&[("x-canary", "0")]);
+        carrying(carried, async { carry_into(&mut own) }).await;
+        assert_eq!(own.get("x-canary").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        let mut outside = headers(&[]);
+        carry_into(&mut outside);
+        assert!(
+            outside.is_empty(),
+            "nothing is carried outside a served call"
+        );
     }
 }

@@ -184,9 +184,12 @@ async fn call(
     let resolved = resolve(gateway, service, method_name, observed).await?;
     let policy = accepted(&resolved.route, &resolved.method, request.method())?;
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let placement = resolved
-        .route
-        .place(request.headers(), request.uri().query());
+    let placement = crate::settings::Placement {
+        carried: gateway.routes.carried_from(request.headers()),
+        ..resolved
+            .route
+            .place(request.headers(), request.uri().query())
+    };
     let format = crate::stream_http::Format::asked_by(request.headers());
     let input = transcode::read_input(
         request,
@@ -381,6 +384,9 @@ pub(crate) async fn dispatch(
         placement,
         stream,
     } = sending;
+    if let Some(carried) = placement.carried {
+        request.headers_mut().extend(carried);
+    }
     let timeout = (!stream).then(|| route.timeout_of(method.name()));
     let info = CallInfo {
         idempotent: policy.idempotent,

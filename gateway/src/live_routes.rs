@@ -29,6 +29,10 @@ pub struct RoutesInForce {
     /// Each route shared, so a call takes one without copying it.
     #[serde(skip)]
     shared: std::collections::HashMap<String, Arc<Route>>,
+    /// Every route's traffic rules: the headers they read go on to the nodes, whose own
+    /// calls are steered by them too.
+    #[serde(skip)]
+    traffic: cluster::traffic::TrafficTable,
 }
 
 impl RoutesInForce {
@@ -37,11 +41,17 @@ impl RoutesInForce {
             .iter()
             .map(|(service, route)| (service.clone(), Arc::new(route.clone())))
             .collect();
+        let traffic = cluster::traffic::TrafficTable::new(
+            routes
+                .iter()
+                .map(|(service, route)| (service.clone(), route.traffic.clone())),
+        );
         Self {
             source,
             revision,
             routes,
             shared,
+            traffic,
         }
     }
 }
@@ -71,6 +81,12 @@ impl LiveRoutes {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The headers of a call the traffic rules read, to be sent on with it (a door that
+    /// makes a new request for the node, such as `/api`, would drop them otherwise).
+    pub fn carried_from(&self, headers: &http::HeaderMap) -> Option<http::HeaderMap> {
+        self.in_force().traffic.carried_from(headers)
     }
 
     /// The route of `service`, or the defaults.
@@ -136,7 +152,7 @@ pub mod etcd {
     use super::LiveRoutes;
 
     pub fn key(namespace: &str) -> String {
-        format!("{}/config/gateway/routes", namespace.trim_end_matches('/'))
+        node::route_table_key(namespace)
     }
 
     /// Reads the stored table, then applies every change to it, until `stop`.

@@ -102,6 +102,9 @@ pub struct Route {
 pub struct Placement {
     pub steer: Option<cluster::traffic::Steer>,
     pub affinity: Option<u64>,
+    /// The headers any route's traffic rules read, sent on to the node: its own calls
+    /// are steered by them too.
+    pub carried: Option<http::HeaderMap>,
 }
 
 impl Default for Route {
@@ -152,6 +155,7 @@ impl Route {
         Placement {
             steer: cluster::traffic::steer(&self.traffic, &facts),
             affinity: self.sticky.as_ref().and_then(|sticky| sticky.key(&facts)),
+            carried: None,
         }
     }
 

@@ -18,6 +18,7 @@ mod observe;
 mod serve;
 mod service;
 mod shutdown;
+mod traffic;
 
 pub use admin::{Listen as AdminListen, cluster_json, start as start_admin};
 pub use backend::Connected;
@@ -36,6 +37,12 @@ pub use shutdown::cancel_on_signal;
 
 /// The header that carries one request's id from the gateway through every node it reaches.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Where `gateway routes push` stores the route table in etcd, under `namespace`: every
+/// gateway applies it, and every node's service clients follow its traffic rules.
+pub fn route_table_key(namespace: &str) -> String {
+    format!("{}/config/gateway/routes", namespace.trim_end_matches('/'))
+}
 
 /// JWT claims the gateway verified travel to services as metadata under this prefix
 /// (`sub` → `x-jwt-sub`); the gateway never passes a caller's own such headers on.

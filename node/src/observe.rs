@@ -23,15 +23,23 @@ pub struct ObserveLayer {
 struct Observer {
     service: String,
     tracer: Option<telemetry::trace::SdkTracer>,
+    /// What the traffic rules read, carried on to the handler's own calls.
+    traffic: Option<cluster::traffic::LiveTraffic>,
 }
 
 impl ObserveLayer {
-    /// Calls served by a node of `service`; spans go to `tracing` when it is set.
-    pub fn new(service: &str, tracing: Option<&telemetry::Tracing>) -> Self {
+    /// Calls served by a node of `service`; spans go to `tracing` when it is set; the
+    /// headers `traffic`'s rules read go on with the handler's calls.
+    pub fn new(
+        service: &str,
+        tracing: Option<&telemetry::Tracing>,
+        traffic: Option<cluster::traffic::LiveTraffic>,
+    ) -> Self {
         Self {
             observer: Arc::new(Observer {
                 service: service.to_owned(),
                 tracer: tracing.map(|t| t.tracer().clone()),
+                traffic,
             }),
         }
     }
@@ -131,10 +139,18 @@ where
         // The handler's own calls continue the trace: the server span when there is
         // one, else the caller's context passed through as it came.
         let current = span.clone().unwrap_or(parent);
-        let called = cluster::deadline::serving_until(
-            serving_until,
-            self.inner.call(request).with_context(current),
-        );
+        let carried = self
+            .observer
+            .traffic
+            .as_ref()
+            .and_then(|traffic| traffic.carried_from(request.headers()));
+        let handled = self.inner.call(request).with_context(current);
+        let called = cluster::deadline::serving_until(serving_until, async move {
+            match carried {
+                Some(headers) => cluster::traffic::carrying(headers, handled).await,
+                None => handled.await,
+            }
+        });
         let served = Served {
             observer: self.observer.clone(),
             path,

@@ -58,6 +58,9 @@ pub struct NodeSpec {
     /// What a join line waits for (see [`membership::JoinGate`]); none: it is logged as
     /// the registry tells of the join.
     pub join_gate: Option<membership::JoinGate>,
+    /// The traffic rules in force: the headers they read are carried from each call the
+    /// node serves to the calls its handler makes.
+    pub traffic: Option<cluster::traffic::LiveTraffic>,
 }
 
 pub struct HttpServer {
@@ -82,6 +85,7 @@ impl NodeSpec {
             admin_views: Vec::new(),
             admin_pages: Vec::new(),
             join_gate: None,
+            traffic: None,
         }
     }
 }

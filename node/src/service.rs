@@ -205,6 +205,7 @@ impl<S: Send + 'static> Service<S> {
         let tracing = telemetry::Tracing::start(&self.name, &self.version, &config.telemetry)
             .map_err(|e| NodeError::Unsupported(e.to_string()))?;
         let mut serve = self.serve;
+        let traffic = crate::traffic::follow(&backend, &shutdown);
         if let Some(setup) = self.setup {
             let credentials = ClusterCredentials::from_config(&config.security)?;
             let context = Context {
@@ -215,6 +216,7 @@ impl<S: Send + 'static> Service<S> {
                 shutdown: shutdown.clone(),
                 tracing: tracing.clone(),
                 called: called_pool(&self.name, &self.calls)?,
+                traffic: traffic.clone(),
             };
             let added = setup(context).await.map_err(|source| NodeError::Setup {
                 service: self.name.clone(),
@@ -224,6 +226,7 @@ impl<S: Send + 'static> Service<S> {
         }
         let mut spec = serve.into_spec(self.name, self.version)?;
         spec.tracing = tracing;
+        spec.traffic = Some(traffic);
         crate::run_node(spec, &config, registry, shutdown).await
     }
 }
@@ -283,6 +286,7 @@ where
                 shutdown: launch.shutdown,
                 tracing: None,
                 called: called_pool(&self.name, &self.calls)?,
+                traffic: cluster::traffic::LiveTraffic::default(),
             };
             command(context).await.map_err(|source| NodeError::Setup {
                 service: self.name.clone(),
@@ -350,6 +354,8 @@ pub struct Context<S = NoSections> {
     tracing: Option<telemetry::Tracing>,
     /// What the service's crate compiled in of the services it calls.
     called: Option<Arc<prost_reflect::DescriptorPool>>,
+    /// The traffic rules its service clients follow.
+    traffic: cluster::traffic::LiveTraffic,
 }
 
 /// The descriptor sets given to [`Service::calls`], as one pool; none when there are none.
@@ -412,7 +418,8 @@ impl<S> Context<S> {
         )
         // Each attempt is a span of the trace of what this node is doing.
         .traced_by(self.tracing().map(|tracing| tracing.tracer().clone()))
-        .described_by(self.called.clone());
+        .described_by(self.called.clone())
+        .steered_by(Some(self.traffic.clone()));
         connect_client(registry, service, options, &self.shutdown).await
     }
 
@@ -441,6 +448,7 @@ impl<S> Context<S> {
             shutdown: self.shutdown,
             tracing: self.tracing,
             called: self.called,
+            traffic: self.traffic,
         }
     }
 }

@@ -336,3 +336,110 @@ async fn labels_a_node_is_configured_with_are_in_its_registration_and_rules_choo
     plain.sigterm().await;
     blue.sigterm().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
+async fn a_header_that_steers_calls_goes_on_with_the_calls_a_service_makes_so_its_rules_apply_there_too()
+ {
+    let etcd = require!(Etcd::start().await);
+    // The stored route table: order's own calls to user follow it as the gateway does.
+    let table = "[[routes.user.traffic]]\nwhen = { header = \"x-color\", equals = \"blue\" }\n\
+                 to = { labels = { color = \"blue\" } }\nfallback = false\n";
+    etcd.client()
+        .await
+        .put("go-ms/config/gateway/routes", table, None)
+        .await
+        .expect("the route table stored");
+    let node = |binary: &str, n: usize, labels: &[(&str, &str)]| {
+        let mut env = Vec::new();
+        if binary == "user" {
+            env.push(("MS_USER__TOKEN_SECRET", "gateway-test-secret"));
+        }
+        env.extend_from_slice(labels);
+        tests::process::Node::start(
+            binary,
+            &format!("{binary}-{n}"),
+            &[
+                "--rpc-port",
+                "0",
+                "--etcd-addr",
+                &etcd.etcd_addr(),
+                "--advertise-host",
+                "127.0.0.1",
+            ],
+            &env,
+        )
+    };
+    let plain = node("user", 1, &[]);
+    let order = node("order", 1, &[]);
+    let (plain_address, order_address) =
+        (plain.listening("rpc").await, order.listening("rpc").await);
+    let gateway = start_gateway(&etcd, 1, &gateway_config_with("carried", "")).await;
+    let client = HttpClient::default();
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "user",
+        std::slice::from_ref(&plain_address),
+    )
+    .await;
+    wait_for_nodes(
+        &client,
+        &gateway,
+        "order",
+        std::slice::from_ref(&order_address),
+    )
+    .await;
+    let account = json!({ "username": "cora", "password": "carried-pass" });
+    client
+        .post_until(
+            &format!("http://{}/api/user/Register", gateway.http),
+            &account,
+            200,
+            Duration::from_secs(60),
+        )
+        .await;
+    let create = format!("http://{}/api/order/Create", gateway.http);
+    let order_body = Bytes::from(json!({ "username": "cora", "item": "tea" }).to_string());
+
+    // Without the header, order's call to user goes to any user node.
+    let plain_call = client
+        .send("POST", &create, &[], order_body.clone())
+        .await
+        .expect("a reply");
+    assert_eq!(plain_call.status, 200, "{}", plain_call.text);
+
+    // With it, order's call to user must go to a blue node, and there is none: the
+    // header reached order, and order's client applied user's rule.
+    let steered = client
+        .send("POST", &create, &[("x-color", "blue")], order_body.clone())
+        .await
+        .expect("a reply");
+    assert_ne!(steered.status, 200, "{}", steered.text);
+    assert!(steered.text.contains("color=blue"), "{}", steered.text);
+
+    // A blue user node joins: the steered orders go through, to it.
+    let blue = node("user", 2, &[("MS_LABELS__COLOR", "blue")]);
+    let _ = blue.listening("rpc").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = client
+            .send("POST", &create, &[("x-color", "blue")], order_body.clone())
+            .await
+            .expect("a reply");
+        if reply.status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order never reached the blue user node: {}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    gateway.node.sigterm().await;
+    order.sigterm().await;
+    plain.sigterm().await;
+    blue.sigterm().await;
+}

@@ -62,6 +62,7 @@ struct CallPolicy<'a> {
     service: &'a str,
     require_call_credential: bool,
     tracing: Option<&'a telemetry::Tracing>,
+    traffic: Option<&'a cluster::traffic::LiveTraffic>,
 }
 
 impl BuiltNode {
@@ -81,6 +82,7 @@ impl BuiltNode {
             admin_views,
             admin_pages,
             join_gate,
+            traffic,
         } = spec;
         let (admin, own_cluster_view) = open_admin(&service, &version, admin_views);
         for (name, page) in admin_pages {
@@ -102,6 +104,7 @@ impl BuiltNode {
             service: &service,
             require_call_credential,
             tracing: tracing.as_ref(),
+            traffic: traffic.as_ref(),
         };
         // Before anything is served or logged: a certificate that cannot be used is the
         // one line a failed start says.
@@ -258,7 +261,7 @@ fn grpc_server(
         .key
         .is_set()
         .then(|| RequireCredentialLayer::new(cluster.key, config.security.max_clock_skew));
-    let observe = ObserveLayer::new(policy.service, policy.tracing);
+    let observe = ObserveLayer::new(policy.service, policy.tracing, policy.traffic.cloned());
     let calls = tower_http::trace::TraceLayer::new(caller_errors_are_answers())
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))
         .make_span_with(CallSpan {
