@@ -67,9 +67,23 @@ pub async fn start_gateway(etcd: &Etcd, n: usize, config: &Path) -> Gateway {
 }
 
 pub async fn start_user(etcd: &Etcd, n: usize) -> (Node, String) {
-    let node = Node::start(
-        "user",
-        &format!("user-{n}"),
+    let node = node_on(etcd, "user", n, &[]);
+    let address = node.listening("rpc").await;
+    (node, address)
+}
+
+/// A `binary` node (`user`, `order`) on `etcd` as `{binary}-{n}`, its rpc port where the
+/// OS puts it, advertised on loopback, with `env` (a user node gets the tests' token
+/// secret).
+pub fn node_on(etcd: &Etcd, binary: &str, n: usize, env: &[(&str, &str)]) -> Node {
+    let mut all = Vec::new();
+    if binary == "user" {
+        all.push(("MS_USER__TOKEN_SECRET", "gateway-test-secret"));
+    }
+    all.extend_from_slice(env);
+    Node::start(
+        binary,
+        &format!("{binary}-{n}"),
         &[
             "--rpc-port",
             "0",
@@ -78,10 +92,8 @@ pub async fn start_user(etcd: &Etcd, n: usize) -> (Node, String) {
             "--advertise-host",
             "127.0.0.1",
         ],
-        &[("MS_USER__TOKEN_SECRET", "gateway-test-secret")],
-    );
-    let address = node.listening("rpc").await;
-    (node, address)
+        &all,
+    )
 }
 
 /// Waits until the gateway routes to exactly `addresses` for `service`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use tests::etcd::Etcd;
-use tests::gateway::{gateway_config_with, start_gateway, wait_for_nodes};
+use tests::gateway::{gateway_config_with, node_on, start_gateway, wait_for_nodes};
 use tests::http::HttpClient;
 use tests::require;
 
@@ -272,25 +272,8 @@ async fn a_sticky_header_keeps_each_caller_on_one_node_and_a_leaving_node_moves_
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn labels_a_node_is_configured_with_are_in_its_registration_and_rules_choose_by_them() {
     let etcd = require!(Etcd::start().await);
-    let start = |n: usize, labels: &[(&str, &str)]| {
-        let mut env = vec![("MS_USER__TOKEN_SECRET", "gateway-test-secret")];
-        env.extend_from_slice(labels);
-        tests::process::Node::start(
-            "user",
-            &format!("user-{n}"),
-            &[
-                "--rpc-port",
-                "0",
-                "--etcd-addr",
-                &etcd.etcd_addr(),
-                "--advertise-host",
-                "127.0.0.1",
-            ],
-            &env,
-        )
-    };
-    let plain = start(1, &[]);
-    let blue = start(2, &[("MS_LABELS__COLOR", "blue")]);
+    let plain = node_on(&etcd, "user", 1, &[]);
+    let blue = node_on(&etcd, "user", 2, &[("MS_LABELS__COLOR", "blue")]);
     let (plain_address, blue_address) = (plain.listening("rpc").await, blue.listening("rpc").await);
     let config = gateway_config_with(
         "labels",
@@ -350,46 +333,15 @@ async fn a_header_that_steers_calls_goes_on_with_the_calls_a_service_makes_so_it
         .put("go-ms/config/gateway/routes", table, None)
         .await
         .expect("the route table stored");
-    let node = |binary: &str, n: usize, labels: &[(&str, &str)]| {
-        let mut env = Vec::new();
-        if binary == "user" {
-            env.push(("MS_USER__TOKEN_SECRET", "gateway-test-secret"));
-        }
-        env.extend_from_slice(labels);
-        tests::process::Node::start(
-            binary,
-            &format!("{binary}-{n}"),
-            &[
-                "--rpc-port",
-                "0",
-                "--etcd-addr",
-                &etcd.etcd_addr(),
-                "--advertise-host",
-                "127.0.0.1",
-            ],
-            &env,
-        )
-    };
-    let plain = node("user", 1, &[]);
-    let order = node("order", 1, &[]);
+    let plain = node_on(&etcd, "user", 1, &[]);
+    let order = node_on(&etcd, "order", 1, &[]);
     let (plain_address, order_address) =
         (plain.listening("rpc").await, order.listening("rpc").await);
     let gateway = start_gateway(&etcd, 1, &gateway_config_with("carried", "")).await;
     let client = HttpClient::default();
-    wait_for_nodes(
-        &client,
-        &gateway,
-        "user",
-        std::slice::from_ref(&plain_address),
-    )
-    .await;
-    wait_for_nodes(
-        &client,
-        &gateway,
-        "order",
-        std::slice::from_ref(&order_address),
-    )
-    .await;
+    for (service, address) in [("user", &plain_address), ("order", &order_address)] {
+        wait_for_nodes(&client, &gateway, service, std::slice::from_ref(address)).await;
+    }
     let account = json!({ "username": "cora", "password": "carried-pass" });
     client
         .post_until(
@@ -419,7 +371,7 @@ async fn a_header_that_steers_calls_goes_on_with_the_calls_a_service_makes_so_it
     assert!(steered.text.contains("color=blue"), "{}", steered.text);
 
     // A blue user node joins: the steered orders go through, to it.
-    let blue = node("user", 2, &[("MS_LABELS__COLOR", "blue")]);
+    let blue = node_on(&etcd, "user", 2, &[("MS_LABELS__COLOR", "blue")]);
     let _ = blue.listening("rpc").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
