@@ -55,6 +55,8 @@ pub struct ClientOptions {
     /// The traffic rules in force (from the stored route table): which of the service's
     /// nodes take a call, by what it carries.
     pub traffic: Option<crate::traffic::LiveTraffic>,
+    /// Whether each method has an adaptive concurrency limit (see [`crate::shed`]).
+    pub load_shedding: bool,
 }
 
 impl ClientOptions {
@@ -81,6 +83,7 @@ impl ClientOptions {
             tracer: None,
             described: None,
             traffic: None,
+            load_shedding: config.load_shedding,
         }
     }
 
@@ -185,7 +188,10 @@ impl ServiceChannel {
                 budget_exhausted: names::CLIENT_BUDGET_EXHAUSTED,
             },
         );
-        let stack = crate::stack::to_the_nodes(&view, retries);
+        let limits = options
+            .load_shedding
+            .then(|| Arc::new(crate::shed::Limits::new(crate::shed::ShedMetrics::CLIENT)));
+        let stack = crate::stack::to_the_nodes(&view, retries, limits);
         Self {
             shared: Arc::new(Shared {
                 service: service.into(),

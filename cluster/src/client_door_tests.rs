@@ -34,6 +34,7 @@ fn options(timeout: Duration, budget_percent: f32) -> ClientOptions {
         tracer: None,
         described: None,
         traffic: None,
+        load_shedding: true,
     }
 }
 

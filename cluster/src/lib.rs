@@ -19,6 +19,7 @@ mod health;
 pub mod meta;
 mod node;
 mod schema;
+pub mod shed;
 pub mod stack;
 mod stats;
 #[cfg(any(test, feature = "test-util"))]

@@ -59,6 +59,9 @@ pub struct ClientConfig {
     /// How long a node is set aside.
     #[serde(with = "humantime_serde")]
     pub eject_for: Duration,
+    /// Whether each called method has an adaptive concurrency limit: past it a call fails
+    /// at once with `UNAVAILABLE` instead of queueing behind an overloaded service.
+    pub load_shedding: bool,
     /// Per called service, by its registered name: `[client.services.user] timeout = "2s"`.
     pub services: BTreeMap<String, CalledService>,
 }
@@ -83,6 +86,7 @@ impl Default for ClientConfig {
             health_interval: Duration::from_secs(5),
             eject_after_failures: 3,
             eject_for: Duration::from_secs(10),
+            load_shedding: true,
             services: BTreeMap::new(),
         }
     }

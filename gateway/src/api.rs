@@ -184,12 +184,7 @@ async fn call(
     let resolved = resolve(gateway, service, method_name, observed).await?;
     let policy = accepted(&resolved.route, &resolved.method, request.method())?;
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let placement = crate::settings::Placement {
-        carried: gateway.routes.carried_from(request.headers()),
-        ..resolved
-            .route
-            .place(request.headers(), request.uri().query())
-    };
+    let placement = gateway.place(&resolved.route, request.headers(), request.uri().query());
     let format = crate::stream_http::Format::asked_by(request.headers());
     let input = transcode::read_input(
         request,

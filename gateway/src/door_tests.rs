@@ -35,7 +35,10 @@ fn gateway(instances: Vec<Instance>, route: Route, budget_percent: f32) -> Arc<G
 
 fn gateway_with(instances: Vec<Instance>, route: Route, settings: GatewaySection) -> Arc<Gateway> {
     let view = plain_view(instances, ViewMetrics::GATEWAY);
-    let routes = LiveRoutes::new(RouteTable::from([("echo".to_owned(), route)]));
+    let routes = LiveRoutes::new(
+        RouteTable::from([("echo".to_owned(), route)]),
+        cluster::traffic::LiveTraffic::default(),
+    );
     Arc::new(Gateway::new(view, routes, settings, None))
 }
 

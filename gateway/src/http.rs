@@ -142,7 +142,21 @@ pub fn cluster_view(api: &Gateway) -> Value {
         }),
         |service| {
             let breaker = json!(api.guards.breaker_state(service).map(BreakerState::name));
-            [("breaker".to_owned(), breaker)].into_iter().collect()
+            // Each method's adaptive concurrency limit, once it was called.
+            let limits = api.limits.as_ref().map(|limits| {
+                limits
+                    .snapshot()
+                    .into_iter()
+                    .filter(|state| state.service == service)
+                    .map(|state| (state.method.clone(), json!(state)))
+                    .collect::<serde_json::Map<_, _>>()
+            });
+            [
+                ("breaker".to_owned(), breaker),
+                ("concurrency_limits".to_owned(), json!(limits)),
+            ]
+            .into_iter()
+            .collect()
         },
     )
 }

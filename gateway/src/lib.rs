@@ -111,7 +111,9 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         )
         .http(http, http::router(gateway))
         // Callers of the gateway come from outside; the gateway signs what it sends on.
-        .open_to_callers_outside_the_cluster())
+        .open_to_callers_outside_the_cluster()
+        // The route table the gateway follows holds the rules its own node steers by.
+        .feeds_traffic_rules())
 }
 
 /// The live view of every service's nodes, health-checked as the settings say.
@@ -157,7 +159,10 @@ fn follow_the_cluster(context: &Context<GatewaySettings>) -> cluster::ClusterVie
 /// The route table: the configured one, and on etcd the one stored there
 /// (`gateway routes push`) as it changes.
 fn follow_the_routes(context: &Context<GatewaySettings>) -> LiveRoutes {
-    let routes = LiveRoutes::new(context.settings().routes.clone());
+    let routes = LiveRoutes::new(
+        context.settings().routes.clone(),
+        context.traffic_rules().clone(),
+    );
     match context.backend() {
         #[cfg(feature = "etcd")]
         Connected::Etcd(etcd) => {

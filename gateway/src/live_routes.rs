@@ -2,8 +2,10 @@
 //! kept in etcd at `{namespace}/config/gateway/routes` whenever that changes. An invalid
 //! table is refused and the last good one stays.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use cluster::traffic::{LiveTraffic, TrafficTable};
 use serde::Serialize;
 
 use crate::settings::{Route, RouteTable};
@@ -29,10 +31,6 @@ pub struct RoutesInForce {
     /// Each route shared, so a call takes one without copying it.
     #[serde(skip)]
     shared: std::collections::HashMap<String, Arc<Route>>,
-    /// Every route's traffic rules: the headers they read go on to the nodes, whose own
-    /// calls are steered by them too.
-    #[serde(skip)]
-    traffic: cluster::traffic::TrafficTable,
 }
 
 impl RoutesInForce {
@@ -41,18 +39,22 @@ impl RoutesInForce {
             .iter()
             .map(|(service, route)| (service.clone(), Arc::new(route.clone())))
             .collect();
-        let traffic = cluster::traffic::TrafficTable::new(
-            routes
-                .iter()
-                .map(|(service, route)| (service.clone(), route.traffic.clone())),
-        );
         Self {
             source,
             revision,
             routes,
             shared,
-            traffic,
         }
+    }
+
+    /// Every route's traffic rules, for the calls the gateway's own node makes and for
+    /// the headers the doors send on.
+    fn traffic(&self) -> TrafficTable {
+        TrafficTable::new(
+            self.routes
+                .iter()
+                .map(|(service, route)| (service.clone(), route.traffic.clone())),
+        )
     }
 }
 
@@ -60,38 +62,42 @@ impl RoutesInForce {
 static DEFAULT_ROUTE: std::sync::LazyLock<Arc<Route>> =
     std::sync::LazyLock::new(|| Arc::new(Route::default()));
 
+/// The route table in force, and its traffic rules kept beside it in `traffic`: the
+/// gateway's node steers its own service clients by them, and the doors send on the
+/// headers they read, so one watch of the stored table serves both.
 #[derive(Clone)]
 pub struct LiveRoutes {
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     configured: Arc<RouteTable>,
-    current: Arc<RwLock<Arc<RoutesInForce>>>,
+    current: Arc<ArcSwap<RoutesInForce>>,
+    traffic: LiveTraffic,
 }
 
 impl LiveRoutes {
-    pub fn new(configured: RouteTable) -> Self {
+    pub fn new(configured: RouteTable, traffic: LiveTraffic) -> Self {
         let current = RoutesInForce::new(RouteSource::Configuration, 0, configured.clone());
+        traffic.set(current.traffic());
         Self {
             configured: Arc::new(configured),
-            current: Arc::new(RwLock::new(Arc::new(current))),
+            current: Arc::new(ArcSwap::from_pointee(current)),
+            traffic,
         }
     }
 
     pub fn in_force(&self) -> Arc<RoutesInForce> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.load_full()
     }
 
     /// The headers of a call the traffic rules read, to be sent on with it (a door that
     /// makes a new request for the node, such as `/api`, would drop them otherwise).
     pub fn carried_from(&self, headers: &http::HeaderMap) -> Option<http::HeaderMap> {
-        self.in_force().traffic.carried_from(headers)
+        self.traffic.carried_from(headers)
     }
 
     /// The route of `service`, or the defaults.
     pub fn route(&self, service: &str) -> Arc<Route> {
-        self.in_force()
+        self.current
+            .load()
             .shared
             .get(service)
             .cloned()
@@ -103,7 +109,8 @@ impl LiveRoutes {
     fn set(&self, routes: RoutesInForce) {
         metrics::gauge!(telemetry::prometheus::names::GATEWAY_ROUTE_REVISION)
             .set(routes.revision as f64);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        self.traffic.set(routes.traffic());
+        self.current.store(Arc::new(routes));
     }
 
     /// Applies the table stored in etcd (`None`: the key was deleted, back to configuration).
@@ -209,7 +216,7 @@ mod tests {
 
     #[test]
     fn an_invalid_stored_table_leaves_the_last_good_one() {
-        let live = LiveRoutes::new(RouteTable::new());
+        let live = LiveRoutes::new(RouteTable::new(), LiveTraffic::default());
         live.apply_stored(Some("[routes.user]\ntimeout = \"2s\"\n"), 7);
         assert_eq!(live.route("user").timeout, Duration::from_secs(2));
         live.apply_stored(Some("[routes.user]\ntimeout = \"never\"\n"), 8);
@@ -222,7 +229,7 @@ mod tests {
 
     #[test]
     fn an_empty_or_unparsable_stored_value_keeps_the_table_in_force() {
-        let live = LiveRoutes::new(RouteTable::new());
+        let live = LiveRoutes::new(RouteTable::new(), LiveTraffic::default());
         live.apply_stored(Some("[routes.user]\ntimeout = \"2s\"\n"), 7);
         for (text, revision) in [
             ("", 8),

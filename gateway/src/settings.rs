@@ -42,6 +42,10 @@ pub struct GatewaySection {
     /// Serve the OpenAPI document of the cluster's REST routes and `/api` methods at
     /// `/openapi.json` (and `/openapi/{service}.json`) on the public port.
     pub openapi: bool,
+    /// Each method behind the gateway has an adaptive concurrency limit: past it a call
+    /// is answered 503 with `Retry-After` at once instead of queueing (see the guide's
+    /// "Load shedding").
+    pub load_shedding: bool,
 }
 
 impl Default for GatewaySection {
@@ -57,6 +61,7 @@ impl Default for GatewaySection {
             access_log: true,
             public_cluster_view: false,
             openapi: true,
+            load_shedding: true,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Gateway {
     pub stack: CallStack,
     /// Each service's rate limit and breaker, for the stack and `/admin/cluster`.
     pub guards: Arc<GuardsByService>,
+    /// Each method's adaptive concurrency limit, when load shedding is on.
+    pub limits: Option<Arc<cluster::shed::Limits>>,
     /// Where the gateway's spans go, when traces are exported.
     pub tracer: Option<telemetry::trace::SdkTracer>,
     pub meters: Arc<Meters>,
@@ -73,10 +75,16 @@ impl Gateway {
             JwtVerifier::without_keys()
         });
         let guards = Arc::new(GuardsByService::default());
+        let limits = settings.load_shedding.then(|| {
+            Arc::new(cluster::shed::Limits::new(
+                cluster::shed::ShedMetrics::GATEWAY,
+            ))
+        });
         let stack = stack::build(
             &view,
             Arc::new(jwt),
             guards.clone(),
+            limits.clone(),
             settings.retry_budget_percent,
         );
         Self {
@@ -84,6 +92,7 @@ impl Gateway {
             routes,
             stack,
             guards,
+            limits,
             tracer: tracing.map(|t| t.tracer().clone()),
             meters: Arc::default(),
             rest: RestRoutes::default(),
@@ -113,6 +122,20 @@ impl Gateway {
             .get::<Picked>()
             .map(|picked| picked.0.clone());
         Ok((response, node))
+    }
+
+    /// Where a call on `route` goes (its traffic rule and sticky key), with the headers
+    /// the rules read, to be sent on to the node.
+    pub fn place(
+        &self,
+        route: &crate::settings::Route,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> crate::settings::Placement {
+        crate::settings::Placement {
+            carried: self.routes.carried_from(headers),
+            ..route.place(headers, query)
+        }
     }
 
     /// What `node`'s service offers at its version, by reflection, cached.

@@ -102,10 +102,7 @@ pub async fn handle(
         }
     };
     let authorization = authorization(&parts.headers);
-    let placement = crate::settings::Placement {
-        carried: gateway.routes.carried_from(&parts.headers),
-        ..resolved.route.place(&parts.headers, parts.uri.query())
-    };
+    let placement = gateway.place(&resolved.route, &parts.headers, parts.uri.query());
     // A message may be as large as an /api body; past a few times that the socket drops
     // unread, bounding what one frame can make the gateway hold.
     let max_message = gateway.settings.max_body_bytes;

@@ -205,7 +205,10 @@ impl<S: Send + 'static> Service<S> {
         let tracing = telemetry::Tracing::start(&self.name, &self.version, &config.telemetry)
             .map_err(|e| NodeError::Unsupported(e.to_string()))?;
         let mut serve = self.serve;
-        let traffic = crate::traffic::follow(&backend, &shutdown);
+        // Filled after setup, by the node's own watch or by a service that reads the
+        // route table anyway (the gateway); the setup's clients share it either way.
+        let traffic = cluster::traffic::LiveTraffic::default();
+        let follow_from = backend.clone();
         if let Some(setup) = self.setup {
             let credentials = ClusterCredentials::from_config(&config.security)?;
             let context = Context {
@@ -223,6 +226,9 @@ impl<S: Send + 'static> Service<S> {
                 source,
             })?;
             serve = serve.merge(added);
+        }
+        if !serve.feeds_traffic_rules {
+            crate::traffic::follow(&follow_from, traffic.clone(), &shutdown);
         }
         let mut spec = serve.into_spec(self.name, self.version)?;
         spec.tracing = tracing;
@@ -428,6 +434,12 @@ impl<S> Context<S> {
         &self.credentials
     }
 
+    /// The traffic rules this node's service clients follow. A service that reads the
+    /// stored route table itself fills them (see [`Serve::feeds_traffic_rules`]).
+    pub fn traffic_rules(&self) -> &cluster::traffic::LiveTraffic {
+        &self.traffic
+    }
+
     /// Where the node's spans go, when `telemetry.otlp_endpoint` is set: for a node that
     /// opens spans of its own (the gateway's calls and attempts).
     pub fn tracing(&self) -> Option<&telemetry::Tracing> {
@@ -464,6 +476,7 @@ pub struct Serve {
     http: Option<HttpServer>,
     metadata: BTreeMap<String, String>,
     open_to_outside: bool,
+    feeds_traffic_rules: bool,
     readiness: Option<tokio::sync::watch::Receiver<bool>>,
     admin_views: Vec<(String, crate::admin::View)>,
     admin_pages: Vec<(String, crate::admin::AdminPage)>,
@@ -579,6 +592,13 @@ impl Serve {
         self
     }
 
+    /// The service fills [`Context::traffic_rules`] itself from a route table it follows
+    /// anyway (the gateway), so the node keeps no second watch of the same key.
+    pub fn feeds_traffic_rules(mut self) -> Self {
+        self.feeds_traffic_rules = true;
+        self
+    }
+
     fn merge(mut self, other: Serve) -> Serve {
         let Serve {
             routes,
@@ -588,6 +608,7 @@ impl Serve {
             http,
             metadata,
             open_to_outside,
+            feeds_traffic_rules,
             readiness,
             admin_views,
             admin_pages,
@@ -613,6 +634,7 @@ impl Serve {
         self.http = http.or(self.http);
         self.metadata.extend(metadata);
         self.open_to_outside |= open_to_outside;
+        self.feeds_traffic_rules |= feeds_traffic_rules;
         self.readiness = readiness.or(self.readiness);
         self.admin_views.extend(admin_views);
         self.admin_pages.extend(admin_pages);

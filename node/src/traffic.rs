@@ -7,19 +7,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Connected;
 
-/// The node's traffic table, following the stored route table until `stop`.
-pub(crate) fn follow(backend: &Connected, stop: &CancellationToken) -> LiveTraffic {
-    let live = LiveTraffic::default();
+/// Keeps `live` to the stored route table's rules until `stop`.
+pub(crate) fn follow(backend: &Connected, live: LiveTraffic, stop: &CancellationToken) {
     match backend {
         #[cfg(feature = "etcd")]
         Connected::Etcd(etcd) => {
-            tokio::spawn(etcd_table::follow(etcd.kv(), live.clone(), stop.clone()));
+            tokio::spawn(etcd_table::follow(etcd.kv(), live, stop.clone()));
         }
         _ => {
-            let _ = stop;
+            let _ = (live, stop);
         }
     }
-    live
 }
 
 #[cfg(feature = "etcd")]

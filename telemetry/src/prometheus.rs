@@ -38,6 +38,11 @@ pub mod names {
     pub const GATEWAY_RATE_LIMITED: &str = "rustms_gateway_rate_limited_total";
     /// Calls refused by an open circuit, by `service`.
     pub const GATEWAY_CIRCUIT_REFUSED: &str = "rustms_gateway_circuit_refused_total";
+    /// Calls refused at once because their method had as many in flight as its adaptive
+    /// concurrency limit allows (503 with `Retry-After`), by `service` and `method`.
+    pub const GATEWAY_SHED: &str = "rustms_gateway_shed_total";
+    /// A method's adaptive concurrency limit now, by `service` and `method`.
+    pub const GATEWAY_CONCURRENCY_LIMIT: &str = "rustms_gateway_concurrency_limit";
     /// 1 while a service's circuit is open or half-open, by `service`.
     pub const GATEWAY_CIRCUIT_OPEN: &str = "rustms_gateway_circuit_open";
     /// Nodes set aside after transport failures, by `service`.
@@ -57,6 +62,11 @@ pub mod names {
     pub const CLIENT_RETRIES: &str = "rustms_client_retries_total";
     /// Retries of the service client refused because its retry budget was spent.
     pub const CLIENT_BUDGET_EXHAUSTED: &str = "rustms_client_retry_budget_exhausted_total";
+    /// Calls of the service client refused at once by their method's adaptive
+    /// concurrency limit, by `service` and `method`.
+    pub const CLIENT_SHED: &str = "rustms_client_shed_total";
+    /// The service client's adaptive concurrency limit of a method, by `service` and `method`.
+    pub const CLIENT_CONCURRENCY_LIMIT: &str = "rustms_client_concurrency_limit";
     /// Nodes of a called service the client set aside after transport failures.
     pub const CLIENT_EJECTIONS: &str = "rustms_client_ejections_total";
     /// The service client's health checks of called nodes, by `service` and `result`.
@@ -154,6 +164,14 @@ fn describe() {
         ),
         (GATEWAY_CIRCUIT_REFUSED, "Calls refused by an open circuit."),
         (
+            GATEWAY_SHED,
+            "Calls refused at once past their method's adaptive concurrency limit (HTTP 503).",
+        ),
+        (
+            CLIENT_SHED,
+            "Calls to other services refused at once past their method's adaptive concurrency limit.",
+        ),
+        (
             GATEWAY_EJECTIONS,
             "Nodes set aside after transport failures.",
         ),
@@ -208,6 +226,14 @@ fn describe() {
             "1 while the service's circuit is open or half-open.",
         ),
         (GATEWAY_NODES, "Live nodes the gateway routes to."),
+        (
+            GATEWAY_CONCURRENCY_LIMIT,
+            "A method's adaptive concurrency limit now.",
+        ),
+        (
+            CLIENT_CONCURRENCY_LIMIT,
+            "The service client's adaptive concurrency limit of a method now.",
+        ),
         (CLIENT_NODES, "Live nodes of a called service."),
         (
             GATEWAY_ROUTE_REVISION,

@@ -20,10 +20,27 @@ use proto::probe_service_server::{ProbeService, ProbeServiceServer};
 
 const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe_descriptor.bin"));
 
+/// How many `Busy` calls a probe node serves at once, and how long each takes.
+pub const BUSY_WORKERS: usize = 2;
+pub const BUSY_FOR: std::time::Duration = std::time::Duration::from_millis(50);
+/// How many `Busy` calls reached a probe node of this process.
+pub static BUSY_CALLS: AtomicUsize = AtomicUsize::new(0);
+
 /// Counts the Echo calls it served, so a test can tell that no call ran twice.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Probe {
     echoes: Arc<AtomicUsize>,
+    /// The node's workers for `Busy`: more calls wait their turn.
+    workers: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self {
+            echoes: Arc::default(),
+            workers: Arc::new(tokio::sync::Semaphore::new(BUSY_WORKERS)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -64,6 +81,17 @@ impl ProbeService for Probe {
 
     async fn shout(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
         Err(Status::not_found(request.into_inner().text))
+    }
+
+    async fn busy(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
+        BUSY_CALLS.fetch_add(1, Ordering::SeqCst);
+        let _worker = self
+            .workers
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the probe's workers are gone"))?;
+        tokio::time::sleep(BUSY_FOR).await;
+        Ok(Response::new(request.into_inner()))
     }
 
     type TickStream = tokio_stream::wrappers::ReceiverStream<Result<Note, Status>>;

@@ -1,5 +1,6 @@
-//! The call stack every caller runs, as tower layers: retry (with a budget) → balance →
-//! attempt span → record → per-attempt timeout → the node. A door (the service client,
+//! The call stack every caller runs, as tower layers: shed (each method's adaptive
+//! concurrency limit) → retry (with a budget) → balance → attempt span → record →
+//! per-attempt timeout → the node. A door (the service client,
 //! the gateway's doors) says what the call is ([`CallInfo`]) and how its body can be
 //! sent again ([`ReplayBody`]), and may put guards of its own in front (the gateway's
 //! admit and breaker layers); every layer reads the one typed outcome ([`CallError`]).
@@ -11,6 +12,7 @@ mod layer;
 mod outcome;
 mod record;
 mod retry;
+mod shed;
 mod timeout;
 mod trace;
 
@@ -30,20 +32,23 @@ pub use layer::{Around, Below, CallFuture, Layered, Step};
 pub use outcome::{CallError, TimedOut};
 pub use record::RecordLayer;
 pub use retry::{Budget, RetryLayer, RetryMetrics, RetryPolicy, Retrying};
+pub use shed::ShedLayer;
 pub use timeout::AttemptTimeoutLayer;
 pub use trace::{AttemptSpansLayer, AttemptTrace};
 
 use crate::balance::Balance;
 use crate::node::Node;
 
-/// The stack below a door's own guards, the same for every door: retry (under
-/// `retries`) → balance → attempt span → record → per-attempt timeout → the node, over
-/// the nodes of `view`.
+/// The stack below a door's own guards, the same for every door: shed (under `limits`,
+/// when load shedding is on) → retry (under `retries`) → balance → attempt span → record
+/// → per-attempt timeout → the node, over the nodes of `view`.
 pub fn to_the_nodes(
     view: &crate::view::ClusterView,
     retries: RetryPolicy,
+    limits: Option<Arc<crate::shed::Limits>>,
 ) -> impl Below + Clone + Sync {
     tower::ServiceBuilder::new()
+        .layer(ShedLayer::new(limits))
         .layer(RetryLayer::new(retries))
         .layer(BalanceLayer::new(view.clone()))
         .layer(AttemptSpansLayer)

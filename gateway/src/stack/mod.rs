@@ -1,6 +1,6 @@
 //! The gateway's call stack: its own guards in front of the cluster's layers, the same
 //! for `/api` and the rpc port. admit (the route's JWT check and rate limit) → breaker →
-//! retry (with the gateway's budget) → balance → attempt span → record → per-attempt
+//! shed (each method's adaptive concurrency limit) → retry (with the gateway's budget) → balance → attempt span → record → per-attempt
 //! timeout → the node. A door puts the call's facts in the request's extensions
 //! ([`cluster::stack::CallInfo`], with its place in the trace, and [`GatewayCall`])
 //! and reads the reply or the one typed failure ([`CallError`]).
@@ -53,11 +53,13 @@ impl GatewayCall {
 pub type CallStack = BoxCloneSyncService<CallRequest, CallResponse, CallError>;
 
 /// The stack over `view`, guarded by `jwt` and each service's rate limit and breaker in
-/// `guards`, retrying within `retry_budget_percent`.
+/// `guards`, each method limited by `limits` when load shedding is on, retrying within
+/// `retry_budget_percent`.
 pub fn build(
     view: &ClusterView,
     jwt: Arc<JwtVerifier>,
     guards: Arc<GuardsByService>,
+    limits: Option<Arc<cluster::shed::Limits>>,
     retry_budget_percent: f32,
 ) -> CallStack {
     let retries = RetryPolicy::new(
@@ -70,7 +72,7 @@ pub fn build(
     let stack = tower::ServiceBuilder::new()
         .layer(AdmitLayer::new(jwt, guards))
         .layer(BreakerLayer)
-        .service(cluster::stack::to_the_nodes(view, retries));
+        .service(cluster::stack::to_the_nodes(view, retries, limits));
     BoxCloneSyncService::new(stack)
 }
 

@@ -1,0 +1,116 @@
+//! The shed layer: a call past its method's adaptive concurrency limit (see
+//! [`crate::shed`]) is refused at once with `UNAVAILABLE` and when to come back; a call let
+//! through counts in flight until its reply's head, and its latency teaches the limit.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Code;
+
+use super::{Around, Below, CallError, CallRequest, CallResponse, info_of};
+use crate::classify::Attempt;
+use crate::shed::{Admitted, Limits, RETRY_AFTER};
+
+/// Each method's limit; `None`: load shedding is off, and calls pass as they come.
+#[derive(Clone)]
+pub struct ShedLayer {
+    limits: Option<Arc<Limits>>,
+}
+
+impl ShedLayer {
+    pub fn new(limits: Option<Arc<Limits>>) -> Self {
+        Self { limits }
+    }
+}
+
+crate::around_layer!(ShedLayer);
+
+impl Around for ShedLayer {
+    type Future<S: Below> = Limited<S::Future>;
+
+    fn around<S: Below>(&self, request: CallRequest, below: &mut S) -> Limited<S::Future> {
+        let Some(limits) = &self.limits else {
+            return Limited::Unlimited {
+                call: below.call(request),
+            };
+        };
+        let limiter = match info_of(&request) {
+            Ok(info) => limits.of(&info.service, &info.method),
+            Err(error) => return Limited::Refused { error: Some(error) },
+        };
+        match limiter.admit() {
+            Ok(admitted) => Limited::Running {
+                admitted: Some(admitted),
+                call: below.call(request),
+            },
+            Err(shed) => {
+                let info = info_of(&request).ok();
+                let (service, method) = info
+                    .map(|info| (info.service.as_ref(), info.method.as_ref()))
+                    .unwrap_or_default();
+                Limited::Refused {
+                    error: Some(CallError::Denied {
+                        code: Code::Unavailable,
+                        reason: format!(
+                            "{service}.{method} is overloaded: {} calls are in flight, its \
+                             limit now; try again later",
+                            shed.limit
+                        ),
+                        retry_after: Some(RETRY_AFTER),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Whether an outcome says how loaded the nodes are: an answer (or a node's error
+/// status) and a timeout do; a call that never reached a node does not.
+fn latency_counts(outcome: &Result<CallResponse, CallError>) -> bool {
+    match outcome {
+        Ok(_) => true,
+        Err(error) => matches!(error.attempt(), Some(Attempt::Answered | Attempt::TimedOut)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call under its method's limit: in flight until its reply's head.
+    #[project = LimitedProjection]
+    pub enum Limited<F> {
+        Running {
+            admitted: Option<Admitted>,
+            #[pin]
+            call: F,
+        },
+        Unlimited {
+            #[pin]
+            call: F,
+        },
+        Refused { error: Option<CallError> },
+    }
+}
+
+impl<F> Future for Limited<F>
+where
+    F: Future<Output = Result<CallResponse, CallError>>,
+{
+    type Output = Result<CallResponse, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitedProjection::Running { admitted, call } => {
+                let outcome = std::task::ready!(call.poll(cx));
+                if let Some(admitted) = admitted.take() {
+                    let took = latency_counts(&outcome).then(|| admitted.started().elapsed());
+                    admitted.finish(took);
+                }
+                Poll::Ready(outcome)
+            }
+            LimitedProjection::Unlimited { call } => call.poll(cx),
+            LimitedProjection::Refused { error } => Poll::Ready(Err(error.take().unwrap_or(
+                CallError::Misassembled("a shed call was polled after it ended"),
+            ))),
+        }
+    }
+}
