@@ -155,11 +155,27 @@ async fn one_grpc_call(
     uri: &http::Uri,
     frame: Bytes,
 ) -> Result<(), String> {
-    let request = http::Request::post(uri.clone())
+    match grpc_exchange(client, uri, frame, None).await? {
+        (0, received) if received > 0 => Ok(()),
+        (code, received) => Err(format!("grpc-status {code} after {received} bytes")),
+    }
+}
+
+/// One gRPC call: its status code (a trailers-only answer's, from its headers) and the
+/// bytes of its messages; `Err` when no gRPC answer came. `timeout` goes as `grpc-timeout`.
+pub(crate) async fn grpc_exchange(
+    client: &mut h2::client::SendRequest<Bytes>,
+    uri: &http::Uri,
+    frame: Bytes,
+    timeout: Option<Duration>,
+) -> Result<(u32, usize), String> {
+    let mut request = http::Request::post(uri.clone())
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .map_err(|e| e.to_string())?;
+        .header("te", "trailers");
+    if let Some(timeout) = timeout {
+        request = request.header("grpc-timeout", format!("{}m", timeout.as_millis()));
+    }
+    let request = request.body(()).map_err(|e| e.to_string())?;
     let mut ready = client.clone().ready().await.map_err(|e| e.to_string())?;
     let (response, mut body) = ready
         .send_request(request, false)
@@ -170,9 +186,14 @@ async fn one_grpc_call(
     if response.status() != http::StatusCode::OK {
         return Err(format!("HTTP {}", response.status()));
     }
+    let code = |value: Option<&http::HeaderValue>| {
+        value
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
     // Trailers-only (an error before any message) carries grpc-status in the headers.
-    if let Some(status) = response.headers().get("grpc-status") {
-        return Err(format!("grpc-status {status:?} without a message"));
+    if let Some(status) = code(response.headers().get("grpc-status")) {
+        return Ok((status, 0));
     }
     let mut body = response.into_body();
     let mut received = 0;
@@ -182,14 +203,9 @@ async fn one_grpc_call(
         let _ = body.flow_control().release_capacity(chunk.len());
     }
     let trailers = body.trailers().await.map_err(|e| e.to_string())?;
-    let status = trailers
-        .as_ref()
-        .and_then(|t| t.get("grpc-status"))
-        .and_then(|v| v.to_str().ok());
-    match status {
-        Some("0") if received > 0 => Ok(()),
-        other => Err(format!("grpc-status {other:?} after {received} bytes")),
-    }
+    code(trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .map(|status| (status, received))
+        .ok_or_else(|| format!("no grpc-status after {received} bytes"))
 }
 
 /// One HTTP/1.1 call of the JSON loads: what is sent, and what a good answer holds.

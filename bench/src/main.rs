@@ -66,6 +66,12 @@ struct Cli {
     /// ABBA rounds of the service client against a bare tonic channel; 0 skips it.
     #[arg(long, default_value_t = 6)]
     client_rounds: usize,
+    /// Only the overload runs (load shedding on and off), nothing else.
+    #[arg(long)]
+    overload_only: bool,
+    /// Seconds of each overload run.
+    #[arg(long, default_value_t = 15)]
+    overload_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -218,6 +224,10 @@ async fn start_gateway_from(
         ("MS_GATEWAY__PUBLIC_CLUSTER_VIEW", "true"),
         // One line per call is not what a proxy at 40,000 calls/s is run with.
         ("MS_GATEWAY__ACCESS_LOG", "false"),
+        // The rows drive each proxy with a closed loop as fast as it goes, an overload by
+        // design, which load shedding would answer by refusing calls; nginx and haproxy
+        // do not, and the rows compare forwarding. The overload runs turn it on.
+        ("MS_GATEWAY__LOAD_SHEDDING", "false"),
     ]);
     env.extend_from_slice(extra);
     Proc::start(
@@ -234,6 +244,114 @@ async fn start_gateway_from(
         ],
         &env,
     )
+}
+
+/// What two `busy` nodes take together, calls a second.
+const BUSY_CAPACITY: f64 =
+    2.0 * rust_ms_bench::busy::WORKERS as f64 / rust_ms_bench::busy::WORK.as_secs_f64();
+/// The deadline of every call of the overload runs.
+const OVERLOAD_DEADLINE: Duration = Duration::from_secs(2);
+/// The steady rate of the other service's calls beside them.
+const ECHO_BESIDE: f64 = 500.0;
+/// How long each run's load goes on before it is measured: the limit learns in the first
+/// hundreds of milliseconds of an overload, and what it admits then is the warm-up's.
+const OVERLOAD_WARMUP: Duration = Duration::from_secs(2);
+
+/// The overload runs, on a cluster of their own: two `busy` nodes and one echo node
+/// behind a gateway with load shedding on and one with it off (telemetry off on both),
+/// each measured unloaded (`Busy` at a quarter of its capacity) and overloaded (at four
+/// times it), `Echo` beside it at [`ECHO_BESIDE`] a second, `for_each` per run.
+async fn overload(for_each: Duration) -> Result<rust_ms_bench::results::Overload, String> {
+    let tmp = std::env::temp_dir().join(format!("rust-ms-overload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let (etcd, etcd_addr) = start_etcd(&tmp).await?;
+    let mut nodes = Vec::new();
+    for n in 1..=2 {
+        let mut busy = Proc::start(
+            &format!("busy-{n}"),
+            OTHER_CORE,
+            &sibling("bench-busy")?,
+            &["--etcd-addr", &etcd_addr, "--rpc-port", "0"],
+            &node_env(),
+        )?;
+        let address = busy.listening("rpc").await?;
+        nodes.push((busy, address));
+    }
+    nodes.push(start_echo(&etcd_addr, 1).await?);
+    let addresses: Vec<&str> = nodes.iter().map(|(_, a)| a.as_str()).collect();
+    let mut gateways = Vec::new();
+    for (shedding, value) in [("on", "true"), ("off", "false")] {
+        let mut extra = UNOBSERVED.to_vec();
+        extra.push(("MS_GATEWAY__LOAD_SHEDDING", value));
+        let mut gateway =
+            start_gateway(&etcd_addr, &format!("gateway-shedding-{shedding}"), &extra).await?;
+        let rpc = gateway.listening("rpc").await?;
+        wait_joined(&mut gateway, &addresses).await?;
+        gateways.push((shedding, gateway, addr(&rpc)?));
+    }
+    let frame = payload(100);
+    let mut runs = Vec::new();
+    for (shedding, _, address) in &gateways {
+        for (phase, busy_rate) in [
+            ("unloaded", BUSY_CAPACITY / 4.0),
+            ("overloaded", BUSY_CAPACITY * 4.0),
+        ] {
+            eprintln!(
+                "overload: shedding {shedding}, {phase}: Busy at {busy_rate:.0}/s, Echo at {ECHO_BESIDE:.0}/s"
+            );
+            let busy = rust_ms_bench::paced::grpc(
+                *address,
+                "/bench.v1.Busy/Work",
+                frame.clone(),
+                busy_rate,
+                OVERLOAD_WARMUP,
+                for_each,
+                OVERLOAD_DEADLINE,
+            );
+            let echo = rust_ms_bench::paced::grpc(
+                *address,
+                "/bench.v1.Echo/Echo",
+                frame.clone(),
+                ECHO_BESIDE,
+                OVERLOAD_WARMUP,
+                for_each,
+                OVERLOAD_DEADLINE,
+            );
+            let (busy, echo) = tokio::join!(busy, echo);
+            let (busy, echo) = (busy?, echo?);
+            eprintln!(
+                "  Busy: {:.0}/s answered, p50 {:.1} ms, p99 {:.1} ms, {} shed, {} timed out; Echo p99 {:.2} ms",
+                busy.goodput(),
+                busy.p50_ms,
+                busy.p99_ms,
+                busy.shed,
+                busy.timed_out,
+                echo.p99_ms
+            );
+            runs.push(rust_ms_bench::results::OverloadRun {
+                shedding: (*shedding).to_owned(),
+                phase: phase.to_owned(),
+                busy,
+                echo,
+            });
+            // Whatever queued on the nodes ends (by its deadline at the latest).
+            tokio::time::sleep(OVERLOAD_DEADLINE + Duration::from_secs(1)).await;
+        }
+    }
+    for (_, gateway, _) in gateways {
+        gateway.stop(Duration::from_secs(10)).await;
+    }
+    for (node, _) in nodes {
+        node.stop(Duration::from_secs(10)).await;
+    }
+    etcd.stop(Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(rust_ms_bench::results::Overload {
+        capacity_per_s: BUSY_CAPACITY,
+        deadline_ms: OVERLOAD_DEADLINE.as_millis() as u64,
+        runs,
+    })
 }
 
 async fn wait_joined(gateway: &mut Proc, addresses: &[&str]) -> Result<(), String> {
@@ -753,11 +871,23 @@ fn payload(size: usize) -> Bytes {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if cli.overload_only {
+        let results = Results {
+            date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            machine: machine(),
+            pinning: format!(
+                "Both gateways pinned to core {PROXY_CORE}; etcd, the nodes and the load generator to core {OTHER_CORE}."
+            ),
+            overload: Some(overload(Duration::from_secs(cli.overload_seconds)).await?),
+            ..Results::default()
+        };
+        return write(&cli.out, &results);
+    }
     let mut results = Results {
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine: machine(),
         pinning: format!(
-            "Proxies (the rust-ms gateway, nginx {}, haproxy {}) pinned to core {PROXY_CORE}; etcd, the three echo nodes and the load generator pinned to core {OTHER_CORE}. {} connections × {} concurrent calls, {} calls per row, default configurations (the gateway's resilience on: balancing, ejection, health checks, retry budget).",
+            "Proxies (the rust-ms gateway, nginx {}, haproxy {}) pinned to core {PROXY_CORE}; etcd, the three echo nodes and the load generator pinned to core {OTHER_CORE}. {} connections × {} concurrent calls, {} calls per row, default configurations (the gateway's resilience on: balancing, ejection, health checks, retry budget; its load shedding off, since a closed loop as fast as the proxy goes is an overload by design).",
             command_line("sh", &["-c", "nginx -v 2>&1 | sed 's/.*nginx\\///'"]),
             command_line("sh", &["-c", "haproxy -v | head -n1 | awk '{print $3}'"]),
             cli.connections,
@@ -956,6 +1086,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             .propagation
             .push(propagation_memory(&target, cli.trials).await?);
         results.failover = failover(&mut cluster, &json_body).await?;
+        results.overload = Some(overload(Duration::from_secs(cli.overload_seconds)).await?);
         if cli.instances > 0 {
             results.scale = Some(scale(&cluster, cli.instances).await?);
         }
@@ -984,6 +1115,11 @@ fn write(out: &Path, results: &Results) -> Result<(), String> {
     let json = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
     std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
     let mut markdown = results.markdown();
+    if results.rows.is_empty() {
+        std::fs::write(out.join("RESULTS.md"), markdown).map_err(|e| e.to_string())?;
+        eprintln!("bench: wrote {}/RESULTS.md, results.json", out.display());
+        return Ok(());
+    }
     match rust_ms_bench::chart::draw(results, &out.join("results.png")) {
         Ok(()) => markdown.push_str("\n![calls/s and CPU per call](results.png)\n"),
         Err(error) => eprintln!("bench: no chart: {error}"),

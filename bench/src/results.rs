@@ -74,6 +74,77 @@ pub struct Results {
     /// A REST route against `/api` for the same method, in turns.
     #[serde(default)]
     pub rest: Vec<RestCost>,
+    /// An overload of one method, with load shedding on and off.
+    #[serde(default)]
+    pub overload: Option<Overload>,
+}
+
+/// Open-loop runs of a method of fixed capacity, unloaded and at several times its
+/// capacity, with a cheap method of another service beside it, through a gateway with
+/// load shedding on and one with it off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Overload {
+    /// What the expensive method's nodes can take, calls a second.
+    pub capacity_per_s: f64,
+    pub deadline_ms: u64,
+    pub runs: Vec<OverloadRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverloadRun {
+    /// `on` or `off`.
+    pub shedding: String,
+    /// `unloaded` or `overloaded`.
+    pub phase: String,
+    pub busy: crate::paced::Paced,
+    pub echo: crate::paced::Paced,
+}
+
+impl Overload {
+    fn run(&self, shedding: &str, phase: &str) -> Option<&OverloadRun> {
+        self.runs
+            .iter()
+            .find(|run| run.shedding == shedding && run.phase == phase)
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = format!(
+            "\n## Load shedding\n\nTwo `busy` nodes of fixed capacity (4 workers of 35 ms each: {:.0} calls/s together) and one echo node, behind two gateways: one with load shedding on (the default) and one with `gateway.load_shedding = false`. Open-loop gRPC through each gateway's rpc port, every call with a {} ms deadline: `Busy.Work` at a quarter of its capacity (unloaded), then at four times it (overloaded), with `Echo.Echo` of the other service beside it at a steady rate.\n\n| shedding | phase | Busy offered/s | goodput/s | of capacity | p50 ms | p99 ms | shed | timed out | other | Echo/s | Echo p50 ms | Echo p99 ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            self.capacity_per_s, self.deadline_ms
+        );
+        for run in &self.runs {
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {} | {} | {} | {:.0} | {:.2} | {:.2} |\n",
+                run.shedding,
+                run.phase,
+                run.busy.offered_per_s,
+                run.busy.goodput(),
+                run.busy.goodput() / self.capacity_per_s.max(1e-9) * 100.0,
+                run.busy.p50_ms,
+                run.busy.p99_ms,
+                run.busy.shed,
+                run.busy.timed_out,
+                run.busy.other + run.echo.other,
+                run.echo.offered_per_s,
+                run.echo.p50_ms,
+                run.echo.p99_ms,
+            ));
+        }
+        for shedding in ["on", "off"] {
+            if let (Some(calm), Some(loaded)) = (
+                self.run(shedding, "unloaded"),
+                self.run(shedding, "overloaded"),
+            ) {
+                out.push_str(&format!(
+                    "\nShedding {shedding}, overloaded against unloaded: goodput {:.0}% of capacity, admitted p99 {:.2}× the unloaded p99, the other service's p99 {:+.0}%.\n",
+                    loaded.busy.goodput() / self.capacity_per_s.max(1e-9) * 100.0,
+                    loaded.busy.p99_ms / calm.busy.p99_ms.max(1e-9),
+                    percent_more(loaded.echo.p99_ms, calm.echo.p99_ms),
+                ));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,28 +206,31 @@ impl Results {
             "# Benchmark results\n\n{} · {}\n\n{}\n\n",
             self.date, self.machine, self.pinning
         );
-        out.push_str(
-            "| load | target | calls/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/call | proxy peak RSS MB | calls | failed |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for row in &self.rows {
+        // An overload-only run has no proxy rows.
+        if !self.rows.is_empty() {
+            out.push_str(
+                "| load | target | calls/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/call | proxy peak RSS MB | calls | failed |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for row in &self.rows {
+                out.push_str(&format!(
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+                    row.load,
+                    row.target,
+                    row.calls_per_s,
+                    row.p50_us,
+                    row.p99_us,
+                    row.p999_us,
+                    or_dash(row.cpu_us_per_call, 1),
+                    or_dash(row.peak_rss_mb, 1),
+                    row.calls,
+                    row.failed
+                ));
+            }
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
-                row.load,
-                row.target,
-                row.calls_per_s,
-                row.p50_us,
-                row.p99_us,
-                row.p999_us,
-                or_dash(row.cpu_us_per_call, 1),
-                or_dash(row.peak_rss_mb, 1),
-                row.calls,
-                row.failed
+                "\n`rust-ms rpc` runs as an operator would: metrics on (served on its admin port), traces sampled at 1% and exported over OTLP/gRPC to a collector in the harness ({} spans arrived), access log off. `rust-ms rpc without telemetry` is the same gateway with metrics and traces off.\n",
+                self.spans_exported
             ));
         }
-        out.push_str(&format!(
-            "\n`rust-ms rpc` runs as an operator would: metrics on (served on its admin port), traces sampled at 1% and exported over OTLP/gRPC to a collector in the harness ({} spans arrived), access log off. `rust-ms rpc without telemetry` is the same gateway with metrics and traces off.\n",
-            self.spans_exported
-        ));
         if !self.telemetry.is_empty() {
             out.push_str("\n## What metrics and traces cost\n\nThe gateway with metrics on and traces sampled at 1% and exported, and the same gateway without, measured in turns (ABBA) so that neither gains from the order or the machine's drift:\n\n| load | rounds | with µs/call | without µs/call | cost |\n|---|---:|---:|---:|---:|\n");
             for t in &self.telemetry {
@@ -232,6 +306,9 @@ impl Results {
                 scale.gateway_rss_mb,
                 scale.join_seen_after_ms
             ));
+        }
+        if let Some(overload) = &self.overload {
+            out.push_str(&overload.markdown());
         }
         if !self.failover.is_empty() {
             out.push_str("\n## Failover under load (through the gateway's /api)\n\n| what | calls | failed |\n|---|---:|---:|\n");

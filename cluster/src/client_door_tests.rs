@@ -190,3 +190,87 @@ async fn the_client_takes_a_methods_safety_from_what_the_caller_compiled_in_over
         "the hung node was tried, and its attempt ended"
     );
 }
+
+#[tokio::test]
+async fn a_client_call_past_its_methods_concurrency_limit_fails_at_once_and_never_reaches_a_node() {
+    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
+        .await
+        .unwrap();
+    let channel = compiled_in_client(&hung, options(Duration::from_secs(60), 20.0));
+    // The limit starts at its highest: that many calls are let through and hang.
+    let hanging: Vec<_> = (0..crate::shed::MAX_LIMIT)
+        .map(|_| {
+            let channel = channel.clone();
+            tokio::spawn(async move { call(&channel, LOOK).await })
+        })
+        .collect();
+    // Let them reach the limit first (a call of ours admitted before them would hang
+    // until its timeout below, and the next one is refused).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut ours_let_through = 0;
+    loop {
+        let status = tokio::time::timeout(Duration::from_secs(5), call(&channel, LOOK)).await;
+        ours_let_through += usize::from(status.is_err());
+        if let Ok(Err(status)) = status
+            && status.code() == Code::Unavailable
+            && status.message().contains("overloaded")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a call past the limit was not refused"
+        );
+    }
+    // Refused at once, again and again.
+    for _ in 0..10 {
+        let started = tokio::time::Instant::now();
+        let status = call(&channel, LOOK).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // The node saw the calls let through, never a refused one.
+    assert!(hung.calls() <= crate::shed::MAX_LIMIT + ours_let_through);
+    for call in hanging {
+        call.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_client_with_load_shedding_off_lets_every_call_wait() {
+    let hung = FakeNode::start("echo", "hung", Behaviour::Hang)
+        .await
+        .unwrap();
+    let options = ClientOptions {
+        load_shedding: false,
+        ..options(Duration::from_secs(60), 20.0)
+    };
+    let channel = compiled_in_client(&hung, options);
+    let hanging: Vec<_> = (0..crate::shed::MAX_LIMIT + 10)
+        .map(|_| {
+            let channel = channel.clone();
+            tokio::spawn(async move { call(&channel, LOOK).await })
+        })
+        .collect();
+    // Past what the limit would have let through, a call still waits for its answer.
+    let waited = tokio::time::timeout(Duration::from_secs(2), call(&channel, LOOK)).await;
+    assert!(waited.is_err(), "{waited:?}");
+    for call in hanging {
+        call.abort();
+    }
+}
+
+/// A client of `node` alone that knows the echo service from compiled-in descriptors, so
+/// that its calls reach the stack without asking the (hung) node by reflection.
+fn compiled_in_client(node: &FakeNode, options: ClientOptions) -> ServiceChannel {
+    let pool =
+        prost_reflect::DescriptorPool::from_file_descriptor_set(crate::testing::echo_descriptors())
+            .unwrap();
+    ServiceChannel::over(
+        view_of([node.instance.clone()]),
+        "echo",
+        &options.described_by(Some(std::sync::Arc::new(pool))),
+        CancellationToken::new(),
+    )
+}

@@ -8,7 +8,7 @@
 //!
 //! The unloaded time is learnt from calls that started with almost nothing else of their
 //! method in flight. Under a long overload there are none; when the last is older than
-//! [`STALE_AFTER`] and calls are slow, the limit is held at [`MIN_LIMIT`] for a moment
+//! [`STALE_AFTER`] and calls are slow, the limit is held at [`MEASURE_LIMIT`] for a moment
 //! (a few calls), so that the unloaded time is measured again: a method that became
 //! slower for good (a new version, more data) is not squeezed for ever by an old figure.
 //!
@@ -22,8 +22,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The lowest the limit goes: calls of a method are never refused while fewer are out.
-pub const MIN_LIMIT: usize = 2;
+/// The lowest the limit goes: calls of a method are never refused while fewer are out,
+/// so that a few callers are never turned away for a slow moment of the machine.
+pub const MIN_LIMIT: usize = 8;
+/// The limit while the unloaded time is measured again, and how many calls in flight at
+/// most a call may start with to count as unloaded.
+pub const MEASURE_LIMIT: usize = 2;
 /// The highest it goes, and where it starts: a method nobody has seen slow down is not
 /// limited in practice.
 pub const MAX_LIMIT: usize = 1000;
@@ -31,7 +35,7 @@ pub const MAX_LIMIT: usize = 1000;
 /// as long again, plus [`SLACK`] so that a method of a millisecond does not react to the
 /// scheduler's noise.
 pub const TOLERANCE: f64 = 1.25;
-pub const SLACK: Duration = Duration::from_millis(2);
+pub const SLACK: Duration = Duration::from_millis(10);
 /// How old the last unloaded measurement may be, when calls are slow, before it is taken
 /// again.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
@@ -156,7 +160,7 @@ struct State {
     /// The unloaded latency, in seconds, and when a call last measured it.
     unloaded: Option<(f64, Instant)>,
     window: Window,
-    /// Held at [`MIN_LIMIT`] until this many unloaded calls came back, or the time passed.
+    /// Held at [`MEASURE_LIMIT`] until this many unloaded calls came back, or the time passed.
     measuring: Option<(usize, Instant)>,
 }
 
@@ -219,7 +223,7 @@ impl Limiter {
         }
         state.in_flight += 1;
         state.window.peak = state.window.peak.max(state.in_flight);
-        let unloaded = state.in_flight <= MIN_LIMIT;
+        let unloaded = state.in_flight <= MEASURE_LIMIT;
         drop(state);
         Ok(Admitted {
             limiter: self.clone(),
@@ -272,7 +276,7 @@ impl Limiter {
 impl State {
     fn effective_limit(&self) -> usize {
         if self.measuring.is_some() {
-            MIN_LIMIT
+            MEASURE_LIMIT
         } else {
             // The limit is kept between its bounds; rounding up lets a limit that just
             // grew past a whole number take one call more.

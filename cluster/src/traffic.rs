@@ -37,7 +37,8 @@ impl Subset {
                 .all(|(key, value)| instance.metadata.get(key) == Some(value))
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether it names nothing (every node would hold it).
+    pub fn is_empty(&self) -> bool {
         self.version.is_none() && self.labels.is_empty()
     }
 }

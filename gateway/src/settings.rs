@@ -100,6 +100,42 @@ pub struct Route {
     /// while it lives.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<cluster::affinity::Sticky>,
+    /// A share of the calls also sent, as copies, to other nodes or another service; the
+    /// copies' answers are dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+}
+
+/// `mirror = { to = { version = "1.3.0" }, percent = 10 }`, or `service = "user-next"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The nodes the copies go to: a version or labels (of the route's service, or of
+    /// `service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<std::sync::Arc<cluster::traffic::Subset>>,
+    /// Another service the copies go to, serving the same gRPC service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The share of calls copied, in percent (above 0, at most 100).
+    pub percent: f64,
+}
+
+impl Mirror {
+    fn check(&self) -> Result<(), String> {
+        if !(self.percent > 0.0 && self.percent <= 100.0) {
+            return Err(format!(
+                "percent must be above 0 and at most 100, not {}",
+                self.percent
+            ));
+        }
+        match (&self.to, &self.service) {
+            (None, None) => Err("name the nodes (to) or another service (service)".into()),
+            (Some(to), _) if to.is_empty() => Err("to: name a version or labels".into()),
+            (_, Some(service)) if service.is_empty() => Err("service: name one".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where a call may go, as a route's traffic rules and sticky key say.
@@ -125,6 +161,7 @@ impl Default for Route {
             methods: BTreeMap::new(),
             traffic: Vec::new(),
             sticky: None,
+            mirror: None,
         }
     }
 }
@@ -227,6 +264,11 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
         }
         cluster::traffic::validate(&route.traffic)
             .map_err(|(at, reason)| (format!("routes.{service}.traffic{at}"), reason))?;
+        if let Some(mirror) = &route.mirror {
+            mirror
+                .check()
+                .map_err(|reason| (format!("routes.{service}.mirror"), reason))?;
+        }
         if let Some(sticky) = &route.sticky {
             let key = format!("routes.{service}.sticky");
             sticky.validate().map_err(|reason| (key.clone(), reason))?;
@@ -450,6 +492,18 @@ mod tests {
             (
                 "[routes.user]\nsticky = { header = \"x-a\", cookie = \"b\" }\n",
                 "routes.user.sticky: name exactly one",
+            ),
+            (
+                "[routes.user.mirror]\npercent = 10\n",
+                "routes.user.mirror: name the nodes (to) or another service",
+            ),
+            (
+                "[routes.user.mirror]\nto = { version = \"2\" }\npercent = 0\n",
+                "routes.user.mirror: percent must be above 0",
+            ),
+            (
+                "[routes.user.mirror]\nto = {}\npercent = 5\n",
+                "routes.user.mirror: to: name a version or labels",
             ),
             (
                 "[[routes.user.traffic]]\nsplit = [{ version = \"2\", weight = 0 }]\n",

@@ -43,6 +43,9 @@ pub mod names {
     pub const GATEWAY_SHED: &str = "rustms_gateway_shed_total";
     /// A method's adaptive concurrency limit now, by `service` and `method`.
     pub const GATEWAY_CONCURRENCY_LIMIT: &str = "rustms_gateway_concurrency_limit";
+    /// Copies of calls a route's mirror sent, by `service` (the one copied to) and
+    /// `outcome` (`ok`, `error`, `failed`, `skipped`).
+    pub const GATEWAY_MIRRORED: &str = "rustms_gateway_mirrored_total";
     /// 1 while a service's circuit is open or half-open, by `service`.
     pub const GATEWAY_CIRCUIT_OPEN: &str = "rustms_gateway_circuit_open";
     /// Nodes set aside after transport failures, by `service`.
@@ -163,6 +166,10 @@ fn describe() {
             "Calls refused by a route's rate limit (HTTP 429).",
         ),
         (GATEWAY_CIRCUIT_REFUSED, "Calls refused by an open circuit."),
+        (
+            GATEWAY_MIRRORED,
+            "Copies of calls a route's mirror sent, by outcome; their answers are dropped.",
+        ),
         (
             GATEWAY_SHED,
             "Calls refused at once past their method's adaptive concurrency limit (HTTP 503).",

@@ -32,6 +32,8 @@ struct Probe {
     echoes: Arc<AtomicUsize>,
     /// The node's workers for `Busy`: more calls wait their turn.
     workers: Arc<tokio::sync::Semaphore>,
+    /// How long Echo takes (a slow version of the service).
+    echo_delay: std::time::Duration,
 }
 
 impl Default for Probe {
@@ -39,6 +41,7 @@ impl Default for Probe {
         Self {
             echoes: Arc::default(),
             workers: Arc::new(tokio::sync::Semaphore::new(BUSY_WORKERS)),
+            echo_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -47,6 +50,7 @@ impl Default for Probe {
 impl ProbeService for Probe {
     async fn echo(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
         self.echoes.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.echo_delay).await;
         Ok(Response::new(request.into_inner()))
     }
 
@@ -174,6 +178,25 @@ pub async fn start_labelled(
         .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
         .collect();
     InProcessNode::start(spec, registry).await
+}
+
+/// A probe node of `version` whose Echo takes `delay`, and the number of Echo calls that
+/// reached it (counted as they arrive).
+pub async fn start_slow(
+    registry: Arc<dyn Registry>,
+    version: &str,
+    delay: std::time::Duration,
+) -> (InProcessNode, Arc<AtomicUsize>) {
+    let probe = Probe {
+        echo_delay: delay,
+        ..Probe::default()
+    };
+    let echoes = probe.echoes.clone();
+    let routes = tonic::service::Routes::new(ProbeServiceServer::new(probe));
+    let mut spec = node::NodeSpec::new("probe", version, routes);
+    spec.grpc_services = vec!["probe.v1.ProbeService".to_owned()];
+    spec.descriptor_sets = vec![DESCRIPTOR_SET];
+    (InProcessNode::start(spec, registry).await, echoes)
 }
 
 /// [`start`], and the number of Echo calls the node has served.

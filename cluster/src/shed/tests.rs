@@ -125,17 +125,17 @@ async fn a_method_that_keeps_its_latency_is_never_refused() {
 async fn under_overload_the_limit_keeps_admitted_calls_near_their_unloaded_latency() {
     let limits = limits();
     let limiter = user_login(&limits);
-    // 48 callers against 8 slots of 20 ms: capacity 400 calls/s. Without a limit every
-    // call would wait for 5 others: 120 ms.
-    let mut nodes = Nodes::new(8, Duration::from_millis(20));
+    // 48 callers against 8 slots of 35 ms (a password hash, say): capacity 228 calls/s.
+    // Without a limit every call would wait for 5 others: 210 ms.
+    let mut nodes = Nodes::new(8, Duration::from_millis(35));
     let _warm = nodes.run(&limiter, 48, Duration::from_secs(2)).await;
     let mut seen = nodes.run(&limiter, 48, Duration::from_secs(5)).await;
     let goodput = seen.answered as f64 / 5.0;
-    assert!(goodput >= 0.9 * 400.0, "goodput {goodput}/s, {seen:?}");
+    assert!(goodput >= 0.9 * 228.0, "goodput {goodput}/s, {seen:?}");
     assert!(seen.refused > 0);
     let p99 = seen.percentile(0.99);
     let state = limits.snapshot().remove(0);
-    assert!(p99 <= Duration::from_millis(40), "p99 {p99:?}, {state:?}");
+    assert!(p99 <= Duration::from_millis(70), "p99 {p99:?}, {state:?}");
     assert!((8..=16).contains(&state.limit), "{state:?}");
 }
 

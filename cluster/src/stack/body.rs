@@ -48,6 +48,11 @@ impl Clone for ReplayBody {
 }
 
 impl ReplayBody {
+    /// Whether the body is held whole (a copy of it can be sent anywhere, any time).
+    pub fn is_whole(&self) -> bool {
+        matches!(self.0, Kind::Whole { .. })
+    }
+
     /// A body read in full already: every attempt sends all of it.
     pub fn whole(bytes: Bytes) -> Self {
         Self(Kind::Whole { bytes, sent: false })

@@ -146,6 +146,11 @@ impl CallInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Tried(pub Vec<String>);
 
+/// How long the attempt that answered took, to its reply's head, in the reply's
+/// extensions: a call sent on after a failed attempt is judged by the node that answered.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredIn(pub Duration);
+
 /// The node the balancer picked for this attempt, in the request's extensions; in the
 /// reply's, the node that gave it.
 #[derive(Clone)]

@@ -80,14 +80,18 @@ where
                 started,
                 call,
             } => {
-                let outcome = std::task::ready!(call.poll(cx));
+                let mut outcome = std::task::ready!(call.poll(cx));
                 in_flight.take();
+                let took = started.elapsed();
+                if let Ok(response) = &mut outcome {
+                    response.extensions_mut().insert(super::AnsweredIn(took));
+                }
                 let node_fault = outcome
                     .as_ref()
                     .err()
                     .and_then(CallError::attempt)
                     .is_some_and(|attempt| attempt.is_node_fault());
-                view.record(node, method, started.elapsed(), node_fault);
+                view.record(node, method, took, node_fault);
                 Poll::Ready(outcome)
             }
             RecordedProjection::Refused { error } => Poll::Ready(Err(error.take().unwrap_or(

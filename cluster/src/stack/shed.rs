@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 
 use tonic::Code;
 
-use super::{Around, Below, CallError, CallRequest, CallResponse, info_of};
+use std::time::Duration;
+
+use super::{AnsweredIn, Around, Below, CallError, CallRequest, CallResponse, info_of};
 use crate::classify::Attempt;
 use crate::shed::{Admitted, Limits, RETRY_AFTER};
 
@@ -65,12 +67,22 @@ impl Around for ShedLayer {
     }
 }
 
-/// Whether an outcome says how loaded the nodes are: an answer (or a node's error
-/// status) and a timeout do; a call that never reached a node does not.
-fn latency_counts(outcome: &Result<CallResponse, CallError>) -> bool {
+/// What an outcome says of how loaded the nodes are: an answer, how long the attempt that
+/// gave it took (a call sent on after a node failed is judged by the node that answered,
+/// so a dead node is the balancer's business, not a sign of overload); a call out of time,
+/// how long it waited; a call that never had an answer, nothing.
+fn latency_of(outcome: &Result<CallResponse, CallError>, admitted: &Admitted) -> Option<Duration> {
     match outcome {
-        Ok(_) => true,
-        Err(error) => matches!(error.attempt(), Some(Attempt::Answered | Attempt::TimedOut)),
+        Ok(response) => Some(
+            response
+                .extensions()
+                .get::<AnsweredIn>()
+                .map_or_else(|| admitted.started().elapsed(), |answered| answered.0),
+        ),
+        Err(error) if error.attempt() == Some(Attempt::TimedOut) => {
+            Some(admitted.started().elapsed())
+        }
+        Err(_) => None,
     }
 }
 
@@ -102,7 +114,7 @@ where
             LimitedProjection::Running { admitted, call } => {
                 let outcome = std::task::ready!(call.poll(cx));
                 if let Some(admitted) = admitted.take() {
-                    let took = latency_counts(&outcome).then(|| admitted.started().elapsed());
+                    let took = latency_of(&outcome, &admitted);
                     admitted.finish(took);
                 }
                 Poll::Ready(outcome)

@@ -1,12 +1,13 @@
 //! The gateway's call stack: its own guards in front of the cluster's layers, the same
 //! for `/api` and the rpc port. admit (the route's JWT check and rate limit) → breaker →
-//! shed (each method's adaptive concurrency limit) → retry (with the gateway's budget) → balance → attempt span → record → per-attempt
+//! mirror (a share of the calls copied elsewhere, in the background) → shed (each method's adaptive concurrency limit) → retry (with the gateway's budget) → balance → attempt span → record → per-attempt
 //! timeout → the node. A door puts the call's facts in the request's extensions
 //! ([`cluster::stack::CallInfo`], with its place in the trace, and [`GatewayCall`])
 //! and reads the reply or the one typed failure ([`CallError`]).
 
 mod admit;
 mod breaker;
+mod mirror;
 
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use admit::AdmitLayer;
 pub use breaker::BreakerLayer;
+pub use mirror::MirrorLayer;
 
 use crate::auth::JwtVerifier;
 use crate::resilience::{Guards, GuardsByService};
@@ -69,9 +71,23 @@ pub fn build(
             budget_exhausted: names::GATEWAY_BUDGET_EXHAUSTED,
         },
     );
+    // Copies of mirrored calls go once (no retries, no budget of the callers' spent) and
+    // are never shed: what they meet is counted, not fought.
+    let copies = BoxCloneSyncService::new(cluster::stack::to_the_nodes(
+        view,
+        RetryPolicy::new(
+            Budget::new(0.0),
+            RetryMetrics {
+                retries: names::GATEWAY_RETRIES,
+                budget_exhausted: names::GATEWAY_BUDGET_EXHAUSTED,
+            },
+        ),
+        None,
+    ));
     let stack = tower::ServiceBuilder::new()
         .layer(AdmitLayer::new(jwt, guards))
         .layer(BreakerLayer)
+        .layer(MirrorLayer::new(copies))
         .service(cluster::stack::to_the_nodes(view, retries, limits));
     BoxCloneSyncService::new(stack)
 }
