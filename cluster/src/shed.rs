@@ -285,10 +285,18 @@ impl State {
     }
 
     fn learn_unloaded(&mut self, seconds: f64, now: Instant) {
-        let figure = match self.unloaded {
-            // A measurement made again replaces the old figure whole.
-            Some(_) if self.measuring.is_some() => seconds,
-            Some((old, _)) => {
+        let figure = match (self.unloaded, self.measuring) {
+            // A measurement made again replaces the old figure whole: the mean of its
+            // calls so far.
+            (Some((old, _)), Some((left, _))) => {
+                let nth = (MEASURE_CALLS - left + 1) as f64;
+                if nth <= 1.0 {
+                    seconds
+                } else {
+                    old + (seconds - old) / nth
+                }
+            }
+            (Some((old, _)), None) => {
                 let weight = if seconds < old {
                     FASTER_WEIGHT
                 } else {
@@ -296,25 +304,34 @@ impl State {
                 };
                 old + weight * (seconds - old)
             }
-            None => seconds,
+            (None, _) => seconds,
         };
         self.unloaded = Some((figure, now));
         if let Some((left, _)) = &mut self.measuring {
             *left = left.saturating_sub(1);
             if *left == 0 {
-                self.measuring = None;
+                self.end_measuring();
             }
         }
+    }
+
+    /// Back to the limit as it was: what was seen while it was held low says nothing of
+    /// the concurrency the nodes take.
+    fn end_measuring(&mut self) {
+        self.measuring = None;
+        self.window = Window::default();
     }
 
     /// A window closed: the limit follows how its calls' mean latency compares with the
     /// unloaded one.
     fn adapt(&mut self, window: &Window, now: Instant) {
-        if let Some((_, until)) = self.measuring
-            && now >= until
-        {
+        if let Some((_, until)) = self.measuring {
+            if now < until {
+                return;
+            }
             // Too few calls came to measure with; try again when the figure is stale.
-            self.measuring = None;
+            self.end_measuring();
+            return;
         }
         let Some((unloaded, measured_at)) = self.unloaded else {
             return;

@@ -181,3 +181,23 @@ fn made_up_method_names_share_one_limit_past_the_bound() {
     assert_eq!(snapshot.len(), MAX_METHODS + 1);
     assert!(snapshot.iter().any(|state| state.method == "(other)"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_long_overload_measures_the_unloaded_time_again_and_keeps_its_goodput() {
+    let limits = limits();
+    let limiter = user_login(&limits);
+    let mut nodes = Nodes::new(8, Duration::from_millis(35));
+    // Past STALE_AFTER of overload the limit is held low for a few calls to measure
+    // again; what follows keeps the nodes as busy as before.
+    nodes
+        .run(&limiter, 48, STALE_AFTER + Duration::from_secs(5))
+        .await;
+    let mut seen = nodes.run(&limiter, 48, Duration::from_secs(5)).await;
+    let goodput = seen.answered as f64 / 5.0;
+    assert!(goodput >= 0.9 * 228.0, "goodput {goodput}/s, {seen:?}");
+    let p99 = seen.percentile(0.99);
+    let state = limits.snapshot().remove(0);
+    assert!(p99 <= Duration::from_millis(70), "p99 {p99:?}, {state:?}");
+    let unloaded = state.unloaded_ms.unwrap_or_default();
+    assert!((30.0..50.0).contains(&unloaded), "{state:?}");
+}
