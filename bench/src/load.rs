@@ -120,19 +120,7 @@ pub async fn grpc(
     let mut workers = Vec::new();
     let started = Instant::now();
     for _ in 0..load.connections {
-        let tcp = TcpStream::connect(address)
-            .await
-            .map_err(|e| format!("connect {address}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (client, connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(8 << 20)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {address}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let client = h2_connection(address).await?;
         for _ in 0..load.streams {
             let (mut client, uri, frame, left) =
                 (client.clone(), uri.clone(), frame.clone(), left.clone());
@@ -257,6 +245,25 @@ pub async fn json(
     load: Load,
 ) -> Result<Outcome, String> {
     http(address, HttpCall::post(path, body), load).await
+}
+
+/// One HTTP/2 connection to `address` (no Nagle, wide flow-control windows), driven in
+/// the background; its handle opens streams.
+pub async fn h2_connection(address: SocketAddr) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(8 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {address}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 /// `call` over HTTP/1.1 keep-alive connections, `load.connections × load.streams` of

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 
 use crate::load::grpc_exchange;
 
@@ -76,18 +75,7 @@ pub async fn grpc(
         .map_err(|e| format!("{path}: {e}"))?;
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
-        let tcp = TcpStream::connect(address)
-            .await
-            .map_err(|e| format!("connect {address}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (client, connection) = h2::client::Builder::new()
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {address}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        clients.push(client);
+        clients.push(crate::load::h2_connection(address).await?);
     }
     let seen = Arc::new(Mutex::new(Paced {
         offered_per_s: per_second,

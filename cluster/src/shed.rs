@@ -84,11 +84,36 @@ impl ShedMetrics {
 /// The limits of every method a caller calls.
 pub struct Limits {
     metrics: ShedMetrics,
-    by_method: RwLock<HashMap<MethodKey, Arc<Limiter>>>,
+    by_method: RwLock<ByMethod>,
 }
 
 /// A called service and one of its methods.
 type MethodKey = (Arc<str>, Arc<str>);
+
+/// The limiters, and how many methods of each service have one of their own.
+#[derive(Default)]
+struct ByMethod {
+    limiters: HashMap<MethodKey, Arc<Limiter>>,
+    methods_of: HashMap<Arc<str>, usize>,
+}
+
+impl ByMethod {
+    /// Where `key`'s calls are counted: its own limiter, or the shared one of its service
+    /// once [`MAX_METHODS`] have their own.
+    fn find(&self, key: &MethodKey) -> Result<&Arc<Limiter>, MethodKey> {
+        if let Some(limiter) = self.limiters.get(key) {
+            return Ok(limiter);
+        }
+        if self.methods_of.get(&key.0).copied().unwrap_or(0) < MAX_METHODS {
+            return Err(key.clone());
+        }
+        let shared = (key.0.clone(), Arc::from(OTHER_METHODS));
+        self.limiters.get(&shared).ok_or(shared)
+    }
+}
+
+/// The name of the limit that methods past [`MAX_METHODS`] share.
+const OTHER_METHODS: &str = "(other)";
 
 impl Limits {
     pub fn new(metrics: ShedMetrics) -> Self {
@@ -98,36 +123,35 @@ impl Limits {
         }
     }
 
-    /// The limiter of `service`'s `method`, made on its first call.
+    /// The limiter of `service`'s `method`, made on its first call. Made-up names past
+    /// the bound are found under the read lock, like any known method.
     pub fn of(&self, service: &Arc<str>, method: &Arc<str>) -> Arc<Limiter> {
         let key = (service.clone(), method.clone());
-        if let Some(limiter) = self
-            .by_method
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return limiter.clone();
-        }
-        let mut by_method = self.by_method.write().unwrap_or_else(|p| p.into_inner());
-        let of_service = by_method.keys().filter(|(s, _)| s == service).count();
-        let key = if of_service >= MAX_METHODS {
-            (service.clone(), Arc::from("(other)"))
-        } else {
-            key
+        let missing = {
+            let by_method = self.by_method.read().unwrap_or_else(|p| p.into_inner());
+            match by_method.find(&key) {
+                Ok(limiter) => return limiter.clone(),
+                Err(missing) => missing,
+            }
         };
-        by_method
-            .entry(key)
-            .or_insert_with_key(|(service, method)| {
-                Arc::new(Limiter::new(self.metrics, service.clone(), method.clone()))
-            })
-            .clone()
+        let mut by_method = self.by_method.write().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have made it while this one waited for the lock.
+        let key = match by_method.find(&missing) {
+            Ok(limiter) => return limiter.clone(),
+            Err(key) => key,
+        };
+        if &*key.1 != OTHER_METHODS {
+            *by_method.methods_of.entry(key.0.clone()).or_default() += 1;
+        }
+        let limiter = Arc::new(Limiter::new(self.metrics, key.0.clone(), key.1.clone()));
+        by_method.limiters.insert(key, limiter.clone());
+        limiter
     }
 
     /// Each method's limit and calls in flight, for `/admin/cluster`.
     pub fn snapshot(&self) -> Vec<LimitState> {
         let by_method = self.by_method.read().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<LimitState> = by_method.values().map(|l| l.state()).collect();
+        let mut all: Vec<LimitState> = by_method.limiters.values().map(|l| l.state()).collect();
         all.sort_by(|a, b| (&a.service, &a.method).cmp(&(&b.service, &b.method)));
         all
     }
@@ -207,6 +231,11 @@ impl Limiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Each update leaves the state whole; a panic elsewhere does not spoil it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The service and method this limit is for (`(other)` for the shared one).
+    pub fn names(&self) -> (&str, &str) {
+        (&self.service, &self.method)
     }
 
     /// Lets the call through, or refuses it when its method has as many in flight as

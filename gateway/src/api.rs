@@ -89,23 +89,33 @@ where
         .await
     {
         Ok((reply, node)) => {
+            let allowance = observed.allowance;
             // A stream is recorded when its reply starts: its end is the caller's to see.
             observed.finish(StatusCode::OK.as_u16(), Code::Ok, Some(&node));
-            match reply {
+            let mut response = match reply {
                 Reply::Json(body) => json_reply(StatusCode::OK, &body, &id, &node),
                 Reply::Stream(messages, format) => {
                     crate::stream_http::reply(*messages, format, &id, &node)
                 }
+            };
+            if let Some(allowance) = allowance {
+                allowance.write(response.headers_mut());
             }
+            response
         }
         Err(failure) => {
+            let allowance = observed.allowance;
             tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
             observed.finish(
                 failure.status.as_u16(),
                 failure.code,
                 failure.served_by.as_deref(),
             );
-            failure.into_http(&id)
+            let mut response = failure.into_http(&id);
+            if let Some(allowance) = allowance {
+                allowance.write(response.headers_mut());
+            }
+            response
         }
     }
 }
@@ -184,7 +194,12 @@ async fn call(
     let resolved = resolve(gateway, service, method_name, observed).await?;
     let policy = accepted(&resolved.route, &resolved.method, request.method())?;
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let placement = gateway.place(&resolved.route, request.headers(), request.uri().query());
+    let placement = gateway.place(
+        &resolved.route,
+        request.headers(),
+        request.uri().query(),
+        request.extensions(),
+    );
     let format = crate::stream_http::Format::asked_by(request.headers());
     let input = transcode::read_input(
         request,
@@ -401,16 +416,24 @@ pub(crate) async fn dispatch(
             method.name(),
         )
     };
+    // Filled by the admit layer when the route has a rate limit: the caller is told of it.
+    let allowance = route.rate_limit.is_some().then(Arc::default);
     let extensions = request.extensions_mut();
     extensions.insert(info);
     extensions.insert(GatewayCall {
         // Checked by the admit layer; the node sees only the claims a route forwards.
         authorization,
+        client: placement.client,
+        allowance: allowance.clone(),
         ..GatewayCall::new(route.clone())
     });
-    let (response, node) = gateway
+    let sent = gateway
         .send(request, || format!("{service}/{}", method.name()), timeout)
-        .await?;
+        .await;
+    if let Some(allowance) = allowance.as_deref().and_then(std::sync::OnceLock::get) {
+        observed.allowance = Some(*allowance);
+    }
+    let (response, node) = sent?;
     let node = node
         .map(|node| node.instance.address.clone())
         .unwrap_or_default();

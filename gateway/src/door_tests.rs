@@ -424,3 +424,54 @@ async fn a_services_status_details_reach_api_as_json_and_the_rpc_port_unchanged(
     let info = passed.get_details_error_info().expect("an ErrorInfo");
     assert_eq!(info.reason, "WORD_EMPTY");
 }
+
+#[tokio::test]
+async fn the_api_door_holds_each_api_keys_share_of_the_cluster_limit_and_says_what_is_left() {
+    let node = FakeNode::start("echo", "up", Behaviour::Answer)
+        .await
+        .unwrap();
+    let route = Route {
+        rate_limit: Some(crate::rate_limit::RateLimit {
+            per_second: 0.001,
+            burst: 6.0,
+            per: Some(crate::rate_limit::ClientKey::Header("x-api-key".into())),
+        }),
+        ..Route::default()
+    };
+    // Three gateways in the registry (this one among them): each holds a third.
+    let gateways = (1..=3).map(|n| Instance::new("gateway", format!("127.0.0.1:{n}")));
+    let instances = std::iter::once(node.instance.clone())
+        .chain(gateways)
+        .collect();
+    let gateway = gateway_with(instances, route, GatewaySection::default());
+    let call = async |key: &str| {
+        let request = http::Request::post("/api/echo/Look")
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .body(Body::from(r#"{"text":"hello"}"#))
+            .expect("a request");
+        let path = Path(("echo".to_owned(), LOOK.to_owned()));
+        crate::api::handle(State(gateway.clone()), path, request).await
+    };
+    let header =
+        |response: &Response, name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    let first = call("alice").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "ratelimit-limit"), "6");
+    assert_eq!(
+        header(&first, "ratelimit-remaining"),
+        "3",
+        "one of two left here, ×3"
+    );
+    assert_eq!(call("alice").await.status(), 200);
+    let refused = call("alice").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "ratelimit-remaining"), "0");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        call("bob").await.status(),
+        200,
+        "bob has a bucket of his own"
+    );
+    assert_eq!(node.calls(), 3, "the refused call reached no node");
+}

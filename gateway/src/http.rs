@@ -122,6 +122,18 @@ async fn index(State(api): State<Arc<Gateway>>) -> Json<Value> {
 pub fn cluster_view(api: &Gateway) -> Value {
     let snapshot = api.view.snapshot();
     let nodes = snapshot.nodes();
+    // One look at every limit, grouped by service: each service's entry reads its own.
+    let limits = api.limits.as_ref().map(|limits| {
+        let mut by_service: std::collections::HashMap<String, serde_json::Map<String, Value>> =
+            std::collections::HashMap::new();
+        for state in limits.snapshot() {
+            by_service
+                .entry(state.service.clone())
+                .or_default()
+                .insert(state.method.clone(), json!(state));
+        }
+        by_service
+    });
     node::cluster_json(
         nodes.iter().map(|handle| {
             let stats = &handle.stats;
@@ -143,17 +155,17 @@ pub fn cluster_view(api: &Gateway) -> Value {
         |service| {
             let breaker = json!(api.guards.breaker_state(service).map(BreakerState::name));
             // Each method's adaptive concurrency limit, once it was called.
-            let limits = api.limits.as_ref().map(|limits| {
-                limits
-                    .snapshot()
-                    .into_iter()
-                    .filter(|state| state.service == service)
-                    .map(|state| (state.method.clone(), json!(state)))
-                    .collect::<serde_json::Map<_, _>>()
-            });
+            let limits = limits
+                .as_ref()
+                .map(|by_service| by_service.get(service).cloned().unwrap_or_default());
             [
                 ("breaker".to_owned(), breaker),
                 ("concurrency_limits".to_owned(), json!(limits)),
+                // The route's cluster-wide limit and this gateway's share of it.
+                (
+                    "rate_limit".to_owned(),
+                    json!(api.guards.rate_limit_of(service)),
+                ),
             ]
             .into_iter()
             .collect()

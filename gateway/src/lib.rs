@@ -19,6 +19,7 @@ mod live_routes;
 mod observe;
 mod openapi;
 mod proxy;
+pub mod rate_limit;
 mod reflection;
 mod resilience;
 mod rest;

@@ -230,6 +230,8 @@ pub struct Observed {
     node: Option<String>,
     http_status: u16,
     done: bool,
+    /// What the route's rate limit left the caller, told in `RateLimit-*` headers.
+    pub allowance: Option<crate::rate_limit::Allowance>,
 }
 
 /// What is known of the method a call names.
@@ -271,6 +273,7 @@ impl Observed {
             node: None,
             http_status: 200,
             done: false,
+            allowance: None,
         }
     }
 

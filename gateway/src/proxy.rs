@@ -90,7 +90,11 @@ async fn forward_to_a_node(
     let route = gateway.routes.route(&service);
     // The caller's own `grpc-timeout` is the call's deadline; the gateway sets none.
     let timeout = cluster::deadline::timeout_of(&parts.headers);
-    let placement = route.place(&parts.headers, None);
+    let placement = route.place(
+        &parts.headers,
+        None,
+        crate::rate_limit::peer_of(&parts.extensions),
+    );
     let info = CallInfo {
         deadline: timeout.map(|timeout| Instant::now() + timeout),
         balance: route.balance,
@@ -104,7 +108,10 @@ async fn forward_to_a_node(
     let mut request = http::Request::from_parts(parts, ReplayBody::shared(body));
     let extensions = request.extensions_mut();
     extensions.insert(info);
-    extensions.insert(GatewayCall::new(route));
+    extensions.insert(GatewayCall {
+        client: placement.client,
+        ..GatewayCall::new(route)
+    });
     let (mut response, node) = gateway
         .send(request, || format!("{service}/{method}"), None)
         .await?;

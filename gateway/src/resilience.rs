@@ -1,9 +1,9 @@
-//! Per-service protections applied before and after a call: a token bucket that answers
-//! 429 with `Retry-After`, and a circuit breaker that stops calling a failing service for a
-//! while and then lets single probes through.
+//! Per-service protections applied before and after a call: the route's cluster-wide rate
+//! limit (see [`crate::rate_limit`]), and a circuit breaker that stops calling a failing
+//! service for a while and then lets single probes through.
 //!
-//! tower's `RateLimit` makes callers wait and its `Retry` drives a single service; here a
-//! request must be refused at once with a status, so these two are small and local.
+//! tower's breakers make callers wait or drive a single service; here a request must be
+//! refused at once with a status, so the breaker is small and local.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,13 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-/// `rate_limit = { per_second = 100, burst = 200 }` in a route.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub per_second: f64,
-    pub burst: f64,
-}
+use crate::rate_limit::{ClusterLimit, RateLimit};
 
 /// `circuit_breaker = { error_rate = 0.5, min_calls = 20, window = "10s", open_for = "5s" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -44,45 +38,6 @@ impl BreakerConfig {
             min_calls,
             window: Duration::from_secs(60),
             open_for: Duration::from_secs(60),
-        }
-    }
-}
-
-/// The longest wait a refused call is told. Validation keeps rates at 0.001/s or more, so a
-/// token is at most 1000s away; this bounds whatever else the arithmetic meets.
-pub const MAX_WAIT: Duration = Duration::from_secs(3600);
-
-pub struct TokenBucket {
-    config: RateLimit,
-    tokens: f64,
-    refreshed: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(config: RateLimit) -> Self {
-        Self {
-            config,
-            tokens: config.burst,
-            refreshed: Instant::now(),
-        }
-    }
-
-    /// Takes a token, or says how long until one is there.
-    pub fn take(&mut self) -> Result<(), Duration> {
-        let now = Instant::now();
-        let refill = now.duration_since(self.refreshed).as_secs_f64() * self.config.per_second;
-        self.tokens = (self.tokens + refill).min(self.config.burst);
-        self.refreshed = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - self.tokens;
-            // try_: a tiny, zero, negative or NaN rate gives a wait no Duration holds, and
-            // from_secs_f64 would panic on it.
-            let wait =
-                Duration::try_from_secs_f64(missing / self.config.per_second).unwrap_or(MAX_WAIT);
-            Err(wait.min(MAX_WAIT))
         }
     }
 }
@@ -215,16 +170,37 @@ impl CircuitBreaker {
 
 /// The guards of one service, rebuilt when its route's settings change.
 pub struct Guards {
-    pub limit: Option<(RateLimit, Mutex<TokenBucket>)>,
+    pub limit: Option<ClusterLimit>,
     pub breaker: Option<(BreakerConfig, Mutex<CircuitBreaker>)>,
 }
 
+/// Every service's guards, and where the gateway counts the gateways that share a
+/// cluster-wide rate limit.
 #[derive(Default)]
 pub struct GuardsByService {
     all: Mutex<HashMap<String, Arc<Guards>>>,
+    /// The registry's view, whose `gateway` nodes split each limit; none (in unit tests):
+    /// this gateway is alone.
+    view: Option<cluster::ClusterView>,
 }
 
 impl GuardsByService {
+    /// Guards whose rate limits are split over the gateways in `view`.
+    pub fn splitting_over(view: cluster::ClusterView) -> Self {
+        Self {
+            all: Mutex::default(),
+            view: Some(view),
+        }
+    }
+
+    /// The gateways live in the registry now, this one included (at least one).
+    pub fn gateways(&self) -> usize {
+        self.view
+            .as_ref()
+            .map_or(1, |view| view.nodes_of("gateway").len())
+            .max(1)
+    }
+
     /// The state of `service`'s circuit breaker, when its route has one and a call has
     /// met it.
     pub fn breaker_state(&self, service: &str) -> Option<BreakerState> {
@@ -233,21 +209,28 @@ impl GuardsByService {
         Some(lock(breaker).state())
     }
 
+    /// `service`'s rate limit as it is enforced here, when its route has one and a call
+    /// has met it.
+    pub fn rate_limit_of(&self, service: &str) -> Option<serde_json::Value> {
+        let all = lock(&self.all);
+        all.get(service)?.limit.as_ref().map(ClusterLimit::describe)
+    }
+
     pub fn of(
         &self,
         service: &str,
-        limit: Option<RateLimit>,
+        limit: Option<&RateLimit>,
         breaker: Option<BreakerConfig>,
     ) -> Arc<Guards> {
         let mut all = lock(&self.all);
         if let Some(existing) = all.get(service)
-            && existing.limit.as_ref().map(|(c, _)| *c) == limit
+            && existing.limit.as_ref().map(ClusterLimit::config) == limit
             && existing.breaker.as_ref().map(|(c, _)| *c) == breaker
         {
             return existing.clone();
         }
         let guards = Arc::new(Guards {
-            limit: limit.map(|c| (c, Mutex::new(TokenBucket::new(c)))),
+            limit: limit.map(|c| ClusterLimit::new(c.clone())),
             breaker: breaker.map(|c| (c, Mutex::new(CircuitBreaker::new(c)))),
         });
         if guards.breaker.is_some() {
@@ -266,52 +249,6 @@ impl GuardsByService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_bucket_allows_the_burst_then_the_rate() {
-        let mut bucket = TokenBucket::new(RateLimit {
-            per_second: 2.0,
-            burst: 3.0,
-        });
-        for _ in 0..3 {
-            assert!(bucket.take().is_ok());
-        }
-        let wait = bucket.take().unwrap_err();
-        assert!(
-            wait <= Duration::from_millis(500) && wait > Duration::ZERO,
-            "{wait:?}"
-        );
-        tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(bucket.take().is_ok());
-        assert!(bucket.take().is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_bucket_never_panics_and_caps_its_wait_for_extreme_rates() {
-        let rates = [
-            1e-30,
-            f64::MIN_POSITIVE,
-            0.0,
-            -1.0,
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::MAX,
-            0.001,
-        ];
-        let bursts = [1.0, 1.5, 0.0, f64::MAX, f64::INFINITY, f64::NAN];
-        for per_second in rates {
-            for burst in bursts {
-                let mut bucket = TokenBucket::new(RateLimit { per_second, burst });
-                for _ in 0..4 {
-                    if let Err(wait) = bucket.take() {
-                        assert!(wait <= MAX_WAIT, "{per_second}/s, burst {burst}: {wait:?}");
-                    }
-                    tokio::time::advance(Duration::from_millis(300)).await;
-                }
-            }
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn the_breaker_opens_on_errors_then_probes_once_and_closes_on_success() {

@@ -80,9 +80,10 @@ pub struct Route {
     /// on another node only for these.
     pub idempotent: Vec<String>,
     pub balance: Balance,
-    /// Token bucket; calls over it get 429 with `Retry-After`.
+    /// The gateway cluster's limit (each gateway enforces its share), per client when it
+    /// names a key; calls over it get 429 with `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<crate::resilience::RateLimit>,
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
     /// Stops calling a service whose calls keep failing, for a while.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<crate::resilience::BreakerConfig>,
@@ -146,6 +147,8 @@ pub struct Placement {
     /// The headers any route's traffic rules read, sent on to the node: its own calls
     /// are steered by them too.
     pub carried: Option<http::HeaderMap>,
+    /// The caller's key for the route's rate limit, from a header or its address.
+    pub client: Option<u64>,
 }
 
 impl Default for Route {
@@ -189,15 +192,38 @@ impl Route {
     /// Where a call carrying `headers` (and `query`, on HTTP) may go: the subset the
     /// traffic rules choose, and its sticky key from a header or cookie (a claim's is set
     /// once the token is verified).
-    pub fn place(&self, headers: &http::HeaderMap, query: Option<&str>) -> Placement {
+    pub fn place(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Placement {
+        let client = self.client_key(headers, peer);
         if self.traffic.is_empty() && self.sticky.is_none() {
-            return Placement::default();
+            return Placement {
+                client,
+                ..Placement::default()
+            };
         }
         let facts = cluster::traffic::Facts { headers, query };
         Placement {
             steer: cluster::traffic::steer(&self.traffic, &facts),
             affinity: self.sticky.as_ref().and_then(|sticky| sticky.key(&facts)),
             carried: None,
+            client,
+        }
+    }
+
+    /// The caller's key for the rate limit, when it keys by a header (calls without it
+    /// share a bucket) or the address the call came from.
+    fn client_key(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> Option<u64> {
+        use crate::rate_limit::{ClientKey, key_of, key_of_address};
+        match self.rate_limit.as_ref()?.per.as_ref()? {
+            ClientKey::Header(name) => headers
+                .get(name.as_str())
+                .map(|value| key_of(value.as_bytes())),
+            ClientKey::ClientIp => peer.map(key_of_address),
+            ClientKey::Claim(_) => None,
         }
     }
 
@@ -216,10 +242,6 @@ impl Route {
     }
 }
 
-/// The slowest rate limit a route may have. Below it a refused caller would be told to come
-/// back in longer than any client waits, and the wait stops being a number a `Duration` holds.
-pub const MIN_RATE_PER_SECOND: f64 = 0.001;
-
 /// Checks a route table; `Err((key, reason))` for the first entry that cannot work.
 pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
     for (service, route) in routes {
@@ -232,23 +254,10 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
                 "must be more than 0s".into(),
             ));
         }
-        if let Some(limit) = route.rate_limit {
-            // Written so that NaN fails too; infinity is refused as no limit at all.
-            if !(limit.per_second.is_finite() && limit.per_second >= MIN_RATE_PER_SECOND) {
-                return Err((
-                    format!("routes.{service}.rate_limit.per_second"),
-                    format!(
-                        "{} is not a finite number of at least {MIN_RATE_PER_SECOND}",
-                        limit.per_second
-                    ),
-                ));
-            }
-            if !(limit.burst.is_finite() && limit.burst >= 1.0) {
-                return Err((
-                    format!("routes.{service}.rate_limit.burst"),
-                    format!("{} is not a finite number of at least 1", limit.burst),
-                ));
-            }
+        if let Some(limit) = &route.rate_limit {
+            limit.check(route.jwt).map_err(|(field, reason)| {
+                (format!("routes.{service}.rate_limit.{field}"), reason)
+            })?;
         }
         if let Some(breaker) = route.circuit_breaker
             && !(breaker.error_rate > 0.0

@@ -74,7 +74,7 @@ impl Gateway {
             tracing::error!(%key, %reason, "JWT keys unusable; routes that require a JWT refuse every call");
             JwtVerifier::without_keys()
         });
-        let guards = Arc::new(GuardsByService::default());
+        let guards = Arc::new(GuardsByService::splitting_over(view.clone()));
         let limits = settings.load_shedding.then(|| {
             Arc::new(cluster::shed::Limits::new(
                 cluster::shed::ShedMetrics::GATEWAY,
@@ -131,10 +131,11 @@ impl Gateway {
         route: &crate::settings::Route,
         headers: &http::HeaderMap,
         query: Option<&str>,
+        extensions: &http::Extensions,
     ) -> crate::settings::Placement {
         crate::settings::Placement {
             carried: self.routes.carried_from(headers),
-            ..route.place(headers, query)
+            ..route.place(headers, query, crate::rate_limit::peer_of(extensions))
         }
     }
 

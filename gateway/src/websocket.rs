@@ -102,7 +102,12 @@ pub async fn handle(
         }
     };
     let authorization = authorization(&parts.headers);
-    let placement = gateway.place(&resolved.route, &parts.headers, parts.uri.query());
+    let placement = gateway.place(
+        &resolved.route,
+        &parts.headers,
+        parts.uri.query(),
+        &parts.extensions,
+    );
     // A message may be as large as an /api body; past a few times that the socket drops
     // unread, bounding what one frame can make the gateway hold.
     let max_message = gateway.settings.max_body_bytes;

@@ -36,6 +36,9 @@ pub mod names {
     pub const GATEWAY_BUDGET_EXHAUSTED: &str = "rustms_gateway_retry_budget_exhausted_total";
     /// Calls refused by a route's rate limit (429), by `service`.
     pub const GATEWAY_RATE_LIMITED: &str = "rustms_gateway_rate_limited_total";
+    /// The calls a second of a route's cluster-wide rate limit this gateway enforces (the
+    /// limit divided by the gateways it sees), by `service`.
+    pub const GATEWAY_RATE_LIMIT_SHARE: &str = "rustms_gateway_rate_limit_share_per_second";
     /// Calls refused by an open circuit, by `service`.
     pub const GATEWAY_CIRCUIT_REFUSED: &str = "rustms_gateway_circuit_refused_total";
     /// Calls refused at once because their method had as many in flight as its adaptive
@@ -164,6 +167,10 @@ fn describe() {
         (
             GATEWAY_RATE_LIMITED,
             "Calls refused by a route's rate limit (HTTP 429).",
+        ),
+        (
+            GATEWAY_RATE_LIMIT_SHARE,
+            "The calls a second of a route's cluster-wide rate limit this gateway enforces: the limit divided by the gateways in the registry.",
         ),
         (GATEWAY_CIRCUIT_REFUSED, "Calls refused by an open circuit."),
         (

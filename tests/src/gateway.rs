@@ -133,6 +133,21 @@ pub async fn wait_for_nodes(
     }
 }
 
+/// Gateway `n` (with `config`) once it routes to exactly `addresses` for `service`, and a
+/// client to call it with.
+pub async fn gateway_routing_to(
+    etcd: &Etcd,
+    n: usize,
+    config: &Path,
+    service: &str,
+    addresses: &[String],
+) -> (Gateway, HttpClient) {
+    let gateway = start_gateway(etcd, n, config).await;
+    let client = HttpClient::default();
+    wait_for_nodes(&client, &gateway, service, addresses).await;
+    (gateway, client)
+}
+
 /// `count` user nodes and one gateway (config `gateway_config(tag)`) that routes to them.
 pub async fn users_behind_a_gateway(
     etcd: &Etcd,

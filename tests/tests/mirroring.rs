@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tests::etcd::Etcd;
-use tests::gateway::{gateway_config_with, start_gateway, wait_for_nodes};
-use tests::http::HttpClient;
+use tests::gateway::{gateway_config_with, gateway_routing_to};
 use tests::require;
 use tokio::time::Instant;
 
@@ -34,11 +33,10 @@ async fn every_call_is_copied_to_the_mirror_whose_slowness_never_reaches_the_cal
     let (stable, stable_calls) =
         tests::probe::start_slow(registry.clone(), "1.0.0", Duration::ZERO).await;
     let (canary, canary_calls) = tests::probe::start_slow(registry.clone(), "2.0.0", SLOW).await;
-    let gateway = start_gateway(&etcd, 1, &gateway_config_with("mirror", ROUTES)).await;
-    let client = HttpClient::default();
-    wait_for_nodes(
-        &client,
-        &gateway,
+    let (gateway, client) = gateway_routing_to(
+        &etcd,
+        1,
+        &gateway_config_with("mirror", ROUTES),
         "probe",
         &[stable.address.clone(), canary.address.clone()],
     )

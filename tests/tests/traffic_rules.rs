@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use tests::etcd::Etcd;
-use tests::gateway::{gateway_config_with, node_on, start_gateway, wait_for_nodes};
+use tests::gateway::{
+    gateway_config_with, gateway_routing_to, node_on, start_gateway, wait_for_nodes,
+};
 use tests::http::HttpClient;
 use tests::require;
 
@@ -53,11 +55,10 @@ async fn calls_go_to_the_version_or_label_their_header_cookie_or_query_names_and
     let stable = tests::probe::start_labelled(registry.clone(), "1.0.0", &[]).await;
     let canary =
         tests::probe::start_labelled(registry.clone(), "2.0.0", &[("color", "blue")]).await;
-    let gateway = start_gateway(&etcd, 1, &gateway_config_with("traffic", RULES)).await;
-    let client = HttpClient::default();
-    wait_for_nodes(
-        &client,
-        &gateway,
+    let (gateway, client) = gateway_routing_to(
+        &etcd,
+        1,
+        &gateway_config_with("traffic", RULES),
         "probe",
         &[stable.address.clone(), canary.address.clone()],
     )
@@ -225,10 +226,8 @@ async fn a_sticky_header_keeps_each_caller_on_one_node_and_a_leaving_node_moves_
         "sticky",
         "[routes.probe]\nsticky = { header = \"x-user\" }\n",
     );
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    let client = HttpClient::default();
     let addresses: Vec<String> = probes.iter().map(|p| p.address.clone()).collect();
-    wait_for_nodes(&client, &gateway, "probe", &addresses).await;
+    let (gateway, client) = gateway_routing_to(&etcd, 1, &config, "probe", &addresses).await;
     let echo = format!("http://{}/api/probe/Echo", gateway.http);
     let note = Bytes::from(json!({ "text": "hi" }).to_string());
     let owners = async |users: usize| {
@@ -286,11 +285,10 @@ async fn labels_a_node_is_configured_with_are_in_its_registration_and_rules_choo
         "[[routes.user.traffic]]\nwhen = { header = \"x-color\", equals = \"blue\" }\n\
          to = { labels = { color = \"blue\" } }\n",
     );
-    let gateway = start_gateway(&etcd, 1, &config).await;
-    let client = HttpClient::default();
-    wait_for_nodes(
-        &client,
-        &gateway,
+    let (gateway, client) = gateway_routing_to(
+        &etcd,
+        1,
+        &config,
         "user",
         &[plain_address.clone(), blue_address.clone()],
     )

@@ -37,12 +37,24 @@ pub struct RetryMetrics {
 #[derive(Clone)]
 pub struct RetryPolicy {
     budget: Budget,
-    metrics: RetryMetrics,
+    /// `None`: retries are not counted (a mirror's copies, which no caller waits for).
+    metrics: Option<RetryMetrics>,
 }
 
 impl RetryPolicy {
     pub fn new(budget: Budget, metrics: RetryMetrics) -> Self {
-        Self { budget, metrics }
+        Self {
+            budget,
+            metrics: Some(metrics),
+        }
+    }
+
+    /// A policy whose retries no counter reports: for calls that are not callers' calls.
+    pub fn uncounted(budget: Budget) -> Self {
+        Self {
+            budget,
+            metrics: None,
+        }
     }
 
     /// Whether the failed attempt of `request` goes to another node; remembers the node
@@ -62,8 +74,8 @@ impl RetryPolicy {
             Attempt::NotSent => true,
             Attempt::Lost | Attempt::TimedOut if info.idempotent => {
                 let allowed = self.budget.0.withdraw();
-                if !allowed {
-                    metrics::counter!(self.metrics.budget_exhausted, "service" => service.clone())
+                if !allowed && let Some(names) = &self.metrics {
+                    metrics::counter!(names.budget_exhausted, "service" => service.clone())
                         .increment(1);
                 }
                 allowed
@@ -71,7 +83,9 @@ impl RetryPolicy {
             Attempt::Lost | Attempt::TimedOut | Attempt::Answered | Attempt::Refused => false,
         };
         if again {
-            metrics::counter!(self.metrics.retries, "service" => service).increment(1);
+            if let Some(names) = &self.metrics {
+                metrics::counter!(names.retries, "service" => service).increment(1);
+            }
             tracing::debug!(address = %node.instance.address, ?attempt, %error, "trying another node");
             let id = node.instance.id.clone();
             request

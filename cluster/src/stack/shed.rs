@@ -47,10 +47,9 @@ impl Around for ShedLayer {
                 call: below.call(request),
             },
             Err(shed) => {
-                let info = info_of(&request).ok();
-                let (service, method) = info
-                    .map(|info| (info.service.as_ref(), info.method.as_ref()))
-                    .unwrap_or_default();
+                // The limiter's own names: past the bound of methods a made-up one is
+                // counted, and refused, under the shared limit.
+                let (service, method) = limiter.names();
                 Limited::Refused {
                     error: Some(CallError::Denied {
                         code: Code::Unavailable,

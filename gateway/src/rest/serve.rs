@@ -41,7 +41,12 @@ async fn call(
     let resolved = resolve(gateway, &route.service, route.method.name(), observed).await?;
     let policy = MethodPolicy::of(&resolved.route, &resolved.method);
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let placement = gateway.place(&resolved.route, request.headers(), request.uri().query());
+    let placement = gateway.place(
+        &resolved.route,
+        request.headers(),
+        request.uri().query(),
+        request.extensions(),
+    );
     let format = crate::stream_http::Format::asked_by(request.headers());
     let body = match route.rule.body {
         BodyRule::None => None,

@@ -11,7 +11,8 @@ use tonic::Code;
 
 use super::{GatewayCall, gateway_call_of};
 use crate::auth::{JwtVerifier, claim_header};
-use crate::resilience::{Guards, GuardsByService, lock};
+use crate::rate_limit::ClientKey;
+use crate::resilience::GuardsByService;
 
 #[derive(Clone)]
 pub struct AdmitLayer {
@@ -45,15 +46,31 @@ impl AdmitLayer {
         let info = info_of(request)?;
         let call = gateway_call_of(request)?;
         let route = &call.route;
-        let (claims, affinity) = if route.requires_jwt(&info.method) {
+        let (claims, affinity, client_by_claim) = if route.requires_jwt(&info.method) {
             self.forwarded_claims(request, call)?
         } else {
-            (Vec::new(), None)
+            (Vec::new(), None, None)
         };
-        let guards = self
-            .guards
-            .of(&info.service, route.rate_limit, route.circuit_breaker);
-        take_a_token(&guards, &info.service)?;
+        let guards = self.guards.of(
+            &info.service,
+            route.rate_limit.as_ref(),
+            route.circuit_breaker,
+        );
+        if let Some(limit) = &guards.limit {
+            let key = match &limit.config().per {
+                Some(ClientKey::Claim(_)) => client_by_claim,
+                _ => call.client,
+            };
+            let taken = limit.take(key.unwrap_or(0), self.guards.gateways(), &info.service);
+            let allowance = match &taken {
+                Ok(allowance) => *allowance,
+                Err(refusal) => refusal.allowance,
+            };
+            if let Some(slot) = &call.allowance {
+                let _ = slot.set(allowance);
+            }
+            taken.map_err(|refusal| over_the_limit(&info.service, refusal.wait))?;
+        }
         for (name, value) in claims {
             request.headers_mut().insert(name, value);
         }
@@ -88,16 +105,22 @@ impl AdmitLayer {
                 reason: refused.to_string(),
                 retry_after: None,
             })?;
+        let key_of_claim = |claim: &String| {
+            claims.get(claim).map(|value| match value {
+                Value::String(text) => cluster::affinity::key_of(text.as_bytes()),
+                other => cluster::affinity::key_of(other.to_string().as_bytes()),
+            })
+        };
         let affinity = call
             .route
             .sticky
             .as_ref()
             .and_then(|sticky| sticky.claim.as_ref())
-            .and_then(|claim| claims.get(claim))
-            .map(|value| match value {
-                Value::String(text) => cluster::affinity::key_of(text.as_bytes()),
-                other => cluster::affinity::key_of(other.to_string().as_bytes()),
-            });
+            .and_then(key_of_claim);
+        let client = match call.route.rate_limit.as_ref().and_then(|l| l.per.as_ref()) {
+            Some(ClientKey::Claim(claim)) => key_of_claim(claim),
+            _ => None,
+        };
         let mut headers = Vec::new();
         for claim in &call.route.forward_claims {
             let value = match claims.get(claim) {
@@ -114,25 +137,24 @@ impl AdmitLayer {
                 headers.push((name, value));
             }
         }
-        Ok((headers, affinity))
+        Ok((headers, affinity, client))
     }
 }
 
-/// The claims a route forwards, as headers, and its sticky key from a claim.
-type ClaimsOut = (Vec<(http::HeaderName, http::HeaderValue)>, Option<u64>);
+/// The claims a route forwards, as headers, its sticky key from a claim, and the client
+/// key of its rate limit from a claim.
+type ClaimsOut = (
+    Vec<(http::HeaderName, http::HeaderValue)>,
+    Option<u64>,
+    Option<u64>,
+);
 
-/// The service's rate limit, if its route has one.
-fn take_a_token(guards: &Guards, service: &str) -> Result<(), CallError> {
-    let Some((_, bucket)) = &guards.limit else {
-        return Ok(());
-    };
-    lock(bucket).take().map_err(|wait| {
-        metrics::counter!(names::GATEWAY_RATE_LIMITED, "service" => service.to_owned())
-            .increment(1);
-        CallError::Denied {
-            code: Code::ResourceExhausted,
-            reason: format!("rate limit of {service:?} exceeded"),
-            retry_after: Some(wait),
-        }
-    })
+/// The refusal of a call over its client's share of the route's rate limit.
+fn over_the_limit(service: &str, wait: std::time::Duration) -> CallError {
+    metrics::counter!(names::GATEWAY_RATE_LIMITED, "service" => service.to_owned()).increment(1);
+    CallError::Denied {
+        code: Code::ResourceExhausted,
+        reason: format!("rate limit of {service:?} exceeded"),
+        retry_after: Some(wait),
+    }
 }

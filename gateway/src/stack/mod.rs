@@ -39,6 +39,12 @@ pub struct GatewayCall {
     pub authorization: Option<http::HeaderValue>,
     /// The service's rate limit and breaker, found by the admit layer.
     pub guards: Option<Arc<Guards>>,
+    /// The client key of the route's rate limit, when it keys by a header or the
+    /// client's address (a claim's is read once the token is verified).
+    pub client: Option<u64>,
+    /// Where the admit layer leaves what the caller is told of its rate limit, for a
+    /// door that answers with `RateLimit-*` headers.
+    pub allowance: Option<Arc<std::sync::OnceLock<crate::rate_limit::Allowance>>>,
 }
 
 impl GatewayCall {
@@ -47,6 +53,8 @@ impl GatewayCall {
             route,
             authorization: None,
             guards: None,
+            client: None,
+            allowance: None,
         }
     }
 }
@@ -71,17 +79,13 @@ pub fn build(
             budget_exhausted: names::GATEWAY_BUDGET_EXHAUSTED,
         },
     );
-    // Copies of mirrored calls go once (no retries, no budget of the callers' spent) and
-    // are never shed: what they meet is counted, not fought.
+    // Copies of mirrored calls reach a node at most once (one that never left may go to
+    // another node; none is retried after it may have run, and no budget of the callers'
+    // is spent), are never shed, and their retries are not the callers': what they meet
+    // is counted as the mirror's outcome, not fought.
     let copies = BoxCloneSyncService::new(cluster::stack::to_the_nodes(
         view,
-        RetryPolicy::new(
-            Budget::new(0.0),
-            RetryMetrics {
-                retries: names::GATEWAY_RETRIES,
-                budget_exhausted: names::GATEWAY_BUDGET_EXHAUSTED,
-            },
-        ),
+        RetryPolicy::uncounted(Budget::new(0.0)),
         None,
     ));
     let stack = tower::ServiceBuilder::new()

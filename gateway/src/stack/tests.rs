@@ -11,7 +11,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{AdmitLayer, BreakerLayer, GatewayCall};
 use crate::auth::{JwtConfig, JwtVerifier};
-use crate::resilience::{BreakerConfig, GuardsByService, RateLimit};
+use crate::rate_limit::RateLimit;
+use crate::resilience::{BreakerConfig, GuardsByService};
 use crate::settings::Route;
 
 fn request(route: Route, authorization: Option<&str>) -> CallRequest {
@@ -144,6 +145,7 @@ async fn admit_refuses_calls_over_the_rate_limit_saying_when_to_come_back() {
         rate_limit: Some(RateLimit {
             per_second: 1.0,
             burst: 2.0,
+            per: None,
         }),
         ..Route::default()
     };
