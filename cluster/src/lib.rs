@@ -9,6 +9,7 @@
 
 pub mod affinity;
 mod balance;
+pub mod canary;
 mod classify;
 mod client;
 #[cfg(test)]

@@ -23,14 +23,37 @@ pub struct Subset {
     /// Metadata entries the node registered (`color = "blue"`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Every version but this one (the stable side of a canary: whatever else runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_version: Option<String>,
 }
 
 impl Subset {
+    /// The nodes of `version`.
+    pub fn of_version(version: &str) -> Self {
+        Self {
+            version: Some(version.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// The nodes of every version but `version`.
+    pub fn but_version(version: &str) -> Self {
+        Self {
+            not_version: Some(version.to_owned()),
+            ..Self::default()
+        }
+    }
+
     /// Whether `instance` is one of the subset's nodes.
     pub fn holds(&self, instance: &Instance) -> bool {
         self.version
             .as_ref()
             .is_none_or(|version| *version == instance.version)
+            && self
+                .not_version
+                .as_ref()
+                .is_none_or(|version| *version != instance.version)
             && self
                 .labels
                 .iter()
@@ -39,7 +62,7 @@ impl Subset {
 
     /// Whether it names nothing (every node would hold it).
     pub fn is_empty(&self) -> bool {
-        self.version.is_none() && self.labels.is_empty()
+        self.version.is_none() && self.labels.is_empty() && self.not_version.is_none()
     }
 }
 
@@ -48,6 +71,9 @@ impl std::fmt::Display for Subset {
         let mut parts = Vec::new();
         if let Some(version) = &self.version {
             parts.push(format!("version {version}"));
+        }
+        if let Some(version) = &self.not_version {
+            parts.push(format!("any version but {version}"));
         }
         for (key, value) in &self.labels {
             parts.push(format!("{key}={value}"));
@@ -175,6 +201,8 @@ struct ShareFields {
     version: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_version: Option<String>,
     weight: u32,
 }
 
@@ -184,6 +212,7 @@ impl From<ShareFields> for Share {
             subset: Arc::new(Subset {
                 version: fields.version,
                 labels: fields.labels,
+                not_version: fields.not_version,
             }),
             weight: fields.weight,
         }
@@ -196,6 +225,7 @@ impl From<Share> for ShareFields {
         Self {
             version: subset.version,
             labels: subset.labels,
+            not_version: subset.not_version,
             weight: share.weight,
         }
     }
@@ -354,18 +384,26 @@ impl TrafficTable {
         struct Traffic {
             #[serde(default)]
             traffic: Vec<Rule>,
+            #[serde(default)]
+            canary: Option<crate::canary::Canary>,
         }
         let stored: Stored = toml_table(text)?;
         for (service, route) in &stored.routes {
             validate(&route.traffic)
                 .map_err(|(at, reason)| format!("routes.{service}.traffic{at}: {reason}"))?;
+            if let Some(canary) = &route.canary {
+                canary.validate(&route.traffic).map_err(|(field, reason)| {
+                    format!("routes.{service}.canary.{field}: {reason}")
+                })?;
+            }
         }
-        Ok(Self::new(
-            stored
-                .routes
-                .into_iter()
-                .map(|(service, route)| (service, route.traffic)),
-        ))
+        // A canary's split applies to the calls services make too, as the gateway's do.
+        Ok(Self::new(stored.routes.into_iter().map(
+            |(service, route)| {
+                let rules = crate::canary::rules_of(&route.traffic, route.canary.as_ref());
+                (service, rules)
+            },
+        )))
     }
 
     /// `service`'s rules, if it has any.
@@ -549,6 +587,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            not_version: None,
         };
         assert!(subset(Some("1.3.0"), &[]).holds(&node));
         assert!(subset(None, &[("color", "blue")]).holds(&node));

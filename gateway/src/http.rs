@@ -122,6 +122,12 @@ async fn index(State(api): State<Arc<Gateway>>) -> Json<Value> {
 pub fn cluster_view(api: &Gateway) -> Value {
     let snapshot = api.view.snapshot();
     let nodes = snapshot.nodes();
+    let in_force = api.routes.in_force();
+    let canary_of = |service: &str| {
+        let canary = in_force.routes.get(service)?.canary.as_ref();
+        canary.map(|canary| canary_view(api, service, canary))
+    };
+    let canary_of = |service: &str| json!(canary_of(service));
     // One look at every limit, grouped by service: each service's entry reads its own.
     let limits = api.limits.as_ref().map(|limits| {
         let mut by_service: std::collections::HashMap<String, serde_json::Map<String, Value>> =
@@ -166,11 +172,33 @@ pub fn cluster_view(api: &Gateway) -> Value {
                     "rate_limit".to_owned(),
                     json!(api.guards.rate_limit_of(service)),
                 ),
+                ("canary".to_owned(), canary_of(service)),
             ]
             .into_iter()
             .collect()
         },
     )
+}
+
+/// A canary as `/admin/routes`, `/admin/cluster` and the dashboard show it.
+fn canary_view(api: &Gateway, service: &str, canary: &cluster::canary::Canary) -> Value {
+    let step = crate::canary::StepId::of(canary);
+    let seen_here = api
+        .canaries
+        .report(service, &step)
+        .map(|report| report.comparison());
+    json!({
+        "version": canary.version,
+        "steps": canary.steps,
+        "step": canary.step() + 1,
+        "percent": canary.percent(),
+        "interval_ms": canary.interval.as_millis() as u64,
+        "outcome": canary.outcome().name(),
+        "since_ms": canary.state.as_ref().map(|state| state.since_ms),
+        "reason": canary.state.as_ref().and_then(|state| state.reason.clone()),
+        "last_decision": canary.state.as_ref().and_then(|state| state.last),
+        "this_gateway_in_this_step": seen_here,
+    })
 }
 
 /// `/admin/routes`: the route table in force and where it came from, and for each method
@@ -218,7 +246,18 @@ pub async fn routes_view(api: &Gateway) -> Value {
             })
         })
         .collect();
+    // Each canary: where it stands (the leader's last word, with every gateway's figures)
+    // and what this gateway has seen of the step in force.
+    let canaries: serde_json::Map<String, Value> = in_force
+        .routes
+        .iter()
+        .filter_map(|(service, route)| {
+            let canary = route.canary.as_ref()?;
+            Some((service.clone(), canary_view(api, service, canary)))
+        })
+        .collect();
     if let Value::Object(fields) = &mut body {
+        fields.insert("canaries".to_owned(), Value::Object(canaries));
         fields.insert("methods".to_owned(), Value::Object(methods));
         fields.insert(
             "rest".to_owned(),

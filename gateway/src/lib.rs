@@ -8,6 +8,7 @@
 mod api;
 mod api_docs;
 mod auth;
+mod canary;
 mod codec;
 #[cfg(test)]
 mod door_tests;
@@ -70,6 +71,7 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         context.tracing(),
     ));
     tokio::spawn(keep_rest_routes_fresh(gateway.clone(), context.shutdown()));
+    drive_the_canaries(&context, &gateway);
     let passthrough = axum::Router::new()
         .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
         .route(
@@ -155,6 +157,28 @@ fn follow_the_cluster(context: &Context<GatewaySettings>) -> cluster::ClusterVie
         options,
         context.shutdown(),
     )
+}
+
+/// On etcd, each gateway publishes what it sees of running canaries, and the one elected
+/// judges them and writes its decisions into the stored route table. On the memory
+/// registry a canary stays at its first step: there is no stored table to move it in.
+#[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
+fn drive_the_canaries(context: &Context<GatewaySettings>, gateway: &Arc<Gateway>) {
+    match context.backend() {
+        #[cfg(feature = "etcd")]
+        Connected::Etcd(etcd) => {
+            tokio::spawn(canary::lead::run(
+                etcd.client(),
+                etcd.namespace().to_owned(),
+                gateway.clone(),
+                context.config().registry.ttl,
+                context.shutdown(),
+            ));
+        }
+        Connected::Memory(_) => {}
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
 }
 
 /// The route table: the configured one, and on etcd the one stored there

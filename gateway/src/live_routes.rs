@@ -35,9 +35,10 @@ pub struct RoutesInForce {
 
 impl RoutesInForce {
     fn new(source: RouteSource, revision: i64, routes: RouteTable) -> Self {
+        // A canary's split is a rule like any other for the calls: it is applied here.
         let shared = routes
             .iter()
-            .map(|(service, route)| (service.clone(), Arc::new(route.clone())))
+            .map(|(service, route)| (service.clone(), Arc::new(route.in_force())))
             .collect();
         Self {
             source,
@@ -51,10 +52,31 @@ impl RoutesInForce {
     /// the headers the doors send on.
     fn traffic(&self) -> TrafficTable {
         TrafficTable::new(
-            self.routes
+            self.shared
                 .iter()
                 .map(|(service, route)| (service.clone(), route.traffic.clone())),
         )
+    }
+}
+
+/// Each canary's share and whether it was rolled back, as metrics.
+fn report_canaries(routes: &RouteTable) {
+    use telemetry::prometheus::names;
+    for (service, route) in routes {
+        let Some(canary) = &route.canary else {
+            continue;
+        };
+        let labels = [
+            ("service", service.clone()),
+            ("version", canary.version.clone()),
+        ];
+        metrics::gauge!(names::GATEWAY_CANARY_PERCENT, &labels).set(f64::from(canary.percent()));
+        let rolled_back = canary.outcome() == cluster::canary::Outcome::RolledBack;
+        metrics::gauge!(names::GATEWAY_CANARY_ROLLED_BACK, &labels).set(if rolled_back {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 
@@ -77,6 +99,7 @@ impl LiveRoutes {
     pub fn new(configured: RouteTable, traffic: LiveTraffic) -> Self {
         let current = RoutesInForce::new(RouteSource::Configuration, 0, configured.clone());
         traffic.set(current.traffic());
+        report_canaries(&configured);
         Self {
             configured: Arc::new(configured),
             current: Arc::new(ArcSwap::from_pointee(current)),
@@ -109,6 +132,7 @@ impl LiveRoutes {
     fn set(&self, routes: RoutesInForce) {
         metrics::gauge!(telemetry::prometheus::names::GATEWAY_ROUTE_REVISION)
             .set(routes.revision as f64);
+        report_canaries(&routes.routes);
         self.traffic.set(routes.traffic());
         self.current.store(Arc::new(routes));
     }

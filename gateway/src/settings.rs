@@ -105,6 +105,10 @@ pub struct Route {
     /// copies' answers are dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Mirror>,
+    /// A new version that takes a growing share of the calls no traffic rule took, step
+    /// by step, while its errors and p99 hold up beside the other versions'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<cluster::canary::Canary>,
 }
 
 /// `mirror = { to = { version = "1.3.0" }, percent = 10 }`, or `service = "user-next"`.
@@ -165,6 +169,7 @@ impl Default for Route {
             traffic: Vec::new(),
             sticky: None,
             mirror: None,
+            canary: None,
         }
     }
 }
@@ -182,6 +187,17 @@ pub struct MethodRoute {
 }
 
 impl Route {
+    /// The route as calls meet it: its canary's split after its own traffic rules.
+    pub fn in_force(&self) -> Route {
+        match &self.canary {
+            None => self.clone(),
+            Some(canary) => Route {
+                traffic: cluster::canary::rules_of(&self.traffic, Some(canary)),
+                ..self.clone()
+            },
+        }
+    }
+
     pub fn timeout_of(&self, method: &str) -> Duration {
         self.methods
             .get(method)
@@ -273,6 +289,11 @@ pub fn validate_routes(routes: &RouteTable) -> Result<(), (String, String)> {
         }
         cluster::traffic::validate(&route.traffic)
             .map_err(|(at, reason)| (format!("routes.{service}.traffic{at}"), reason))?;
+        if let Some(canary) = &route.canary {
+            canary
+                .validate(&route.traffic)
+                .map_err(|(field, reason)| (format!("routes.{service}.canary.{field}"), reason))?;
+        }
         if let Some(mirror) = &route.mirror {
             mirror
                 .check()
@@ -457,6 +478,63 @@ mod tests {
         }
         let slowest = "[routes.user]\nrate_limit = { per_second = 0.001, burst = 1 }\n";
         assert!(parse_route_table(slowest).is_ok());
+    }
+
+    #[test]
+    fn a_canary_with_the_leaders_state_reads_renders_and_reads_back_the_same() {
+        let pushed = "[routes.user.canary]\nversion = \"1.3.0\"\nsteps = [1, 5, 25, 50, 100]\n\
+                      interval = \"1m\"\nmax_error_ratio = 0.01\nmax_p99_ratio = 1.5\n";
+        let mut table = parse_route_table(pushed).expect("the README's canary");
+        let canary = table
+            .get_mut("user")
+            .and_then(|r| r.canary.as_mut())
+            .unwrap();
+        assert_eq!((canary.percent(), canary.min_calls), (1, 20));
+        canary.state = Some(cluster::canary::State {
+            step: 2,
+            since_ms: 1_765_000_000_000,
+            outcome: cluster::canary::Outcome::Running,
+            reason: Some("step 2 passed: 0 of 57 calls failed".into()),
+            last: Some(cluster::canary::Comparison {
+                canary: cluster::canary::Figures {
+                    calls: 57,
+                    errors: 0,
+                    p99_ms: Some(12.1),
+                },
+                baseline: cluster::canary::Figures {
+                    calls: 1100,
+                    errors: 3,
+                    p99_ms: Some(10.9),
+                },
+            }),
+        });
+        let text = render_route_table(&table).expect("a table the gateways read back");
+        assert_eq!(parse_stored_route_table(&text).unwrap(), table);
+        // Its split is a rule after the route's own, for the doors and the services alike.
+        let in_force = table["user"].in_force();
+        assert_eq!(in_force.traffic.len(), 1);
+        assert_eq!(in_force.traffic[0].split[0].weight, 25);
+        let for_services = cluster::traffic::TrafficTable::from_route_table(&text).unwrap();
+        assert_eq!(for_services.rules_of("user").map(|r| r.len()), Some(1));
+    }
+
+    #[test]
+    fn a_canary_that_cannot_work_is_refused_naming_the_key() {
+        let text = "[[routes.user.traffic]]\nto = { version = \"1.2.0\" }\n\
+                    [routes.user.canary]\nversion = \"1.3.0\"\nsteps = [5, 1]\n\
+                    interval = \"1m\"\nmax_error_ratio = 0.01\nmax_p99_ratio = 1.5\n";
+        let message = parse_route_table(text).unwrap_err().to_string();
+        assert!(
+            message.starts_with("routes.user.canary.steps: "),
+            "{message}"
+        );
+        let fixed = text.replace("[5, 1]", "[1, 5]");
+        let message = parse_route_table(&fixed).unwrap_err().to_string();
+        assert!(
+            message.starts_with("routes.user.canary.version: ")
+                && message.contains("without `when`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Gateway {
     pub guards: Arc<GuardsByService>,
     /// Each method's adaptive concurrency limit, when load shedding is on.
     pub limits: Option<Arc<cluster::shed::Limits>>,
+    /// What this gateway saw of each running canary's step.
+    pub canaries: Arc<crate::canary::CanaryMeter>,
     /// Where the gateway's spans go, when traces are exported.
     pub tracer: Option<telemetry::trace::SdkTracer>,
     pub meters: Arc<Meters>,
@@ -80,14 +82,17 @@ impl Gateway {
                 cluster::shed::ShedMetrics::GATEWAY,
             ))
         });
+        let canaries = Arc::new(crate::canary::CanaryMeter::default());
         let stack = stack::build(
             &view,
             Arc::new(jwt),
             guards.clone(),
             limits.clone(),
+            canaries.clone(),
             settings.retry_budget_percent,
         );
         Self {
+            canaries,
             view,
             routes,
             stack,

@@ -36,6 +36,10 @@ pub mod names {
     pub const GATEWAY_BUDGET_EXHAUSTED: &str = "rustms_gateway_retry_budget_exhausted_total";
     /// Calls refused by a route's rate limit (429), by `service`.
     pub const GATEWAY_RATE_LIMITED: &str = "rustms_gateway_rate_limited_total";
+    /// A route's canary's share of the calls now, in percent, by `service` and `version`.
+    pub const GATEWAY_CANARY_PERCENT: &str = "rustms_gateway_canary_percent";
+    /// 1 while a route's canary is rolled back, else 0, by `service` and `version`.
+    pub const GATEWAY_CANARY_ROLLED_BACK: &str = "rustms_gateway_canary_rolled_back";
     /// The calls a second of a route's cluster-wide rate limit this gateway enforces (the
     /// limit divided by the gateways it sees), by `service`.
     pub const GATEWAY_RATE_LIMIT_SHARE: &str = "rustms_gateway_rate_limit_share_per_second";
@@ -167,6 +171,14 @@ fn describe() {
         (
             GATEWAY_RATE_LIMITED,
             "Calls refused by a route's rate limit (HTTP 429).",
+        ),
+        (
+            GATEWAY_CANARY_PERCENT,
+            "A route's canary's share of the calls now, in percent.",
+        ),
+        (
+            GATEWAY_CANARY_ROLLED_BACK,
+            "1 while a route's canary is rolled back (it failed a step), else 0.",
         ),
         (
             GATEWAY_RATE_LIMIT_SHARE,

@@ -44,6 +44,16 @@ pub struct Gateway {
 }
 
 pub async fn start_gateway(etcd: &Etcd, n: usize, config: &Path) -> Gateway {
+    start_gateway_with(etcd, n, config, &[]).await
+}
+
+/// [`start_gateway`] with `env` set (`MS_REGISTRY__TTL`, say).
+pub async fn start_gateway_with(
+    etcd: &Etcd,
+    n: usize,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> Gateway {
     let node = Node::start(
         "gateway",
         &format!("gateway-{n}"),
@@ -53,7 +63,7 @@ pub async fn start_gateway(etcd: &Etcd, n: usize, config: &Path) -> Gateway {
             "--etcd-addr",
             &etcd.etcd_addr(),
         ],
-        &[],
+        env,
     );
     let http = node.listening("http").await;
     let rpc = node.listening("rpc").await;

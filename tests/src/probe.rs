@@ -34,6 +34,8 @@ struct Probe {
     workers: Arc<tokio::sync::Semaphore>,
     /// How long Echo takes (a slow version of the service).
     echo_delay: std::time::Duration,
+    /// Echo fails with INTERNAL (a broken version of the service).
+    echo_fails: bool,
 }
 
 impl Default for Probe {
@@ -42,6 +44,7 @@ impl Default for Probe {
             echoes: Arc::default(),
             workers: Arc::new(tokio::sync::Semaphore::new(BUSY_WORKERS)),
             echo_delay: std::time::Duration::ZERO,
+            echo_fails: false,
         }
     }
 }
@@ -51,6 +54,9 @@ impl ProbeService for Probe {
     async fn echo(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
         self.echoes.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.echo_delay).await;
+        if self.echo_fails {
+            return Err(Status::internal("this version of the probe is broken"));
+        }
         Ok(Response::new(request.into_inner()))
     }
 
@@ -187,10 +193,39 @@ pub async fn start_slow(
     version: &str,
     delay: std::time::Duration,
 ) -> (InProcessNode, Arc<AtomicUsize>) {
-    let probe = Probe {
-        echo_delay: delay,
-        ..Probe::default()
-    };
+    start_version(
+        registry,
+        version,
+        Probe {
+            echo_delay: delay,
+            ..Probe::default()
+        },
+    )
+    .await
+}
+
+/// A probe node of `version` whose every Echo fails with INTERNAL, and the number of Echo
+/// calls that reached it.
+pub async fn start_broken(
+    registry: Arc<dyn Registry>,
+    version: &str,
+) -> (InProcessNode, Arc<AtomicUsize>) {
+    start_version(
+        registry,
+        version,
+        Probe {
+            echo_fails: true,
+            ..Probe::default()
+        },
+    )
+    .await
+}
+
+async fn start_version(
+    registry: Arc<dyn Registry>,
+    version: &str,
+    probe: Probe,
+) -> (InProcessNode, Arc<AtomicUsize>) {
     let echoes = probe.echoes.clone();
     let routes = tonic::service::Routes::new(ProbeServiceServer::new(probe));
     let mut spec = node::NodeSpec::new("probe", version, routes);

@@ -11,9 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use tests::etcd::Etcd;
-use tests::gateway::{Gateway, gateway_config_with, wait_for_nodes};
+use tests::gateway::{Gateway, gateway_config_with, start_gateway_with, wait_for_nodes};
 use tests::http::HttpClient;
-use tests::process::Node;
 use tests::require;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -29,28 +28,7 @@ const ROUTES: &str = "[routes.probe]\nrate_limit = { per_second = 300, burst = 3
 
 /// A gateway whose lease outlives a `kill -9` by at most two seconds.
 async fn start_gateway(etcd: &Etcd, n: usize, config: &std::path::Path) -> Gateway {
-    let node = Node::start(
-        "gateway",
-        &format!("gateway-{n}"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--etcd-addr",
-            &etcd.etcd_addr(),
-        ],
-        &[("MS_REGISTRY__TTL", "2s")],
-    );
-    let (http, rpc, admin) = (
-        node.listening("http").await,
-        node.listening("rpc").await,
-        node.listening("admin").await,
-    );
-    Gateway {
-        node,
-        http,
-        rpc,
-        admin,
-    }
+    start_gateway_with(etcd, n, config, &[("MS_REGISTRY__TTL", "2s")]).await
 }
 
 /// What the gateways let through while each was offered `per_gateway` calls a second.

@@ -1,5 +1,6 @@
 //! The gateway's call stack: its own guards in front of the cluster's layers, the same
 //! for `/api` and the rpc port. admit (the route's JWT check and rate limit) → breaker →
+//! canary (each call counted for the side of a running canary that answered it) →
 //! mirror (a share of the calls copied elsewhere, in the background) → shed (each method's adaptive concurrency limit) → retry (with the gateway's budget) → balance → attempt span → record → per-attempt
 //! timeout → the node. A door puts the call's facts in the request's extensions
 //! ([`cluster::stack::CallInfo`], with its place in the trace, and [`GatewayCall`])
@@ -7,6 +8,7 @@
 
 mod admit;
 mod breaker;
+mod canary;
 mod mirror;
 
 #[cfg(test)]
@@ -21,6 +23,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use admit::AdmitLayer;
 pub use breaker::BreakerLayer;
+pub use canary::CanaryLayer;
 pub use mirror::MirrorLayer;
 
 use crate::auth::JwtVerifier;
@@ -70,6 +73,7 @@ pub fn build(
     jwt: Arc<JwtVerifier>,
     guards: Arc<GuardsByService>,
     limits: Option<Arc<cluster::shed::Limits>>,
+    canaries: Arc<crate::canary::CanaryMeter>,
     retry_budget_percent: f32,
 ) -> CallStack {
     let retries = RetryPolicy::new(
@@ -91,6 +95,7 @@ pub fn build(
     let stack = tower::ServiceBuilder::new()
         .layer(AdmitLayer::new(jwt, guards))
         .layer(BreakerLayer)
+        .layer(CanaryLayer::new(canaries))
         .layer(MirrorLayer::new(copies))
         .service(cluster::stack::to_the_nodes(view, retries, limits));
     BoxCloneSyncService::new(stack)

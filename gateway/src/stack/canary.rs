@@ -1,0 +1,71 @@
+//! The canary layer: while a route's canary runs, each call is counted for the side that
+//! answered it (the canary's version or the baseline), by its final gRPC code and how
+//! long it took to end, for the step's judgement (see [`crate::canary`]). Calls no node
+//! answered (refused, shed, none to take them) are neither side's.
+
+use std::sync::Arc;
+
+use cluster::canary::Outcome;
+use cluster::stack::{Around, Below, CallRequest, Picked, Step, info_of};
+use telemetry::grpc::OnEnd;
+use tokio::time::Instant;
+
+use super::GatewayCall;
+use crate::canary::CanaryMeter;
+
+#[derive(Clone)]
+pub struct CanaryLayer {
+    meter: Arc<CanaryMeter>,
+}
+
+impl CanaryLayer {
+    pub fn new(meter: Arc<CanaryMeter>) -> Self {
+        Self { meter }
+    }
+}
+
+cluster::around_layer!(CanaryLayer);
+
+impl Around for CanaryLayer {
+    type Future<S: Below> = Step<S::Future>;
+
+    fn around<S: Below>(&self, request: CallRequest, below: &mut S) -> Step<S::Future> {
+        let canary = request
+            .extensions()
+            .get::<GatewayCall>()
+            .and_then(|call| call.route.canary.clone())
+            .filter(|canary| canary.outcome() == Outcome::Running);
+        let (Some(canary), Ok(info)) = (canary, info_of(&request)) else {
+            return Step::below(below.call(request));
+        };
+        let service = info.service.clone();
+        let (meter, started) = (self.meter.clone(), Instant::now());
+        let called = below.call(request);
+        Step::around(Box::pin(async move {
+            match called.await {
+                Ok(response) => {
+                    let Some(node) = response.extensions().get::<Picked>().map(|p| p.0.clone())
+                    else {
+                        return Ok(response);
+                    };
+                    let (parts, body) = response.into_parts();
+                    let body = OnEnd::new(body, &parts.headers, move |code| {
+                        let version = &node.instance.version;
+                        meter.record(&service, &canary, version, code, started.elapsed());
+                    });
+                    Ok(http::Response::from_parts(
+                        parts,
+                        tonic::body::Body::new(body),
+                    ))
+                }
+                Err(error) => {
+                    if let Some(node) = error.node() {
+                        let version = &node.instance.version;
+                        meter.record(&service, &canary, version, error.code(), started.elapsed());
+                    }
+                    Err(error)
+                }
+            }
+        }))
+    }
+}
