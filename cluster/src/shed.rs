@@ -168,6 +168,8 @@ pub struct LimitState {
     pub unloaded_ms: Option<f64>,
     /// Whether the limit is held low while the unloaded latency is measured again.
     pub measuring: bool,
+    /// Calls refused since the limit was made.
+    pub shed: u64,
 }
 
 /// One method's limit and what it learnt.
@@ -176,6 +178,8 @@ pub struct Limiter {
     service: Arc<str>,
     method: Arc<str>,
     state: Mutex<State>,
+    /// Calls refused, for `/admin/cluster` and the dashboard's charts.
+    shed: std::sync::atomic::AtomicU64,
 }
 
 struct State {
@@ -225,6 +229,7 @@ impl Limiter {
                 window: Window::default(),
                 measuring: None,
             }),
+            shed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -245,6 +250,7 @@ impl Limiter {
         let limit = state.effective_limit();
         if state.in_flight >= limit {
             drop(state);
+            self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!(self.metrics.shed,
                 "service" => self.service.to_string(), "method" => self.method.to_string())
             .increment(1);
@@ -271,6 +277,7 @@ impl Limiter {
             in_flight: state.in_flight,
             unloaded_ms: state.unloaded.map(|(seconds, _)| seconds * 1000.0),
             measuring: state.measuring.is_some(),
+            shed: self.shed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -51,7 +51,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, failed: bool, took: Duration) {
+    pub(crate) fn add(&mut self, failed: bool, took: Duration) {
         self.calls += 1;
         self.errors += u64::from(failed);
         *self.latency.entry(bucket_of(took)).or_default() += 1;

@@ -14,6 +14,7 @@ mod codec;
 mod door_tests;
 mod failure;
 mod grpc_web;
+mod history;
 mod http;
 pub mod listing;
 mod live_routes;
@@ -72,6 +73,7 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
     ));
     tokio::spawn(keep_rest_routes_fresh(gateway.clone(), context.shutdown()));
     drive_the_canaries(&context, &gateway);
+    tokio::spawn(keep_history(gateway.clone(), context.shutdown()));
     let passthrough = axum::Router::new()
         .route(reflection::V1_PATH, axum::routing::any(reflection::v1))
         .route(
@@ -90,6 +92,16 @@ async fn serve(context: Context<GatewaySettings>) -> Result<Serve, node::NodeErr
         .admin_view("cluster", move || {
             let view = http::cluster_view(&cluster);
             async move { view }
+        })
+        .admin_view("history", {
+            let gateway = gateway.clone();
+            move || {
+                let body = serde_json::json!({
+                    "every_seconds": history::SAMPLE_EVERY.as_secs(),
+                    "samples": gateway.meters.history.samples(),
+                });
+                async move { body }
+            }
         })
         .admin_view("routes", move || {
             let gateway = routes.clone();
@@ -135,6 +147,38 @@ async fn keep_rest_routes_fresh(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => gateway.refresh_rest().await,
         }
+    }
+}
+
+/// Closes a sample of the dashboard's charts every [`history::SAMPLE_EVERY`].
+async fn keep_history(gateway: Arc<Gateway>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut shed: std::collections::BTreeMap<String, u64> = Default::default();
+        for state in gateway
+            .limits
+            .as_ref()
+            .map(|l| l.snapshot())
+            .unwrap_or_default()
+        {
+            *shed.entry(state.service).or_default() += state.shed;
+        }
+        let shed: Vec<(String, u64)> = shed.into_iter().collect();
+        let now = tokio::time::Instant::now();
+        gateway.meters.history.close(
+            registry::unix_millis_now(),
+            now.duration_since(last).as_secs_f64(),
+            &shed,
+            &gateway.guards.rate_limited(),
+        );
+        last = now;
     }
 }
 

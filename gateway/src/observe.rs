@@ -70,6 +70,8 @@ pub struct Meters {
     /// By door, then service.
     methods: [RwLock<HashMap<String, MethodsOf>>; DOORS],
     in_flight: [OnceLock<Gauge>; DOORS],
+    /// The dashboard's 15 minutes of samples, kept whether Prometheus metrics are on or not.
+    pub history: Arc<crate::history::History>,
 }
 
 /// A service's methods, by name.
@@ -220,6 +222,8 @@ pub struct Observed {
     door: Door,
     started: Instant,
     meters: Option<Arc<Meters>>,
+    /// Where the call is also counted for the dashboard's charts.
+    history: Arc<Meters>,
     /// Request id, HTTP method and path, kept only for the access log.
     logged: Option<(String, http::Method, String)>,
     pub trace: CallTrace,
@@ -252,6 +256,7 @@ impl Observed {
         access_log: bool,
     ) -> Self {
         let path = request.uri.path();
+        let history = meters.clone();
         let meters = telemetry::prometheus::installed().then(|| meters.clone());
         if let Some(meters) = &meters {
             meters.in_flight(door).increment(1.0);
@@ -260,6 +265,7 @@ impl Observed {
             door,
             started: Instant::now(),
             meters,
+            history,
             logged: access_log.then(|| {
                 (
                     request_id.to_owned(),
@@ -314,6 +320,10 @@ impl Observed {
         }
         let elapsed = self.started.elapsed();
         self.trace.end(code, self.http_status);
+        // Only services that exist: a caller's made-up names are no chart.
+        if let Some(service) = &self.service {
+            self.history.history.record_call(service, code, elapsed);
+        }
         if let Some(meters) = &self.meters {
             let service = self.service.as_deref().unwrap_or("unknown");
             let method = match &self.method {

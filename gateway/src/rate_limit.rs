@@ -220,6 +220,8 @@ pub struct ClusterLimit {
     share: ArcSwap<Share>,
     /// When idle clients' buckets were last dropped, in milliseconds since `epoch`.
     forgot_at_ms: AtomicU64,
+    /// Calls refused since the limit was made, for the dashboard's charts.
+    refused: AtomicU64,
     epoch: tokio::time::Instant,
 }
 
@@ -229,6 +231,7 @@ impl ClusterLimit {
             share: ArcSwap::from_pointee(Share::of(&config, 1)),
             config,
             forgot_at_ms: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             epoch: tokio::time::Instant::now(),
         }
     }
@@ -269,6 +272,7 @@ impl ClusterLimit {
         match share.buckets.check_key(&key) {
             Ok(state) => Ok(share.allowance(state.remaining_burst_capacity(), &self.config)),
             Err(not_until) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 let wait = not_until.wait_time_from(TokioClock.now());
                 let mut allowance = share.allowance(0, &self.config);
                 allowance.reset_seconds = allowance
@@ -297,6 +301,11 @@ impl ClusterLimit {
         }
         share.buckets.retain_recent();
         share.buckets.shrink_to_fit();
+    }
+
+    /// Calls refused since the limit was made.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// For `/admin/cluster`: the cluster's limit, the gateways it is split over and this

@@ -216,6 +216,16 @@ impl GuardsByService {
         all.get(service)?.limit.as_ref().map(ClusterLimit::describe)
     }
 
+    /// Each limited service's calls refused so far (since its limit was last made).
+    pub fn rate_limited(&self) -> Vec<(String, u64)> {
+        let all = lock(&self.all);
+        all.iter()
+            .filter_map(|(service, guards)| {
+                Some((service.clone(), guards.limit.as_ref()?.refused()))
+            })
+            .collect()
+    }
+
     pub fn of(
         &self,
         service: &str,

@@ -83,12 +83,14 @@ impl Gateway {
             ))
         });
         let canaries = Arc::new(crate::canary::CanaryMeter::default());
+        let meters = Arc::new(crate::observe::Meters::default());
         let stack = stack::build(
             &view,
             Arc::new(jwt),
             guards.clone(),
             limits.clone(),
             canaries.clone(),
+            meters.history.clone(),
             settings.retry_budget_percent,
         );
         Self {
@@ -99,7 +101,7 @@ impl Gateway {
             guards,
             limits,
             tracer: tracing.map(|t| t.tracer().clone()),
-            meters: Arc::default(),
+            meters,
             rest: RestRoutes::default(),
             schemas: Schemas::default(),
             settings,

@@ -269,7 +269,7 @@ fn artifacts() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 #[cfg_attr(no_chromium, ignore = "needs chromium (apt-get install chromium)")]
-async fn the_dashboard_shows_a_canarys_steps_and_both_versions_side_by_side() {
+async fn the_dashboard_shows_a_canarys_steps_and_charts_both_versions_side_by_side() {
     let etcd = require!(Etcd::start().await);
     let registry: Arc<dyn registry::Registry> = Arc::new(etcd.registry("go-ms").await);
     let (stable, _) = tests::probe::start_slow(registry.clone(), "1.0.0", Duration::ZERO).await;
@@ -282,7 +282,7 @@ async fn the_dashboard_shows_a_canarys_steps_and_both_versions_side_by_side() {
     push(
         &etcd,
         "dashboard",
-        "[routes.probe.canary]\nversion = \"1.1.0\"\nsteps = [5, 25, 50, 100]\ninterval = \"3s\"\n\
+        "[routes.probe.canary]\nversion = \"1.1.0\"\nsteps = [5, 25, 50, 100]\ninterval = \"12s\"\n\
          max_error_ratio = 0.01\nmax_p99_ratio = 50.0\nmin_calls = 5\n",
     )
     .await;
@@ -297,13 +297,25 @@ async fn the_dashboard_shows_a_canarys_steps_and_both_versions_side_by_side() {
         .wait_for(
             &format!(
                 "({strip}?.querySelectorAll('.steps span.done').length ?? 0) >= 1 \
-                 && /25%/.test({strip}?.querySelector('.steps span.now')?.innerText ?? '') \
                  && /step 1 passed/.test({strip}?.innerText ?? '')"
             ),
             PATIENCE,
         )
         .await
-        .expect("the canary's strip shows its second step");
+        .expect("the canary's strip shows its first step passed");
+    // The card's charts of the last 15 minutes (10 s samples kept by the gateway): the
+    // p99 and errors of both versions, once two samples make a line.
+    let p99_chart = "document.querySelector('[data-service-card=\"probe\"] [data-chart=\"p99\"]')";
+    browser
+        .wait_for(
+            &format!(
+                "({p99_chart}?.querySelectorAll('.key').length ?? 0) === 2 \
+                 && [...({p99_chart}?.querySelectorAll('path') ?? [])].every((p) => /L/.test(p.getAttribute('d')))"
+            ),
+            PATIENCE,
+        )
+        .await
+        .expect("the p99 chart draws both versions");
     let text = browser
         .eval(&format!("{strip}.innerText"))
         .await

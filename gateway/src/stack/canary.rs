@@ -12,15 +12,18 @@ use tokio::time::Instant;
 
 use super::GatewayCall;
 use crate::canary::CanaryMeter;
+use crate::history::History;
 
 #[derive(Clone)]
 pub struct CanaryLayer {
     meter: Arc<CanaryMeter>,
+    /// The dashboard's charts show the two sides by version.
+    history: Arc<History>,
 }
 
 impl CanaryLayer {
-    pub fn new(meter: Arc<CanaryMeter>) -> Self {
-        Self { meter }
+    pub fn new(meter: Arc<CanaryMeter>, history: Arc<History>) -> Self {
+        Self { meter, history }
     }
 }
 
@@ -39,7 +42,7 @@ impl Around for CanaryLayer {
             return Step::below(below.call(request));
         };
         let service = info.service.clone();
-        let (meter, started) = (self.meter.clone(), Instant::now());
+        let (meter, history, started) = (self.meter.clone(), self.history.clone(), Instant::now());
         let called = below.call(request);
         Step::around(Box::pin(async move {
             match called.await {
@@ -50,8 +53,9 @@ impl Around for CanaryLayer {
                     };
                     let (parts, body) = response.into_parts();
                     let body = OnEnd::new(body, &parts.headers, move |code| {
-                        let version = &node.instance.version;
-                        meter.record(&service, &canary, version, code, started.elapsed());
+                        let (version, took) = (&node.instance.version, started.elapsed());
+                        meter.record(&service, &canary, version, code, took);
+                        history.record_version(&service, version, code, took);
                     });
                     Ok(http::Response::from_parts(
                         parts,
@@ -60,8 +64,9 @@ impl Around for CanaryLayer {
                 }
                 Err(error) => {
                     if let Some(node) = error.node() {
-                        let version = &node.instance.version;
-                        meter.record(&service, &canary, version, error.code(), started.elapsed());
+                        let (version, took) = (&node.instance.version, started.elapsed());
+                        meter.record(&service, &canary, version, error.code(), took);
+                        history.record_version(&service, version, error.code(), took);
                     }
                     Err(error)
                 }

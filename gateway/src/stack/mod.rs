@@ -74,6 +74,7 @@ pub fn build(
     guards: Arc<GuardsByService>,
     limits: Option<Arc<cluster::shed::Limits>>,
     canaries: Arc<crate::canary::CanaryMeter>,
+    history: Arc<crate::history::History>,
     retry_budget_percent: f32,
 ) -> CallStack {
     let retries = RetryPolicy::new(
@@ -95,7 +96,7 @@ pub fn build(
     let stack = tower::ServiceBuilder::new()
         .layer(AdmitLayer::new(jwt, guards))
         .layer(BreakerLayer)
-        .layer(CanaryLayer::new(canaries))
+        .layer(CanaryLayer::new(canaries, history))
         .layer(MirrorLayer::new(copies))
         .service(cluster::stack::to_the_nodes(view, retries, limits));
     BoxCloneSyncService::new(stack)
