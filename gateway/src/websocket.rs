@@ -423,8 +423,24 @@ async fn tell(socket: &mut WebSocket, ending: Ending) {
             }
         }
     };
-    let _ = socket.send(Message::Close(Some(close))).await;
+    if socket.send(Message::Close(Some(close))).await.is_err() {
+        return;
+    }
+    // The closing handshake: read what the caller still sends until its own Close, so the
+    // connection ends cleanly. Dropped with unread frames in its buffer, the kernel would
+    // reset it, and a browser would see 1006 (abnormal) instead of the code sent.
+    let _ = tokio::time::timeout(CLOSING_PATIENCE, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// How long a closed socket waits for the caller's Close before the connection is dropped.
+const CLOSING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A close frame's reason holds 123 bytes: the message, cut at a character boundary.
 fn close_reason(message: &str) -> String {
