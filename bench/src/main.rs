@@ -72,6 +72,11 @@ struct Cli {
     /// Seconds of each overload run.
     #[arg(long, default_value_t = 15)]
     overload_seconds: u64,
+    /// Rounds of the overload runs: each round measures every gateway unloaded and then
+    /// overloaded, back to back, and the summary takes the median of the rounds'
+    /// comparisons (a 1 ms p99 moves between identical runs on a shared machine).
+    #[arg(long, default_value_t = 3)]
+    overload_rounds: usize,
 }
 
 fn main() -> ExitCode {
@@ -261,7 +266,10 @@ const OVERLOAD_WARMUP: Duration = Duration::from_secs(2);
 /// behind a gateway with load shedding on and one with it off (telemetry off on both),
 /// each measured unloaded (`Busy` at a quarter of its capacity) and overloaded (at four
 /// times it), `Echo` beside it at [`ECHO_BESIDE`] a second, `for_each` per run.
-async fn overload(for_each: Duration) -> Result<rust_ms_bench::results::Overload, String> {
+async fn overload(
+    for_each: Duration,
+    rounds: usize,
+) -> Result<rust_ms_bench::results::Overload, String> {
     let tmp = std::env::temp_dir().join(format!("rust-ms-overload-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -292,51 +300,54 @@ async fn overload(for_each: Duration) -> Result<rust_ms_bench::results::Overload
     }
     let frame = payload(100);
     let mut runs = Vec::new();
-    for (shedding, _, address) in &gateways {
-        for (phase, busy_rate) in [
-            ("unloaded", BUSY_CAPACITY / 4.0),
-            ("overloaded", BUSY_CAPACITY * 4.0),
-        ] {
-            eprintln!(
-                "overload: shedding {shedding}, {phase}: Busy at {busy_rate:.0}/s, Echo at {ECHO_BESIDE:.0}/s"
-            );
-            let busy = rust_ms_bench::paced::grpc(
-                *address,
-                "/bench.v1.Busy/Work",
-                frame.clone(),
-                busy_rate,
-                OVERLOAD_WARMUP,
-                for_each,
-                OVERLOAD_DEADLINE,
-            );
-            let echo = rust_ms_bench::paced::grpc(
-                *address,
-                "/bench.v1.Echo/Echo",
-                frame.clone(),
-                ECHO_BESIDE,
-                OVERLOAD_WARMUP,
-                for_each,
-                OVERLOAD_DEADLINE,
-            );
-            let (busy, echo) = tokio::join!(busy, echo);
-            let (busy, echo) = (busy?, echo?);
-            eprintln!(
-                "  Busy: {:.0}/s answered, p50 {:.1} ms, p99 {:.1} ms, {} shed, {} timed out; Echo p99 {:.2} ms",
-                busy.goodput(),
-                busy.p50_ms,
-                busy.p99_ms,
-                busy.shed,
-                busy.timed_out,
-                echo.p99_ms
-            );
-            runs.push(rust_ms_bench::results::OverloadRun {
-                shedding: (*shedding).to_owned(),
-                phase: phase.to_owned(),
-                busy,
-                echo,
-            });
-            // Whatever queued on the nodes ends (by its deadline at the latest).
-            tokio::time::sleep(OVERLOAD_DEADLINE + Duration::from_secs(1)).await;
+    for round in 1..=rounds {
+        for (shedding, _, address) in &gateways {
+            for (phase, busy_rate) in [
+                ("unloaded", BUSY_CAPACITY / 4.0),
+                ("overloaded", BUSY_CAPACITY * 4.0),
+            ] {
+                eprintln!(
+                    "overload round {round}: shedding {shedding}, {phase}: Busy at {busy_rate:.0}/s, Echo at {ECHO_BESIDE:.0}/s"
+                );
+                let busy = rust_ms_bench::paced::grpc(
+                    *address,
+                    "/bench.v1.Busy/Work",
+                    frame.clone(),
+                    busy_rate,
+                    OVERLOAD_WARMUP,
+                    for_each,
+                    OVERLOAD_DEADLINE,
+                );
+                let echo = rust_ms_bench::paced::grpc(
+                    *address,
+                    "/bench.v1.Echo/Echo",
+                    frame.clone(),
+                    ECHO_BESIDE,
+                    OVERLOAD_WARMUP,
+                    for_each,
+                    OVERLOAD_DEADLINE,
+                );
+                let (busy, echo) = tokio::join!(busy, echo);
+                let (busy, echo) = (busy?, echo?);
+                eprintln!(
+                    "  Busy: {:.0}/s answered, p50 {:.1} ms, p99 {:.1} ms, {} shed, {} timed out; Echo p99 {:.2} ms",
+                    busy.goodput(),
+                    busy.p50_ms,
+                    busy.p99_ms,
+                    busy.shed,
+                    busy.timed_out,
+                    echo.p99_ms
+                );
+                runs.push(rust_ms_bench::results::OverloadRun {
+                    round,
+                    shedding: (*shedding).to_owned(),
+                    phase: phase.to_owned(),
+                    busy,
+                    echo,
+                });
+                // Whatever queued on the nodes ends (by its deadline at the latest).
+                tokio::time::sleep(OVERLOAD_DEADLINE + Duration::from_secs(1)).await;
+            }
         }
     }
     for (_, gateway, _) in gateways {
@@ -878,7 +889,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             pinning: format!(
                 "Both gateways pinned to core {PROXY_CORE}; etcd, the nodes and the load generator to core {OTHER_CORE}."
             ),
-            overload: Some(overload(Duration::from_secs(cli.overload_seconds)).await?),
+            overload: Some(
+                overload(
+                    Duration::from_secs(cli.overload_seconds),
+                    cli.overload_rounds.max(1),
+                )
+                .await?,
+            ),
             ..Results::default()
         };
         return write(&cli.out, &results);
@@ -1086,7 +1103,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             .propagation
             .push(propagation_memory(&target, cli.trials).await?);
         results.failover = failover(&mut cluster, &json_body).await?;
-        results.overload = Some(overload(Duration::from_secs(cli.overload_seconds)).await?);
+        results.overload = Some(
+            overload(
+                Duration::from_secs(cli.overload_seconds),
+                cli.overload_rounds.max(1),
+            )
+            .await?,
+        );
         if cli.instances > 0 {
             results.scale = Some(scale(&cluster, cli.instances).await?);
         }

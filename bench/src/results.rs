@@ -92,6 +92,10 @@ pub struct Overload {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OverloadRun {
+    /// Which round it was of (runs of one round were measured back to back); 0 in results
+    /// kept before there were rounds.
+    #[serde(default)]
+    pub round: usize,
     /// `on` or `off`.
     pub shedding: String,
     /// `unloaded` or `overloaded`.
@@ -101,20 +105,31 @@ pub struct OverloadRun {
 }
 
 impl Overload {
-    fn run(&self, shedding: &str, phase: &str) -> Option<&OverloadRun> {
-        self.runs
-            .iter()
-            .find(|run| run.shedding == shedding && run.phase == phase)
+    /// Each round's unloaded and overloaded runs of `shedding`, in round order.
+    fn pairs(&self, shedding: &str) -> Vec<(&OverloadRun, &OverloadRun)> {
+        let of = |round: usize, phase: &str| {
+            self.runs
+                .iter()
+                .find(|run| run.round == round && run.shedding == shedding && run.phase == phase)
+        };
+        let mut rounds: Vec<usize> = self.runs.iter().map(|run| run.round).collect();
+        rounds.sort_unstable();
+        rounds.dedup();
+        rounds
+            .into_iter()
+            .filter_map(|round| Some((of(round, "unloaded")?, of(round, "overloaded")?)))
+            .collect()
     }
 
     fn markdown(&self) -> String {
         let mut out = format!(
-            "\n## Load shedding\n\nTwo `busy` nodes of fixed capacity (4 workers of 35 ms each: {:.0} calls/s together) and one echo node, behind two gateways: one with load shedding on (the default) and one with `gateway.load_shedding = false`. Open-loop gRPC through each gateway's rpc port, every call with a {} ms deadline: `Busy.Work` at a quarter of its capacity (unloaded), then at four times it (overloaded), with `Echo.Echo` of the other service beside it at a steady rate.\n\n| shedding | phase | Busy offered/s | goodput/s | of capacity | p50 ms | p99 ms | shed | timed out | other | Echo/s | Echo p50 ms | Echo p99 ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "\n## Load shedding\n\nTwo `busy` nodes of fixed capacity (4 workers of 35 ms each: {:.0} calls/s together) and one echo node, behind two gateways: one with load shedding on (the default) and one with `gateway.load_shedding = false`. Open-loop gRPC through each gateway's rpc port, every call with a {} ms deadline: `Busy.Work` at a quarter of its capacity (unloaded), then at four times it (overloaded), with `Echo.Echo` of the other service beside it at a steady rate. Each round measures both gateways, unloaded then overloaded back to back; the summary compares each round's pair and takes the median over the rounds.\n\n| round | shedding | phase | Busy offered/s | goodput/s | of capacity | p50 ms | p99 ms | shed | timed out | other | Echo/s | Echo p50 ms | Echo p99 ms |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.capacity_per_s, self.deadline_ms
         );
         for run in &self.runs {
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {} | {} | {} | {:.0} | {:.2} | {:.2} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {} | {} | {} | {:.0} | {:.2} | {:.2} |\n",
+                run.round,
                 run.shedding,
                 run.phase,
                 run.busy.offered_per_s,
@@ -131,17 +146,39 @@ impl Overload {
             ));
         }
         for shedding in ["on", "off"] {
-            if let (Some(calm), Some(loaded)) = (
-                self.run(shedding, "unloaded"),
-                self.run(shedding, "overloaded"),
-            ) {
-                out.push_str(&format!(
-                    "\nShedding {shedding}, overloaded against unloaded: goodput {:.0}% of capacity, admitted p99 {:.2}× the unloaded p99, the other service's p99 {:+.0}%.\n",
-                    loaded.busy.goodput() / self.capacity_per_s.max(1e-9) * 100.0,
-                    loaded.busy.p99_ms / calm.busy.p99_ms.max(1e-9),
-                    percent_more(loaded.echo.p99_ms, calm.echo.p99_ms),
-                ));
+            let pairs = self.pairs(shedding);
+            if pairs.is_empty() {
+                continue;
             }
+            let goodput: Vec<f64> = pairs
+                .iter()
+                .map(|(_, loaded)| loaded.busy.goodput() / self.capacity_per_s.max(1e-9) * 100.0)
+                .collect();
+            let p99: Vec<f64> = pairs
+                .iter()
+                .map(|(calm, loaded)| loaded.busy.p99_ms / calm.busy.p99_ms.max(1e-9))
+                .collect();
+            let echo: Vec<f64> = pairs
+                .iter()
+                .map(|(calm, loaded)| percent_more(loaded.echo.p99_ms, calm.echo.p99_ms))
+                .collect();
+            let each = |values: &[f64], unit: &str| {
+                values
+                    .iter()
+                    .map(|v| format!("{v:.0}{unit}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push_str(&format!(
+                "\nShedding {shedding}, overloaded against unloaded, median of {} rounds: goodput {:.0}% of capacity ({}), admitted p99 {:.2}× the unloaded p99 ({}), the other service's p99 {:+.0}% ({}).\n",
+                pairs.len(),
+                median(&goodput),
+                each(&goodput, "%"),
+                median(&p99),
+                p99.iter().map(|v| format!("{v:.2}×")).collect::<Vec<_>>().join(", "),
+                median(&echo),
+                echo.iter().map(|v| format!("{v:+.0}%")).collect::<Vec<_>>().join(", "),
+            ));
         }
         out
     }
@@ -168,6 +205,17 @@ pub struct ClientCost {
     /// Calls per second through each, over all their turns.
     pub service_client_calls_per_s: f64,
     pub tonic_channel_calls_per_s: f64,
+}
+
+/// The middle value (the mean of the two middle ones of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// How much more `this` is than `base`, in percent.

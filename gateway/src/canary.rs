@@ -104,6 +104,13 @@ pub struct StepId {
 }
 
 impl StepId {
+    /// Whether it is `canary`'s step in force.
+    fn is(&self, canary: &Canary) -> bool {
+        self.step == canary.step()
+            && self.since_ms == canary.state.as_ref().map(|state| state.since_ms)
+            && self.version == canary.version
+    }
+
     pub fn of(canary: &Canary) -> Self {
         Self {
             version: canary.version.clone(),
@@ -159,14 +166,18 @@ impl CanaryMeter {
         if canary.outcome() != Outcome::Running || code == tonic::Code::Cancelled {
             return;
         }
-        let step = StepId::of(canary);
         let mut all = self.by_service.lock().unwrap_or_else(|p| p.into_inner());
-        let report = all
-            .entry(service.to_owned())
-            .or_insert_with(|| Report::new(step.clone()));
-        if report.step != step {
-            *report = Report::new(step);
-        }
+        // Looked up before anything is made: most calls find their step's report.
+        let report = match all.get_mut(service) {
+            Some(report) if report.step.is(canary) => report,
+            Some(report) => {
+                *report = Report::new(StepId::of(canary));
+                report
+            }
+            None => all
+                .entry(service.to_owned())
+                .or_insert_with(|| Report::new(StepId::of(canary))),
+        };
         let side = if version == canary.version {
             &mut report.canary
         } else {

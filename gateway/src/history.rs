@@ -86,19 +86,32 @@ impl History {
 
     /// A call of `service` through a door, ended with `code` after `took`.
     pub fn record_call(&self, service: &str, code: Code, took: Duration) {
+        let failed = cluster::canary::is_server_error(code);
         let mut inner = self.lock();
+        // Found without a new key for a service already in the sample: most calls.
+        if let Some(open) = inner.open.get_mut(service) {
+            open.calls.add(failed, took);
+            return;
+        }
         let open = inner.open.entry(service.to_owned()).or_default();
-        open.calls.add(cluster::canary::is_server_error(code), took);
+        open.calls.add(failed, took);
     }
 
     /// A call of `service` that a node of `version` answered, while a canary runs.
     pub fn record_version(&self, service: &str, version: &str, code: Code, took: Duration) {
+        let failed = cluster::canary::is_server_error(code);
         let mut inner = self.lock();
+        if let Some(tally) = inner
+            .open
+            .get_mut(service)
+            .and_then(|open| open.versions.get_mut(version))
+        {
+            tally.add(failed, took);
+            return;
+        }
         let open = inner.open.entry(service.to_owned()).or_default();
-        open.versions
-            .entry(version.to_owned())
-            .or_default()
-            .add(cluster::canary::is_server_error(code), took);
+        let tally = open.versions.entry(version.to_owned()).or_default();
+        tally.add(failed, took);
     }
 
     /// Ends the sample: `seconds` long, ending at `at_ms`, with each service's refusal

@@ -20,6 +20,8 @@ use crate::state::Gateway;
 /// How often a gateway publishes its figures, and the leader judges.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 const JUDGE_EVERY: Duration = Duration::from_millis(500);
+/// The longest pause between tries while etcd cannot be reached.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 fn reports_prefix(namespace: &str, service: &str) -> String {
     format!("{namespace}/canary/reports/{service}/")
@@ -39,6 +41,9 @@ pub async fn run(
 ) {
     let me = format!("gateway-{}", uuid::Uuid::new_v4().simple());
     let ttl_seconds = ttl.as_secs().max(2) as i64;
+    // After a failure, a second's pause, doubling while etcd stays away (one warning per
+    // outage, not one a second), back to a second once a term lasts.
+    let mut pause = Duration::from_secs(1);
     while !stop.is_cancelled() {
         let term = Term {
             client: client.clone(),
@@ -47,13 +52,22 @@ pub async fn run(
             me: me.clone(),
             bound: ttl.max(Duration::from_secs(2)),
         };
+        let began = tokio::time::Instant::now();
         if let Err(error) = term.serve(ttl_seconds, &stop).await {
-            tracing::warn!(%error, "canary leadership interrupted; trying again");
+            if began.elapsed() > MAX_PAUSE {
+                pause = Duration::from_secs(1);
+            }
+            if pause == Duration::from_secs(1) {
+                tracing::warn!(%error, "canary leadership interrupted; trying again");
+            } else {
+                tracing::debug!(%error, ?pause, "canary leadership still interrupted");
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 

@@ -33,12 +33,18 @@ impl Around for CanaryLayer {
     type Future<S: Below> = Step<S::Future>;
 
     fn around<S: Below>(&self, request: CallRequest, below: &mut S) -> Step<S::Future> {
-        let canary = request
+        // The route, shared: its canary is read where the call ends, not copied per call.
+        let route = request
             .extensions()
             .get::<GatewayCall>()
-            .and_then(|call| call.route.canary.clone())
-            .filter(|canary| canary.outcome() == Outcome::Running);
-        let (Some(canary), Ok(info)) = (canary, info_of(&request)) else {
+            .map(|call| call.route.clone())
+            .filter(|route| {
+                route
+                    .canary
+                    .as_ref()
+                    .is_some_and(|canary| canary.outcome() == Outcome::Running)
+            });
+        let (Some(route), Ok(info)) = (route, info_of(&request)) else {
             return Step::below(below.call(request));
         };
         let service = info.service.clone();
@@ -54,7 +60,9 @@ impl Around for CanaryLayer {
                     let (parts, body) = response.into_parts();
                     let body = OnEnd::new(body, &parts.headers, move |code| {
                         let (version, took) = (&node.instance.version, started.elapsed());
-                        meter.record(&service, &canary, version, code, took);
+                        if let Some(canary) = &route.canary {
+                            meter.record(&service, canary, version, code, took);
+                        }
                         history.record_version(&service, version, code, took);
                     });
                     Ok(http::Response::from_parts(
@@ -65,7 +73,9 @@ impl Around for CanaryLayer {
                 Err(error) => {
                     if let Some(node) = error.node() {
                         let (version, took) = (&node.instance.version, started.elapsed());
-                        meter.record(&service, &canary, version, error.code(), took);
+                        if let Some(canary) = &route.canary {
+                            meter.record(&service, canary, version, error.code(), took);
+                        }
                         history.record_version(&service, version, error.code(), took);
                     }
                     Err(error)
