@@ -31,6 +31,46 @@ async fn two_gateways(etcd: &Etcd, tag: &str, probes: &[String]) -> (Vec<Gateway
     (gateways, client)
 }
 
+/// A stable 1.0.0 probe beside `canary` (already registered), both behind two gateways
+/// that callers keep calling: the stable node, the gateways, a client, and the callers.
+async fn scene(
+    etcd: &Etcd,
+    registry: &Arc<dyn registry::Registry>,
+    tag: &str,
+    canary: &str,
+) -> (
+    tests::in_process::InProcessNode,
+    Vec<Gateway>,
+    HttpClient,
+    Callers,
+) {
+    let (stable, _) = tests::probe::start_slow(registry.clone(), "1.0.0", Duration::ZERO).await;
+    let probes = [stable.address.clone(), canary.to_owned()];
+    let (gateways, client) = two_gateways(etcd, tag, &probes).await;
+    let callers = Callers::start(&client, &gateways);
+    (stable, gateways, client, callers)
+}
+
+/// Callers of `probe.Echo` on the gateways, until stopped.
+struct Callers {
+    stop: Arc<AtomicBool>,
+    calls: tokio::task::JoinHandle<Vec<(u16, String)>>,
+}
+
+impl Callers {
+    fn start(client: &HttpClient, gateways: &[Gateway]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = keep_calling(client, gateways, stop.clone());
+        Self { stop, calls }
+    }
+
+    /// Stops them; each call's status and the node that answered.
+    async fn stop(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.calls.await.expect("the callers")
+    }
+}
+
 /// Stores `table` with `gateway routes push`, as an operator would.
 async fn push(etcd: &Etcd, tag: &str, table: &str) {
     let file =
@@ -135,12 +175,9 @@ async fn metric(client: &HttpClient, gateway: &Gateway, name: &str) -> Option<f6
 async fn a_canary_that_fails_its_error_budget_is_rolled_back_within_one_interval() {
     let etcd = require!(Etcd::start().await);
     let registry: Arc<dyn registry::Registry> = Arc::new(etcd.registry("go-ms").await);
-    let (stable, _) = tests::probe::start_slow(registry.clone(), "1.0.0", Duration::ZERO).await;
     let (broken, broken_calls) = tests::probe::start_broken(registry.clone(), "2.0.0").await;
-    let probes = [stable.address.clone(), broken.address.clone()];
-    let (gateways, client) = two_gateways(&etcd, "canary-fails", &probes).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = keep_calling(&client, &gateways, stop.clone());
+    let (stable, gateways, client, callers) =
+        scene(&etcd, &registry, "canary-fails", &broken.address).await;
 
     const INTERVAL: Duration = Duration::from_secs(5);
     push(
@@ -153,8 +190,7 @@ async fn a_canary_that_fails_its_error_budget_is_rolled_back_within_one_interval
     let started = wait_for_outcome(&client, &gateways, "running").await;
     assert_eq!(started["percent"], 20, "{started}");
     let rolled_back = wait_for_outcome(&client, &gateways, "rolled_back").await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = calls.await.expect("the callers");
+    let seen = callers.stop().await;
 
     assert_eq!(rolled_back["percent"], 0, "{rolled_back}");
     let reason = rolled_back["reason"].as_str().unwrap_or_default();
@@ -195,12 +231,9 @@ async fn a_canary_that_fails_its_error_budget_is_rolled_back_within_one_interval
 async fn a_canary_that_holds_up_is_promoted_step_by_step_to_all_the_calls() {
     let etcd = require!(Etcd::start().await);
     let registry: Arc<dyn registry::Registry> = Arc::new(etcd.registry("go-ms").await);
-    let (stable, _) = tests::probe::start_slow(registry.clone(), "1.0.0", Duration::ZERO).await;
     let (canary, _) = tests::probe::start_slow(registry.clone(), "2.0.0", Duration::ZERO).await;
-    let probes = [stable.address.clone(), canary.address.clone()];
-    let (gateways, client) = two_gateways(&etcd, "canary-passes", &probes).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = keep_calling(&client, &gateways, stop.clone());
+    let (_stable, gateways, client, callers) =
+        scene(&etcd, &registry, "canary-passes", &canary.address).await;
 
     // The p99 bar is loose: both versions are the same code, and a loaded machine's
     // sub-millisecond p99s differ by more than any real bar would allow.
@@ -226,8 +259,7 @@ async fn a_canary_that_holds_up_is_promoted_step_by_step_to_all_the_calls() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     wait_for_outcome(&client, &gateways, "promoted").await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = calls.await.expect("the callers");
+    let seen = callers.stop().await;
 
     assert_eq!(promoted["percent"], 100, "{promoted}");
     assert!(
@@ -272,13 +304,10 @@ fn artifacts() -> std::path::PathBuf {
 async fn the_dashboard_shows_a_canarys_steps_and_charts_both_versions_side_by_side() {
     let etcd = require!(Etcd::start().await);
     let registry: Arc<dyn registry::Registry> = Arc::new(etcd.registry("go-ms").await);
-    let (stable, _) = tests::probe::start_slow(registry.clone(), "1.0.0", Duration::ZERO).await;
     let slower = Duration::from_millis(3);
     let (canary, _) = tests::probe::start_slow(registry.clone(), "1.1.0", slower).await;
-    let probes = [stable.address.clone(), canary.address.clone()];
-    let (gateways, client) = two_gateways(&etcd, "canary-dashboard", &probes).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = keep_calling(&client, &gateways, stop.clone());
+    let (_stable, gateways, _client, callers) =
+        scene(&etcd, &registry, "canary-dashboard", &canary.address).await;
     push(
         &etcd,
         "dashboard",
@@ -328,6 +357,5 @@ async fn the_dashboard_shows_a_canarys_steps_and_charts_both_versions_side_by_si
     let shot = artifacts().join("canary-dashboard.png");
     browser.screenshot(&shot).await.expect("a screenshot");
     eprintln!("canary dashboard screenshot: {}", shot.display());
-    stop.store(true, Ordering::Relaxed);
-    calls.await.expect("the callers");
+    callers.stop().await;
 }

@@ -118,6 +118,15 @@ fn assert_the_cluster_held_its_limit(seen: &Offered, what: &str) {
     );
 }
 
+/// The probe's rate limit as `gateway`'s `/admin/cluster` shows it.
+async fn rate_limit_on(client: &HttpClient, gateway: &Gateway) -> serde_json::Value {
+    let admin = client
+        .get(&format!("http://{}/admin/cluster", gateway.admin))
+        .await
+        .expect("/admin/cluster");
+    admin.body["services"]["probe"]["rate_limit"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_etcd, ignore = "needs Docker (or MS_TEST_ETCD_ENDPOINTS) for etcd")]
 async fn three_gateways_hold_a_cluster_limit_and_the_two_left_after_a_kill_still_do() {
@@ -154,11 +163,7 @@ async fn three_gateways_hold_a_cluster_limit_and_the_two_left_after_a_kill_still
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.header("ratelimit-limit"), Some("30"));
     assert_eq!(reply.header("ratelimit-remaining"), Some("27"));
-    let admin = client
-        .get(&format!("http://{}/admin/cluster", gateways[0].admin))
-        .await
-        .expect("/admin/cluster");
-    let limit = &admin.body["services"]["probe"]["rate_limit"];
+    let limit = rate_limit_on(&client, &gateways[0]).await;
     assert_eq!(limit["gateways"], 3, "{limit}");
     assert_eq!(limit["this_gateway_per_second"], 100.0, "{limit}");
 
@@ -179,11 +184,7 @@ async fn three_gateways_hold_a_cluster_limit_and_the_two_left_after_a_kill_still
     let two: Vec<&Gateway> = gateways.iter().collect();
     let seen = offer(&client, &two, 300).await;
     assert_the_cluster_held_its_limit(&seen, "two gateways after one was killed");
-    let admin = client
-        .get(&format!("http://{}/admin/cluster", gateways[0].admin))
-        .await
-        .expect("/admin/cluster");
-    let limit = &admin.body["services"]["probe"]["rate_limit"];
+    let limit = rate_limit_on(&client, &gateways[0]).await;
     assert_eq!(limit["gateways"], 2, "{limit}");
     assert_eq!(limit["this_gateway_per_second"], 150.0, "{limit}");
 }
