@@ -23,11 +23,11 @@ pub use decide::{Decision, decide};
 /// Buckets of the latency histogram: each 10% wider than the one before, from 0.1 ms,
 /// so that a p99 read from it is within 10% of the true one; the last takes everything
 /// from about 90 s.
-const BUCKETS: usize = 144;
+pub(crate) const BUCKETS: usize = 144;
 const FIRST_BUCKET_MS: f64 = 0.1;
 const GROWTH: f64 = 1.1;
 
-fn bucket_of(latency: Duration) -> usize {
+pub(crate) fn bucket_of(latency: Duration) -> usize {
     let ms = latency.as_secs_f64() * 1000.0;
     if ms <= FIRST_BUCKET_MS {
         return 0;

@@ -4,7 +4,8 @@
 //! version and of the baseline side by side. Served at `/admin/history`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -49,12 +50,64 @@ pub struct VersionSample {
 
 #[derive(Default)]
 pub struct History {
+    /// Each service's calls of the sample being filled, counted without a lock: every
+    /// call through a door lands here.
+    live: RwLock<HashMap<String, Arc<Live>>>,
     inner: Mutex<Inner>,
+}
+
+/// One service's calls since the last sample.
+struct Live {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    /// By latency bucket (see [`crate::canary`]'s histogram).
+    latency: Box<[AtomicU64]>,
+}
+
+impl Live {
+    fn new() -> Self {
+        Self {
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: (0..crate::canary::BUCKETS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn add(&self, failed: bool, took: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(bucket) = self.latency.get(crate::canary::bucket_of(took)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What was counted since the last take, counting from zero again. A call counted
+    /// while this runs lands in this sample or the next, never in neither.
+    fn take(&self) -> Tally {
+        Tally {
+            calls: self.calls.swap(0, Ordering::Relaxed),
+            errors: self.errors.swap(0, Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .enumerate()
+                .filter_map(|(n, bucket)| {
+                    let calls = bucket.swap(0, Ordering::Relaxed);
+                    (calls > 0).then_some((n, calls))
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
-    /// The sample being filled, by service.
+    /// By service, the calls of each version of a running canary in the sample being
+    /// filled (only while one runs: a lock is fine).
     open: HashMap<String, Open>,
     samples: VecDeque<Sample>,
     /// The refusal counters at the last sample, to count each sample's own.
@@ -64,7 +117,6 @@ struct Inner {
 
 #[derive(Default)]
 struct Open {
-    calls: Tally,
     versions: BTreeMap<String, Tally>,
 }
 
@@ -87,14 +139,23 @@ impl History {
     /// A call of `service` through a door, ended with `code` after `took`.
     pub fn record_call(&self, service: &str, code: Code, took: Duration) {
         let failed = cluster::canary::is_server_error(code);
-        let mut inner = self.lock();
-        // Found without a new key for a service already in the sample: most calls.
-        if let Some(open) = inner.open.get_mut(service) {
-            open.calls.add(failed, took);
-            return;
-        }
-        let open = inner.open.entry(service.to_owned()).or_default();
-        open.calls.add(failed, took);
+        let known = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+            .cloned();
+        let live = match known {
+            Some(live) => live,
+            None => self
+                .live
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(service.to_owned())
+                .or_insert_with(|| Arc::new(Live::new()))
+                .clone(),
+        };
+        live.add(failed, took);
     }
 
     /// A call of `service` that a node of `version` answered, while a canary runs.
@@ -123,8 +184,15 @@ impl History {
         shed: &[(String, u64)],
         limited: &[(String, u64)],
     ) {
+        let calls: Vec<(String, Tally)> = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(service, live)| (service.clone(), live.take()))
+            .collect();
         let mut inner = self.lock();
-        let open = std::mem::take(&mut inner.open);
+        let mut open = std::mem::take(&mut inner.open);
         let mut services: BTreeMap<String, ServiceSample> = BTreeMap::new();
         let per_second = |n: u64| {
             if seconds > 0.0 {
@@ -133,8 +201,19 @@ impl History {
                 0.0
             }
         };
-        for (service, open) in open {
-            let figures = open.calls.figures();
+        // Versions seen of a service with no door call in the sample still count.
+        let mut all = calls;
+        for service in open.keys() {
+            if !all.iter().any(|(s, _)| s == service) {
+                all.push((service.clone(), Tally::default()));
+            }
+        }
+        for (service, tally) in all {
+            let versions = open.remove(&service).unwrap_or_default().versions;
+            if tally.calls == 0 && versions.is_empty() {
+                continue;
+            }
+            let figures = tally.figures();
             services.insert(
                 service,
                 ServiceSample {
@@ -143,8 +222,7 @@ impl History {
                     p99_ms: figures.p99_ms,
                     shed_per_s: 0.0,
                     rate_limited_per_s: 0.0,
-                    versions: open
-                        .versions
+                    versions: versions
                         .iter()
                         .map(|(version, tally)| {
                             let figures = tally.figures();

@@ -90,11 +90,9 @@ async fn forward_to_a_node(
     let route = gateway.routes.route(&service);
     // The caller's own `grpc-timeout` is the call's deadline; the gateway sets none.
     let timeout = cluster::deadline::timeout_of(&parts.headers);
-    let placement = route.place(
-        &parts.headers,
-        None,
-        crate::rate_limit::peer_of(&parts.extensions),
-    );
+    let placement = route.place(&parts.headers, None, || {
+        crate::rate_limit::peer_of(&parts.extensions)
+    });
     let info = CallInfo {
         deadline: timeout.map(|timeout| Instant::now() + timeout),
         balance: route.balance,

@@ -212,7 +212,7 @@ impl Route {
         &self,
         headers: &http::HeaderMap,
         query: Option<&str>,
-        peer: Option<std::net::IpAddr>,
+        peer: impl FnOnce() -> Option<std::net::IpAddr>,
     ) -> Placement {
         let client = self.client_key(headers, peer);
         if self.traffic.is_empty() && self.sticky.is_none() {
@@ -232,13 +232,18 @@ impl Route {
 
     /// The caller's key for the rate limit, when it keys by a header (calls without it
     /// share a bucket) or the address the call came from.
-    fn client_key(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> Option<u64> {
+    fn client_key(
+        &self,
+        headers: &http::HeaderMap,
+        // Read only for a limit keyed by it: most routes have none.
+        peer: impl FnOnce() -> Option<std::net::IpAddr>,
+    ) -> Option<u64> {
         use crate::rate_limit::{ClientKey, key_of, key_of_address};
         match self.rate_limit.as_ref()?.per.as_ref()? {
             ClientKey::Header(name) => headers
                 .get(name.as_str())
                 .map(|value| key_of(value.as_bytes())),
-            ClientKey::ClientIp => peer.map(key_of_address),
+            ClientKey::ClientIp => peer().map(key_of_address),
             ClientKey::Claim(_) => None,
         }
     }

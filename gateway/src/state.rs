@@ -142,7 +142,7 @@ impl Gateway {
     ) -> crate::settings::Placement {
         crate::settings::Placement {
             carried: self.routes.carried_from(headers),
-            ..route.place(headers, query, crate::rate_limit::peer_of(extensions))
+            ..route.place(headers, query, || crate::rate_limit::peer_of(extensions))
         }
     }
 
