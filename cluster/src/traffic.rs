@@ -156,9 +156,14 @@ pub(crate) fn check_source(
     if sources.iter().filter(|source| source.is_some()).count() != 1 {
         return Err(format!("name exactly one of {names}"));
     }
-    if let Some(name) = header
-        && (http::HeaderName::from_bytes(name.as_bytes()).is_err()
-            || name.bytes().any(|b| b.is_ascii_uppercase()))
+    header.map_or(Ok(()), check_header_name)
+}
+
+/// Checks that `name` is a header name in lower case, as HTTP/2 sends them (and as a
+/// rule or key must name one to ever match).
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        || name.bytes().any(|b| b.is_ascii_uppercase())
     {
         return Err(format!("{name:?} is not a header name in lower case"));
     }

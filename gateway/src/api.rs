@@ -84,40 +84,36 @@ where
     );
     let request = Request::from_parts(parts, body);
     let span = span(&id);
-    match call(gateway, request, &id, &mut observed)
+    let outcome = call(gateway, request, &id, &mut observed)
         .instrument(span.clone())
-        .await
-    {
+        .await;
+    // Answered or refused, the caller is told where its rate limit stands.
+    let allowance = observed.allowance;
+    let mut response = match outcome {
         Ok((reply, node)) => {
-            let allowance = observed.allowance;
             // A stream is recorded when its reply starts: its end is the caller's to see.
             observed.finish(StatusCode::OK.as_u16(), Code::Ok, Some(&node));
-            let mut response = match reply {
+            match reply {
                 Reply::Json(body) => json_reply(StatusCode::OK, &body, &id, &node),
                 Reply::Stream(messages, format) => {
                     crate::stream_http::reply(*messages, format, &id, &node)
                 }
-            };
-            if let Some(allowance) = allowance {
-                allowance.write(response.headers_mut());
             }
-            response
         }
         Err(failure) => {
-            let allowance = observed.allowance;
             tracing::debug!(parent: &span, code = ?failure.code, message = %failure.message, "call failed");
             observed.finish(
                 failure.status.as_u16(),
                 failure.code,
                 failure.served_by.as_deref(),
             );
-            let mut response = failure.into_http(&id);
-            if let Some(allowance) = allowance {
-                allowance.write(response.headers_mut());
-            }
-            response
+            failure.into_http(&id)
         }
+    };
+    if let Some(allowance) = allowance {
+        allowance.write(response.headers_mut());
     }
+    response
 }
 
 /// Whether a method may be repeated and read with GET: a route's word first (its

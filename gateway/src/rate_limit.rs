@@ -89,15 +89,8 @@ impl RateLimit {
             ));
         }
         match &self.per {
-            Some(ClientKey::Header(name))
-                if name.is_empty()
-                    || name.bytes().any(|b| b.is_ascii_uppercase())
-                    || http::HeaderName::from_bytes(name.as_bytes()).is_err() =>
-            {
-                Err((
-                    "per.header",
-                    format!("{name:?} is not a header name in lower case"),
-                ))
+            Some(ClientKey::Header(name)) => {
+                cluster::traffic::check_header_name(name).map_err(|reason| ("per.header", reason))
             }
             Some(ClientKey::Claim(name)) if name.is_empty() => {
                 Err(("per.claim", "name the claim".into()))
